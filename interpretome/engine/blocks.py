@@ -1,0 +1,44 @@
+"""Helpers for mapping model calls over chunks: dask inputs, aligned index arrays, merging results."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+
+def as_dask(values, chunks) -> da.Array:
+    """Return ``values`` as a dask array with ``chunks`` (dask arrays are rechunked, numpy wrapped)."""
+    if isinstance(values, da.Array):
+        return values.rechunk(chunks)
+    return da.from_array(np.asarray(values), chunks=chunks)
+
+
+def index_array(n: int, chunks) -> da.Array:
+    """Return ``arange(n)`` as a dask array with ``chunks`` (global indices travel with each block)."""
+    return da.arange(n, chunks=chunks, dtype=np.int64)
+
+
+def chunk_size(chunks: tuple[int, ...]) -> int:
+    """Return the regular chunk size of a dask chunk tuple (its first chunk)."""
+    return int(chunks[0]) if chunks else 1
+
+
+def require_vars(ds: xr.Dataset, names: tuple[str, ...], producer: str) -> None:
+    """Raise ``ValueError`` naming the missing input variables and where they come from."""
+    missing = [n for n in names if n not in ds.variables]
+    if missing:
+        raise ValueError(f"the input dataset has no {missing}: build it with {producer}")
+
+
+def merge_result(ds: xr.Dataset, new: xr.Dataset, merge: bool) -> xr.Dataset:
+    """Return ``new`` merged into ``ds`` (when ``merge``), refusing coordinates that disagree."""
+    if not merge:
+        return new
+    try:
+        return xr.merge([ds, new], join="exact", compat="override", combine_attrs="override")
+    except ValueError as e:
+        raise ValueError(
+            f"the result's coordinates differ from the input's ({e}); pass merge=False to get the "
+            f"result as its own Dataset"
+        ) from e

@@ -1,0 +1,65 @@
+"""Store commands: ``interpretome info STORE`` and ``interpretome render STORE``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..storage.store import StoreError, group_info, list_groups, store_summary
+from . import RENDERERS
+
+
+def render_store(store, out_dir, *, groups=None, **options) -> list[Path]:
+    """Render every complete group of ``store`` that has a renderer; return the PNG/HTML paths."""
+    paths: list[Path] = []
+    names = groups or list_groups(store)
+    if not names:
+        raise StoreError(f"store {str(store)!r} has no groups to render: check the path")
+    for g in names:
+        info = group_info(store, g)
+        if info is None:
+            raise StoreError(f"store {str(store)!r} has no group {g!r}; it has {list_groups(store)}")
+        fn = RENDERERS.get(info.get("task"))
+        if fn is None or not info.get("complete"):
+            continue
+        paths += fn(store, g, out_dir, **options)
+    return paths
+
+
+def _parse_markers(items) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        label, sep, pos = item.partition("=")
+        if not sep:
+            raise ValueError(f"--marker {item!r} must look like LABEL=POSITION, e.g. --marker TSS=150")
+        out[label] = float(pos)
+    return out
+
+
+def _info_cmd(args) -> int:
+    print(store_summary(args.store))
+    return 0
+
+
+def _render_cmd(args) -> int:
+    out = args.out or str(Path(args.store).with_suffix("")) + "_figures"
+    paths = render_store(args.store, out, groups=args.group, sequences=args.sequence,
+                         markers=_parse_markers(args.marker), start=args.start, end=args.end)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def register(sub) -> None:
+    """Add the ``info`` and ``render`` subcommands."""
+    p = sub.add_parser("info", help="summarise a result store")
+    p.add_argument("store")
+    p.set_defaults(func=_info_cmd)
+    p = sub.add_parser("render", help="draw the figures of a result store (PNG)")
+    p.add_argument("store")
+    p.add_argument("-o", "--out", default=None, help="output folder (default STORE_figures)")
+    p.add_argument("--group", action="append", default=None, help="only these groups (repeatable)")
+    p.add_argument("--sequence", action="append", default=None, help="sequence names to draw (repeatable)")
+    p.add_argument("--marker", action="append", default=None, help="LABEL=POSITION vertical marker, e.g. TSS=150")
+    p.add_argument("--start", type=int, default=None, help="first position of a zoomed region")
+    p.add_argument("--end", type=int, default=None, help="end of a zoomed region")
+    p.set_defaults(func=_render_cmd)

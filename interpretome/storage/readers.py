@@ -1,0 +1,232 @@
+"""Readers that turn input files into lazy xarray Datasets.
+
+DNA: FASTA (plain or gzipped, many records) through pyfaidx's index, as ``sequence_code``
+(sequence, position) uint8 with A,C,G,T,N = 0..4, chunked by sequence and position, plus
+``sequence_length`` (sequence). Lower case (soft-masked) bases read as upper case; N stays N
+(one-hot: all zeros); sequences shorter than the longest are padded with code 4 past their
+``sequence_length``. Any other character is an error naming the record and 1-based position.
+
+Plain gzip is not random-access, so a ``.gz`` FASTA is decompressed once (streaming) into the
+cache directory (``$INTERPRETOME_CACHE`` or ``~/.cache/interpretome``) and indexed there; workers
+read chunks from that file, so the graph carries only paths and coordinates, never sequence.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
+
+from .schema import CODE_N, POSITION, SEQUENCE
+
+_INVALID = 255
+CODE_LUT = np.full(256, _INVALID, np.uint8)
+for _i, _b in enumerate("ACGTN"):
+    CODE_LUT[ord(_b)] = _i
+    CODE_LUT[ord(_b.lower())] = _i
+
+
+class InputError(ValueError):
+    """An input file or value is malformed; the message names where and how to fix it."""
+
+
+def cache_dir() -> Path:
+    """Return (and create) interpretome's cache directory."""
+    d = Path(os.environ.get("INTERPRETOME_CACHE", Path.home() / ".cache" / "interpretome"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def encode_bases(text: bytes | str, record: str = "?", offset: int = 0) -> np.ndarray:
+    """Return uint8 codes for DNA text; raise ``InputError`` naming record and position on a bad base."""
+    raw = np.frombuffer(text.encode() if isinstance(text, str) else text, np.uint8)
+    codes = CODE_LUT[raw]
+    bad = np.flatnonzero(codes == _INVALID)
+    if bad.size:
+        i = int(bad[0])
+        ch = chr(raw[i])
+        raise InputError(
+            f"record {record!r} has the character {ch!r} at position {offset + i + 1} (1-based), which is "
+            f"not A, C, G, T or N (upper or lower case): replace it (e.g. IUPAC codes by N) and rerun"
+        )
+    return codes
+
+
+def decode_bases(codes: np.ndarray) -> str:
+    """Return the DNA string of uint8 codes (0..4 -> ACGTN)."""
+    return np.frombuffer(b"ACGTN", np.uint8)[np.asarray(codes)].tobytes().decode()
+
+
+def _plain_fasta(path: Path) -> Path:
+    """Return a path to an uncompressed, indexable copy of ``path`` (decompressing .gz once)."""
+    if path.suffix != ".gz":
+        return path
+    st = path.stat()
+    tag = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_dir() / "fasta" / f"{tag}-{path.stem}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + f".tmp{os.getpid()}")
+        try:
+            with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+        except (OSError, EOFError) as e:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"FASTA {str(path)!r} is not readable gzip ({e}): check the file") from e
+        os.replace(tmp, out)
+    return out
+
+
+_FASTA_HANDLES: dict[str, object] = {}
+
+
+def open_fasta(path: str | os.PathLike):
+    """Return a cached ``pyfaidx.Fasta`` (raw strings, upper case) for a plain or gzipped FASTA.
+
+    The index goes beside the file, or into the cache directory when that place is read-only.
+    """
+    import pyfaidx
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"FASTA file {str(path)!r} does not exist: check the path")
+    plain = _plain_fasta(path)
+    key = str(plain)
+    if key not in _FASTA_HANDLES:
+        index = None
+        if not os.access(plain.parent, os.W_OK) and not Path(f"{plain}.fai").exists():
+            index = str(cache_dir() / "fasta" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".fai"))
+            Path(index).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _FASTA_HANDLES[key] = pyfaidx.Fasta(key, indexname=index, as_raw=True, sequence_always_upper=True,
+                                                read_long_names=False, rebuild=True)
+        except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, ValueError) as e:
+            raise InputError(f"FASTA {str(path)!r} cannot be indexed ({e}): check it is FASTA "
+                             f"(records starting with '>', equal line lengths within a record)") from e
+        if not len(_FASTA_HANDLES[key].keys()):
+            del _FASTA_HANDLES[key]
+            raise InputError(f"FASTA {str(path)!r} holds no records: check the file")
+    return _FASTA_HANDLES[key]
+
+
+def fasta_records(path: str | os.PathLike) -> dict[str, int]:
+    """Return ``{record name: length}`` in file order."""
+    fa = open_fasta(path)
+    return {name: len(fa[name]) for name in fa.keys()}
+
+
+def read_codes(path: str | os.PathLike, record: str, start: int, end: int) -> np.ndarray:
+    """Return uint8 codes of ``record[start:end]`` (0-based, end exclusive) read through the index."""
+    fa = open_fasta(path)
+    return encode_bases(fa[record][start:end], record, start)
+
+
+def validate_fasta(path: str | os.PathLike, piece: int = 1 << 22) -> None:
+    """Scan every record in pieces of ``piece`` bases; raise ``InputError`` at the first bad base."""
+    fa = open_fasta(path)
+    for name in fa.keys():
+        n = len(fa[name])
+        for s in range(0, n, piece):
+            encode_bases(fa[name][s:min(n, s + piece)], name, s)
+
+
+def _read_block(path: str, names: tuple[str, ...], lengths: tuple[int, ...], p0: int, p1: int) -> np.ndarray:
+    out = np.full((len(names), p1 - p0), CODE_N, np.uint8)
+    for i, (name, n) in enumerate(zip(names, lengths)):
+        if p0 < n:
+            out[i, :min(p1, n) - p0] = read_codes(path, name, p0, min(p1, n))
+    return out
+
+
+def _chunks(total: int, size: int) -> tuple[int, ...]:
+    size = max(1, int(size))
+    return tuple(min(size, total - s) for s in range(0, total, size)) or (0,)
+
+
+def read_fasta(
+    path: str | os.PathLike,
+    *,
+    sequence_chunk: int = 64,
+    position_chunk: int = 1 << 20,
+    validate: bool = True,
+) -> xr.Dataset:
+    """Return a lazy Dataset of a FASTA file's records.
+
+    Variables: ``sequence_code`` (sequence, position) uint8 chunked ``(sequence_chunk,
+    position_chunk)``, read from the file by the tasks; ``sequence_length`` (sequence) int64.
+    Coordinates: ``sequence`` = record names, ``position`` = 0-based offsets. ``validate`` scans the
+    file once for bad characters so a bad base fails before any work starts.
+    """
+    path = Path(path)
+    records = fasta_records(path)
+    if validate:
+        validate_fasta(path)
+    names = tuple(records)
+    lengths = np.array([records[n] for n in names], np.int64)
+    lmax = int(lengths.max())
+    schunks = _chunks(len(names), sequence_chunk)
+    pchunks = _chunks(lmax, min(position_chunk, lmax))
+    token = hashlib.sha256(f"{path.resolve()}:{path.stat().st_mtime_ns}:{schunks}:{pchunks}".encode()).hexdigest()[:16]
+    name = f"read-fasta-{token}"
+    dsk = {}
+    s0 = 0
+    for i, sc in enumerate(schunks):
+        p0 = 0
+        for j, pc in enumerate(pchunks):
+            dsk[(name, i, j)] = (_read_block, str(path), names[s0:s0 + sc],
+                                 tuple(int(x) for x in lengths[s0:s0 + sc]), p0, p0 + pc)
+            p0 += pc
+        s0 += sc
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    codes = da.Array(graph, name, chunks=(schunks, pchunks), dtype=np.uint8)
+    ds = xr.Dataset(
+        {"sequence_code": ((SEQUENCE, POSITION), codes), "sequence_length": ((SEQUENCE,), lengths)},
+        coords={SEQUENCE: list(names), POSITION: np.arange(lmax)},
+        attrs={"source": str(path)},
+    )
+    return ds
+
+
+def sequences_to_dataset(
+    sequences, names=None, *, sequence_chunk: int = 64, position_chunk: int | None = None
+) -> xr.Dataset:
+    """Return a Dataset like ``read_fasta``'s from in-memory sequences (strings, or a name->string dict)."""
+    if isinstance(sequences, dict):
+        names, sequences = list(sequences), list(sequences.values())
+    sequences = list(sequences)
+    if not sequences:
+        raise InputError("no sequences given: pass at least one")
+    names = list(names) if names is not None else [f"seq{i}" for i in range(len(sequences))]
+    if len(names) != len(sequences):
+        raise InputError(f"{len(names)} names for {len(sequences)} sequences: pass one name per sequence")
+    if len(set(names)) != len(names):
+        raise InputError("sequence names must be unique")
+    lengths = np.array([len(s) for s in sequences], np.int64)
+    lmax = int(lengths.max())
+    codes = np.full((len(sequences), lmax), CODE_N, np.uint8)
+    for i, (n, s) in enumerate(zip(names, sequences)):
+        codes[i, :len(s)] = encode_bases(s, n)
+    arr = da.from_array(codes, chunks=(sequence_chunk, position_chunk or lmax))
+    return xr.Dataset(
+        {"sequence_code": ((SEQUENCE, POSITION), arr), "sequence_length": ((SEQUENCE,), lengths)},
+        coords={SEQUENCE: names, POSITION: np.arange(lmax)},
+    )
+
+
+def write_fasta(path: str | os.PathLike, sequences: dict[str, str], width: int = 60) -> Path:
+    """Write ``{name: sequence}`` as FASTA (``.gz`` suffix: gzipped) and return the path."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt") as fh:
+        for name, seq in sequences.items():
+            fh.write(f">{name}\n")
+            for i in range(0, len(seq), width):
+                fh.write(seq[i:i + width] + "\n")
+    return path

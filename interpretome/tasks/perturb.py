@@ -1,0 +1,209 @@
+"""Perturbation sweeps: randomise, shuffle, mask or replace a sliding window of k bases.
+
+For every sequence, window size k, window start ``position`` (every ``stride`` bases) and
+replicate, the bases ``[position, position + k)`` are perturbed and the model's prediction is
+compared with the unperturbed one (``sweep_reference``). Windows that do not fit a sequence
+(``position + k > sequence_length``) are NaN. Modes:
+
+* ``random``  — uniform random bases A,C,G,T (counter-based draws keyed by seed, sequence index,
+  k, position, replicate and offset in the window: identical whatever the chunking);
+* ``shuffle`` — a random permutation of the window's own bases (same keys);
+* ``insert``  — the given k-mers (Genomic-ULMFiT's ``inserts=``), one ``window`` entry per insert;
+* ``mask``    — N (all-zero one-hot columns; the unknown token for k-mer models).
+
+``random`` and ``shuffle`` take ``replicates`` draws; ``insert`` and ``mask`` are deterministic.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..engine import rng
+from ..engine.blocks import chunk_size, index_array, merge_result, require_vars, as_dask
+from ..engine.models import ModelSpec, get_runtime, load_spec
+from ..storage.readers import encode_bases
+from ..storage.schema import CODE_N, POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, register, validate
+
+MODES = ("random", "shuffle", "insert", "mask")
+DEFAULT_WINDOWS = (1, 3, 5, 7, 9, 11, 13, 15)
+
+register("sweep_reference", (SEQUENCE, TARGET), "f", "prediction for the unperturbed sequence")
+register("sweep_delta_mean", (SEQUENCE, WINDOW, POSITION, TARGET), "f",
+         "mean over replicates of (perturbed - reference) prediction, window starting at position; NaN where it does not fit")
+register("sweep_delta_std", (SEQUENCE, WINDOW, POSITION, TARGET), "f",
+         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
+register("sweep_prediction", (SEQUENCE, WINDOW, POSITION, REPLICATE, TARGET), "f",
+         "raw prediction of each perturbed replicate")
+
+
+def window_edits(mode: str, ref: np.ndarray, starts: np.ndarray, k: int, replicates: int, seed: int,
+                 sequence: int, insert: np.ndarray | None = None) -> np.ndarray:
+    """Return the replacement codes ``(P, R, k)`` uint8 for windows of ``k`` at ``starts`` (P,).
+
+    ``ref`` (L,) uint8 is the sequence; ``sequence`` its global index (a random-draw key). For
+    ``random``/``shuffle`` the draws depend only on (seed, sequence, k, start, replicate, offset).
+    """
+    starts = np.asarray(starts, np.int64)
+    p = starts[:, None, None]
+    r = np.arange(replicates, dtype=np.int64)[None, :, None]
+    o = np.arange(k, dtype=np.int64)[None, None, :]
+    if mode == "random":
+        return rng.random_bases(seed, sequence, k, p, r, o)
+    if mode == "shuffle":
+        order = rng.shuffle_order(seed, sequence, k, p, r, o)  # (P, R, k)
+        own = ref[starts[:, None] + np.arange(k)[None, :]]  # (P, k)
+        return np.take_along_axis(np.broadcast_to(own[:, None, :], order.shape), order, axis=-1).astype(np.uint8)
+    if mode == "mask":
+        return np.full((len(starts), 1, k), CODE_N, np.uint8)
+    if mode == "insert":
+        return np.broadcast_to(insert[None, None, :], (len(starts), 1, k)).copy()
+    raise ValueError(f"mode {mode!r} is not one of {MODES}")
+
+
+def _sweep_block(codes, lengths, seq_ids, positions, *, spec: ModelSpec, windows, inserts, mode,
+                 replicates, seed, keep) -> np.ndarray:
+    """Return ``(S, W, P, T, Q)`` float32: Q = [delta mean, delta std, replicate predictions...]."""
+    rt = get_runtime(spec)
+    n_t = len(spec.target_names)
+    q = 2 + (replicates if keep else 0)
+    out = np.full((codes.shape[0], len(windows), len(positions), n_t, q), np.nan, np.float32)
+    for i in range(codes.shape[0]):
+        n = int(lengths[i])
+        ref = np.ascontiguousarray(codes[i, :n])
+        ref_pred = rt.predict(ref[None, :])[0]
+        for w, k in enumerate(windows):
+            fit = positions + k <= n
+            starts = positions[fit]
+            if not starts.size:
+                continue
+            new = window_edits(mode, ref, starts, k, replicates, seed, int(seq_ids[i]),
+                               inserts[w] if inserts is not None else None)
+            r = new.shape[1]
+            pred = rt.predict_edits(ref, np.repeat(starts, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
+            delta = pred - ref_pred[None, None, :]
+            out[i, w, fit, :, 0] = delta.mean(axis=1)
+            out[i, w, fit, :, 1] = delta.std(axis=1)
+            if keep:
+                out[i, w, fit, :, 2:] = np.moveaxis(pred, 1, -1)
+    return out
+
+
+def _reference_block(codes, lengths, *, spec: ModelSpec) -> np.ndarray:
+    """Return ``(S, T)`` float32 predictions of the unperturbed sequences."""
+    rt = get_runtime(spec)
+    return np.stack([rt.predict(np.ascontiguousarray(codes[i, :int(lengths[i])])[None, :])[0]
+                     for i in range(codes.shape[0])]).astype(np.float32)
+
+
+def reference_predictions(codes: da.Array, lengths: da.Array, spec: ModelSpec) -> da.Array:
+    """Return the lazy ``(sequence, target)`` predictions of whole sequences (one task per sequence chunk)."""
+    return da.blockwise(_reference_block, "st", codes, "sx", lengths, "s", new_axes={"t": len(spec.target_names)},
+                        concatenate=True, dtype=np.float32, meta=np.empty((0, 0), np.float32), spec=spec)
+
+
+def _check_sequences(ds: xr.Dataset):
+    require_vars(ds, ("sequence_code", "sequence_length"), "interpretome.read_fasta or sequences_to_dataset")
+    codes = ds["sequence_code"].data
+    if not isinstance(codes, da.Array):
+        codes = da.from_array(np.asarray(codes), chunks=(64, -1))
+    lengths = as_dask(ds["sequence_length"].data, (codes.chunks[0],))
+    known = None if isinstance(ds["sequence_length"].data, da.Array) else np.asarray(ds["sequence_length"].values)
+    return codes, lengths, known
+
+
+def perturbation_sweep(
+    ds: xr.Dataset,
+    model: ModelSpec | str | dict,
+    *,
+    windows=None,
+    stride: int = 1,
+    replicates: int = 1,
+    mode: str = "random",
+    seed: int = 0,
+    inserts=None,
+    keep_replicates: bool = False,
+    position_chunk: int | None = None,
+    merge: bool = True,
+) -> xr.Dataset:
+    """Return the lazy sweep of ``model`` over the sequences of ``ds`` (see the module doc).
+
+    Input: ``sequence_code`` (sequence, position) uint8 and ``sequence_length`` (sequence).
+    Output variables: ``sweep_reference`` (sequence, target); ``sweep_delta_mean`` and
+    ``sweep_delta_std`` (sequence, window, position, target) — position is the window's first
+    base; with ``keep_replicates`` also ``sweep_prediction`` (sequence, window, position,
+    replicate, target). ``window`` holds k (or the insert k-mers in ``insert`` mode), with a
+    ``window_length`` coordinate. Output chunks follow the input's sequence chunks and
+    ``position_chunk`` window starts (default: the input's position chunk / stride).
+    Nothing is computed.
+    """
+    spec = load_spec(model)
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    stride, replicates, seed = int(stride), int(replicates), int(seed)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
+    if mode in ("insert", "mask") and replicates != 1:
+        raise ValueError(f"mode {mode!r} is deterministic: replicates must be 1, got {replicates} "
+                         f"(use mode='random' or 'shuffle' for replicated draws)")
+    insert_codes = None
+    if mode == "insert":
+        if not inserts:
+            raise ValueError("mode 'insert' needs inserts=[k-mers], e.g. inserts=['TATAAT', 'TTGACA']")
+        if windows is not None:
+            raise ValueError("mode 'insert' takes its window lengths from inserts=; drop windows=")
+        inserts = [str(s).upper() for s in inserts]
+        insert_codes = [encode_bases(s, "inserts") for s in inserts]
+        windows = [len(s) for s in inserts]
+        labels = inserts
+    else:
+        if inserts:
+            raise ValueError(f"inserts= is only used by mode='insert', not mode={mode!r}")
+        windows = list(DEFAULT_WINDOWS if windows is None else windows)
+        labels = windows
+    if not windows or any(int(k) != k or int(k) < 1 for k in windows):
+        raise ValueError(f"windows must be positive integers, got {windows}")
+    windows = [int(k) for k in windows]
+    codes, lengths, known = _check_sequences(ds)
+    lmax = codes.shape[1]
+    if known is not None:
+        for k in windows:
+            if k > known.max():
+                raise ValueError(f"window {k} is longer than every sequence (the longest is {int(known.max())} bp): "
+                                 f"drop it or pass longer sequences")
+    positions = np.arange(0, lmax, stride, dtype=np.int64)
+    pc = position_chunk or max(1, chunk_size(codes.chunks[1]) // stride)
+    pos = da.from_array(positions, chunks=int(pc))
+    seq_ids = index_array(codes.shape[0], codes.chunks[0])
+    n_q = 2 + (replicates if keep_replicates else 0)
+    out = da.blockwise(
+        _sweep_block, "swptq", codes, "sx", lengths, "s", seq_ids, "s", pos, "p",
+        new_axes={"w": len(windows), "t": len(spec.target_names), "q": n_q}, concatenate=True,
+        dtype=np.float32, meta=np.empty((0,) * 5, np.float32),
+        spec=spec, windows=tuple(windows), inserts=insert_codes, mode=mode, replicates=replicates,
+        seed=seed, keep=keep_replicates,
+    )
+    dims4 = (SEQUENCE, WINDOW, POSITION, TARGET)
+    data = {
+        "sweep_reference": ((SEQUENCE, TARGET), reference_predictions(codes, lengths, spec)),
+        "sweep_delta_mean": (dims4, out[..., 0]),
+        "sweep_delta_std": (dims4, out[..., 1]),
+    }
+    coords = {SEQUENCE: ds[SEQUENCE].values if SEQUENCE in ds.coords else np.arange(codes.shape[0]),
+              WINDOW: labels, "window_length": (WINDOW, windows), POSITION: positions,
+              TARGET: spec.target_names}
+    if keep_replicates:
+        data["sweep_prediction"] = ((SEQUENCE, WINDOW, POSITION, REPLICATE, TARGET), da.moveaxis(out[..., 2:], -1, 3))
+        coords[REPLICATE] = np.arange(replicates)
+    new = xr.Dataset(data, coords=coords, attrs={
+        "sweep_mode": mode, "sweep_stride": stride, "sweep_replicates": replicates, "sweep_seed": seed})
+    validate(new)
+    return merge_result(ds, new, merge)
+
+
+def sweep_params(**kw) -> dict:
+    """Return the JSON parameters identifying a sweep (used for store fingerprints)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
