@@ -101,6 +101,32 @@ def reference_cnn(seed: int = 0, channels: int = 64, outputs: int = 1):
         )
 
 
+def profile_cnn(seed: int = 0, channels: int = 16, outputs: int = 2, crop: int = 8, bin_size: int = 4):
+    """Return a small profile-output CNN with seeded random weights (tiled-track tests and demos).
+
+    Conv1d(4, C, 9, pad 4) + ReLU, Conv1d(C, outputs, 5, pad 2), then ``crop`` bases dropped at
+    each end and average pooling over ``bin_size`` bases. Input one-hot ``(N, 4, L)``; output
+    ``(N, outputs, (L - 2 crop) // bin_size)`` — a profile like Basenji/Enformer heads.
+    """
+    import torch
+    import torch.nn as nn
+
+    class Crop1d(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.n = n
+
+        def forward(self, x):
+            return x[..., self.n:x.shape[-1] - self.n] if self.n else x
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Conv1d(4, channels, 9, padding=4), nn.ReLU(), nn.Conv1d(channels, outputs, 5, padding=2),
+            Crop1d(crop), nn.AvgPool1d(bin_size),
+        )
+
+
 def kmer_model(seed: int = 0, vocab_size: int = 1033, dim: int = 16, outputs: int = 2):
     """Return a small k-mer token model (embedding, mean pool, linear) with seeded weights.
 
