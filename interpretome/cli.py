@@ -12,6 +12,9 @@ COMMAND_MODULES = (
     "interpretome.jobs.demo",
     "interpretome.jobs.dna",
     "interpretome.jobs.stores",
+    "interpretome.jobs.coefficients",
+    "interpretome.jobs.runner",
+    "interpretome.jobs.report",
 )
 """Modules whose ``register(subparsers)`` adds subcommands; each sets ``func`` on its parser."""
 

@@ -84,12 +84,12 @@ def _local_cuda_cluster(**kwargs):
     return LocalCUDACluster(ip="127.0.0.1", threads_per_worker=1, dashboard_address="127.0.0.1:0", **kwargs)
 
 
-def jobqueue_cluster(config: dict[str, Any]):
+def jobqueue_cluster(config: dict[str, Any], *, scale: bool = True):
     """Return a started dask-jobqueue cluster from ``config``.
 
     ``config`` holds ``system`` ("slurm" or "pbs"), ``jobs`` (number of jobs to scale to) and any
     keyword of the dask-jobqueue cluster class (cores, memory, queue, walltime, account,
-    job_extra_directives ...).
+    job_extra_directives ...). ``scale=False`` submits no job (to inspect ``cluster.job_script()``).
     """
     try:
         import dask_jobqueue
@@ -104,7 +104,8 @@ def jobqueue_cluster(config: dict[str, Any]):
     config.setdefault("processes", config.get("cores", 1))
     config.setdefault("job_script_prologue", [f"export {v}=1" for v in THREAD_ENV])
     cluster = classes[system](**config)
-    cluster.scale(jobs=jobs)
+    if scale:
+        cluster.scale(jobs=jobs)
     return cluster
 
 

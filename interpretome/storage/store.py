@@ -23,6 +23,8 @@ another fingerprint refuses unless ``overwrite=True``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
 import hashlib
 import itertools
@@ -61,6 +63,38 @@ class WriteReport:
         """Return a one-line human summary."""
         return (f"{self.group}: wrote {self.computed_chunks} chunks, "
                 f"{self.skipped_chunks} already done, {self.seconds:.1f} s")
+
+
+@dataclass
+class PlannedWrite:
+    """What ``write_dataset`` would write, recorded instead of writing inside ``planning()``.
+
+    ``chunks``: chunks of the dask-backed variables; ``done``: those already in the store's
+    manifest (same parameters); ``nbytes``: bytes of all data variables (uncompressed);
+    ``graph_tasks``: tasks in the dask graph; ``state``: new | resume | complete | conflict.
+    """
+
+    group: str
+    task: str
+    chunks: int
+    done: int
+    nbytes: int
+    graph_tasks: int
+    state: str
+    variables: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+_PLAN: contextvars.ContextVar[list | None] = contextvars.ContextVar("interpretome_plan", default=None)
+
+
+@contextlib.contextmanager
+def planning():
+    """Context in which ``write_dataset`` records a ``PlannedWrite`` (yielded list) and writes nothing."""
+    token = _PLAN.set([])
+    try:
+        yield _PLAN.get()
+    finally:
+        _PLAN.reset(token)
 
 
 # --- JSON helpers -------------------------------------------------------------------------------
@@ -106,6 +140,9 @@ def check_writable(path: str | os.PathLike, needed_bytes: int = 0) -> Path:
         probe = probe.parent
     if path.exists() and not path.is_dir():
         raise StoreError(f"output {str(path)!r} exists and is not a directory: choose another -o path")
+    if not probe.is_dir():
+        raise StoreError(f"output {str(path)!r} lies under {str(probe)!r}, which is a file, not a folder: "
+                         f"choose another -o path")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise StoreError(
             f"output location {str(probe)!r} is read-only for this user: choose a writable -o path "
@@ -248,6 +285,10 @@ def write_dataset(
     path = Path(path)
     log = log or (lambda msg: None)
     fp = fingerprint({"task": task, "params": params})
+    plan = _PLAN.get()
+    if plan is not None:
+        plan.append(_plan_write(ds, path, group, task, fp))
+        return WriteReport(group, 0, 0, 0.0)
     needed = int(sum(v.nbytes for v in ds.data_vars.values()) * 1.05)
     check_writable(path, needed)
 
@@ -343,6 +384,25 @@ def write_dataset(
     _set_group_attrs(path, group, info)
     _consolidate(path)
     return WriteReport(group, n_new, total - n_new, seconds, per_var)
+
+
+def _plan_write(ds: xr.Dataset, path: Path, group: str, task: str, fp: str) -> PlannedWrite:
+    """Return the PlannedWrite of ``ds`` (chunk counts from the lazy graph; nothing is computed)."""
+    lazy = {v: _regular_chunks(ds[v].data).numblocks for v in ds.data_vars if ds[v].chunks is not None}
+    chunks = int(sum(int(np.prod(n)) for n in lazy.values()))
+    info = group_info(path, group) if (path / group).exists() else None
+    done, state = 0, "new"
+    if info is not None and info.get("fingerprint") != fp:
+        state = "conflict"
+    elif info is not None:
+        for v in lazy:
+            d = _done_dir(path, group, v)
+            if d.exists():
+                done += len([f for f in os.listdir(d) if ".tmp" not in f])
+        state = "complete" if info.get("complete") else "resume"
+    graph = ds.__dask_graph__()
+    return PlannedWrite(group, task, chunks, min(done, chunks), int(sum(v.nbytes for v in ds.data_vars.values())),
+                        len(graph) if graph is not None else 0, state, {v: tuple(n) for v, n in lazy.items()})
 
 
 def open_group(path: str | os.PathLike, group: str, *, require_complete: bool = True) -> xr.Dataset:

@@ -1,0 +1,89 @@
+"""``interpretome report STORE -o report.html``: one self-contained HTML page per store.
+
+Every complete group with a renderer in ``RENDERERS`` is drawn (into a temporary folder, then
+inlined), next to the group's summary tables, parameters, provenance and timings
+(``interpretome.viz.report``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from ..storage.store import StoreError, group_info, list_groups
+from ..viz.report import write_report
+from . import RENDERERS
+
+
+def load_renderers() -> dict:
+    """Import every job module of the command line so each registers its renderers; return RENDERERS."""
+    from ..cli import COMMAND_MODULES  # imported here: the command line lists the job modules
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+    return RENDERERS
+
+
+def make_report(store: str | Path, out: str | Path | None = None, *, groups: list[str] | None = None,
+                log: Callable[[str], None] = print, **options) -> Path:
+    """Draw every figure of ``store`` and write the HTML report to ``out`` (default STORE.html).
+
+    ``options`` go to the renderers (``sequences``, ``markers`` ...). A renderer that fails is
+    reported on the page and in ``log``; the page is still written.
+    """
+    store = Path(store)
+    if not (store / ".zgroup").exists():
+        raise StoreError(f"{str(store)!r} is not an interpretome store (no .zgroup): check the path")
+    out = Path(out) if out else store.with_suffix(".html")
+    names = groups or list_groups(store)
+    unknown = [g for g in names if g not in list_groups(store)]
+    if unknown:
+        raise StoreError(f"store {str(store)!r} has no group {unknown[0]!r}; it has {list_groups(store)}")
+    load_renderers()
+    figures: dict[str, list[Path]] = {}
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="interpretome-report-") as tmp, warnings.catch_warnings():
+        # the chunk manifests (.interpretome/) are not zarr nodes, by design
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        for g in names:
+            info = group_info(store, g) or {}
+            fn = RENDERERS.get(info.get("task"))
+            if fn is None or not info.get("complete"):
+                continue
+            try:
+                figures[g] = [Path(p) for p in fn(store, g, Path(tmp) / g, **options)]
+            except Exception as e:  # noqa: BLE001 - one failing figure must not lose the page
+                errors[g] = f"the figures of {g!r} could not be drawn: {type(e).__name__}: {e}"
+                log(f"warning: {errors[g]}")
+        path = write_report(store, out, figures, errors=errors)
+    log(f"report: {path.resolve()} ({sum(len(v) for v in figures.values())} figures, {len(names)} groups)")
+    return path
+
+
+def _report_cmd(args) -> int:
+    from .stores import _parse_markers
+
+    make_report(args.store, args.out, groups=args.group, sequences=args.sequence,
+                markers=_parse_markers(args.marker))
+    return 0
+
+
+def register(sub) -> None:
+    """Add the ``report`` subcommand."""
+    p = sub.add_parser("report", help="one self-contained HTML page of a store (figures, tables, provenance)")
+    p.add_argument("store")
+    p.add_argument("-o", "--out", default=None, help="HTML file (default STORE.html)")
+    p.add_argument("--group", action="append", default=None, help="only these groups (repeatable)")
+    p.add_argument("--sequence", action="append", default=None, help="sequence names to draw (repeatable)")
+    p.add_argument("--marker", action="append", default=None, help="LABEL=POSITION vertical marker, e.g. TSS=150")
+    p.set_defaults(func=_report_cmd)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..cli import main
+
+    sys.exit(main(["report", *sys.argv[1:]]))

@@ -1,0 +1,84 @@
+"""Helpers shared by the job-file, fault-tolerance and report tests: a FASTA file and job files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from interpretome.datasets import DEMO_WEIGHTS, data_path, promoter_sequences
+from interpretome.storage.readers import write_fasta
+
+MODEL_TABLE = f"""
+[model]
+factory = "interpretome.datasets:promoter_cnn"
+weights = "{data_path(DEMO_WEIGHTS)}"
+targets = ["promoter"]
+activation = "sigmoid"
+"""
+
+STEPS = """
+[[step]]
+kind = "ism"
+fasta = "promoters.fa"
+sequence_chunk = 1
+position_chunk = 50
+
+[[step]]
+kind = "sweep"
+fasta = "promoters.fa"
+windows = [1, 5, 9]
+replicates = 2
+sequence_chunk = 1
+position_chunk = 50
+"""
+"""Two steps over 8 promoters: ism (40 chunks) then sweep (72 chunks); a few seconds on 2 workers."""
+
+TOTAL_CHUNKS = 112
+
+
+def promoters(folder: Path, n: int = 8) -> Path:
+    """Write ``n`` demo promoters to ``folder/promoters.fa`` and return the path."""
+    return write_fasta(Path(folder) / "promoters.fa", promoter_sequences(n))
+
+
+def write_job(folder: Path, store: str = "out.zarr", *, cluster: str = "", steps: str = STEPS,
+              model: str = MODEL_TABLE, name: str = "job.toml") -> Path:
+    """Write a job file (and the promoters it reads) into ``folder``; return its path."""
+    folder = Path(folder)
+    if not (folder / "promoters.fa").exists():
+        promoters(folder)
+    path = folder / name
+    path.write_text(f'store = "{store}"\n{model}\n{cluster}\n{steps}')
+    return path
+
+
+def manifest_count(store: Path) -> int:
+    """Return the number of chunk manifest files (chunks known to be written) in a store."""
+    n = 0
+    for root, _dirs, files in os.walk(store):
+        if f"{os.sep}.interpretome{os.sep}done" in root:
+            n += len([f for f in files if ".tmp" not in f])
+    return n
+
+
+def store_files(store: Path) -> dict[str, bytes]:
+    """Return ``{relative path: bytes}`` of a store's data and array metadata.
+
+    Left out: what records when and how long (root/group ``.zattrs``, ``.zmetadata``) and the
+    manifest files (compared as a set of names by ``manifests``).
+    """
+    out = {}
+    for p in sorted(Path(store).rglob("*")):
+        rel = p.relative_to(store).as_posix()
+        if not p.is_file() or ".interpretome/" in rel or p.name == ".zmetadata":
+            continue
+        if p.name == ".zattrs" and (p.parent / ".zgroup").exists():
+            continue
+        out[rel] = p.read_bytes()
+    return out
+
+
+def manifests(store: Path) -> set[str]:
+    """Return the relative paths of a store's chunk manifest files."""
+    return {p.relative_to(store).as_posix() for p in Path(store).rglob("*")
+            if p.is_file() and "/.interpretome/done/" in p.as_posix() and ".tmp" not in p.name}
