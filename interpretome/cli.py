@@ -12,7 +12,6 @@ COMMAND_MODULES = (
     "interpretome.jobs.demo",
     "interpretome.jobs.dna",
     "interpretome.jobs.stores",
-    "interpretome.jobs.coefficients",
     "interpretome.jobs.runner",
     "interpretome.jobs.report",
 )
