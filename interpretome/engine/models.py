@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
 from typing import Any, Callable, Sequence
@@ -354,6 +355,7 @@ class Runtime:
         self.onehot_lut = torch.from_numpy(lut).to(self.device)
         self.kmer_table = spec.kmer.lookup() if spec.kmer is not None else None
         self._select_idx: np.ndarray | None = None
+        self._local = threading.local()  # per-thread caches: a Runtime is shared by a worker's threads
 
     # encoding -----------------------------------------------------------------------------------
     def encode(self, codes):
@@ -482,14 +484,14 @@ class Runtime:
         return np.concatenate(outs)
 
     def _prefix_reference(self, ref):
-        key = (ref.ctypes.data, ref.shape[0], hash(ref.tobytes()))
-        cache = getattr(self, "_ref_cache", None)
+        """Return the prefix activations ``(1, C, L)`` of ``ref``, cached per thread (one sequence)."""
+        key = (ref.shape[0], hash(ref.tobytes()))
+        cache = getattr(self._local, "ref", None)
         if cache is None or cache[0] != key:
-            prefix = self.split[0]
             with self.torch.inference_mode():
-                act = prefix(self.encode(ref[None, :]))
-            self._ref_cache = (key, act)
-        return self._ref_cache[1]
+                act = self.split[0](self.encode(ref[None, :]))
+            cache = self._local.ref = (key, act)
+        return cache[1]
 
     def _edits_fast(self, ref, starts, new):
         torch = self.torch
@@ -518,13 +520,22 @@ class Runtime:
 
 
 _RUNTIMES: dict[str, Runtime] = {}
+_BUILD_LOCK = threading.Lock()
 
 
 def get_runtime(spec: ModelSpec) -> Runtime:
-    """Return this process's Runtime for ``spec``, building the model on first use."""
-    rt = _RUNTIMES.get(spec.token)
+    """Return this process's Runtime for ``spec``, building the model once on first use.
+
+    Building is serialised: factories commonly seed torch's global generator, which concurrent
+    threads would otherwise interleave into different weights.
+    """
+    token = spec.token
+    rt = _RUNTIMES.get(token)
     if rt is None:
-        rt = _RUNTIMES[spec.token] = Runtime(spec)
+        with _BUILD_LOCK:
+            rt = _RUNTIMES.get(token)
+            if rt is None:
+                rt = _RUNTIMES[token] = Runtime(spec)
     return rt
 
 

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import dask.array as da
@@ -84,11 +85,12 @@ def _plain_fasta(path: Path) -> Path:
     return out
 
 
-_FASTA_HANDLES: dict[str, object] = {}
+_HANDLES: dict[str, object] = {}
+_LOCK = threading.RLock()  # pyfaidx seeks+reads one file object and may rebuild its index: serialise
 
 
 def open_fasta(path: str | os.PathLike):
-    """Return a cached ``pyfaidx.Fasta`` (raw strings, upper case) for a plain or gzipped FASTA.
+    """Return this process's cached ``pyfaidx.Fasta`` (raw strings, upper case) for a plain or gzipped FASTA.
 
     The index goes beside the file, or into the cache directory when that place is read-only.
     """
@@ -97,23 +99,29 @@ def open_fasta(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"FASTA file {str(path)!r} does not exist: check the path")
+    with _LOCK:
+        return _open_fasta_locked(path, pyfaidx)
+
+
+def _open_fasta_locked(path: Path, pyfaidx):
     plain = _plain_fasta(path)
     key = str(plain)
-    if key not in _FASTA_HANDLES:
+    handles = _HANDLES
+    if key not in handles:
         index = None
         if not os.access(plain.parent, os.W_OK) and not Path(f"{plain}.fai").exists():
             index = str(cache_dir() / "fasta" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".fai"))
             Path(index).parent.mkdir(parents=True, exist_ok=True)
         try:
-            _FASTA_HANDLES[key] = pyfaidx.Fasta(key, indexname=index, as_raw=True, sequence_always_upper=True,
+            handles[key] = pyfaidx.Fasta(key, indexname=index, as_raw=True, sequence_always_upper=True,
                                                 read_long_names=False, rebuild=True)
         except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, ValueError) as e:
             raise InputError(f"FASTA {str(path)!r} cannot be indexed ({e}): check it is FASTA "
                              f"(records starting with '>', equal line lengths within a record)") from e
-        if not len(_FASTA_HANDLES[key].keys()):
-            del _FASTA_HANDLES[key]
+        if not len(handles[key].keys()):
+            del handles[key]
             raise InputError(f"FASTA {str(path)!r} holds no records: check the file")
-    return _FASTA_HANDLES[key]
+    return handles[key]
 
 
 def fasta_records(path: str | os.PathLike) -> dict[str, int]:
@@ -125,7 +133,9 @@ def fasta_records(path: str | os.PathLike) -> dict[str, int]:
 def read_codes(path: str | os.PathLike, record: str, start: int, end: int) -> np.ndarray:
     """Return uint8 codes of ``record[start:end]`` (0-based, end exclusive) read through the index."""
     fa = open_fasta(path)
-    return encode_bases(fa[record][start:end], record, start)
+    with _LOCK:
+        text = fa[record][start:end]
+    return encode_bases(text, record, start)
 
 
 def validate_fasta(path: str | os.PathLike, piece: int = 1 << 22) -> None:
@@ -134,7 +144,9 @@ def validate_fasta(path: str | os.PathLike, piece: int = 1 << 22) -> None:
     for name in fa.keys():
         n = len(fa[name])
         for s in range(0, n, piece):
-            encode_bases(fa[name][s:min(n, s + piece)], name, s)
+            with _LOCK:
+                text = fa[name][s:min(n, s + piece)]
+            encode_bases(text, name, s)
 
 
 def _read_block(path: str, names: tuple[str, ...], lengths: tuple[int, ...], p0: int, p1: int) -> np.ndarray:
