@@ -1,0 +1,456 @@
+"""Distributed all-pairs Clustermatch Correlation Coefficient (CCC) of a (feature, sample) matrix.
+
+CCC (Pividori et al., the ``ccc-coef`` package) splits each feature into quantile partitions with
+k = 2 .. min(10, round(sqrt(n_samples))) clusters and takes, for a pair of features, the largest
+adjusted Rand index (ARI) between any partition of one and any partition of the other (at most
+9 x 9 = 81 comparisons), floored at 0.
+
+How it is computed here
+-----------------------
+1. **Partitions once per feature.** One task per feature block calls ccc-coef's own numba
+   ``get_parts`` (so the labels are exactly ccc-coef's) and derives, per feature: the stable sort
+   order of its values, the positions in that order where any of its partitions changes cluster
+   (quantile clusters are contiguous runs of the sorted values: ties are never split), the sum of
+   squared cluster sizes of every partition, and which partitions are valid.
+2. **Tiles of pairs.** The (feature x feature) result is tiled by feature blocks; each upper
+   tile (I <= J) is one task that receives the two prepared blocks, so a feature's partitions
+   are computed once and reused by every pair; lower tiles are transposes of upper ones.
+3. **Kernel.** For a pair (i, j) a numba kernel walks the samples in i's sorted order once,
+   counting j's cluster labels of all partitions (K increments per sample, not K x K), and
+   snapshots the counts at i's cluster boundaries. The contingency table of partition a of i
+   against partition b of j is a difference of two snapshots, which gives sum(n_cl^2); the ARI
+   is then ccc-coef's formula (its ``get_pair_confusion_matrix`` + ``adjusted_rand_index``)
+   evaluated in int64 — exact, hence bit-identical, while n_samples <= 60,000 (every integer
+   involved stays below 2^63); above that the same formula runs in float64.
+
+Conventions follow ccc-coef: a feature whose k = 2 partition has a single cluster (a constant
+feature) gives NaN against every feature; partitions with a single cluster compare as ARI 0.
+NaN values are not supported by ccc-coef: a feature with NaN (or all-NaN) is an error naming it.
+
+P-values (optional, ``n_perms``): for every pair, ``(#{ccc(x_i, x_j[perm]) >= ccc(x_i, x_j)} + 1)
+/ (n_perms + 1)`` — ccc-coef's formula — with permutations of the samples drawn by the counter-
+based generator (``engine.rng``) from ``seed``, shared by all pairs, so the p-values are
+reproducible and independent of tiling and worker count (ccc-coef draws unseeded ones).
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from numba import njit
+
+from ..engine import rng
+from ..engine.blocks import merge_result, require_vars
+from ..storage.schema import FEATURE, SAMPLE, register, validate
+
+FEATURE_I = "feature_i"
+FEATURE_J = "feature_j"
+PAIR = "pair"
+EXACT_MAX_SAMPLES = 60_000
+"""Up to this many samples the ARI is computed in exact int64 arithmetic (bit-identical to ccc-coef)."""
+
+register("feature_value", (FEATURE, SAMPLE), "fiu",
+         "a (feature, sample) matrix of numeric values (genes x cells, coefficients x models ...)")
+register("ccc_matrix", (FEATURE_I, FEATURE_J), "f",
+         "Clustermatch correlation coefficient of every feature pair (square, symmetric; 1 on the "
+         "diagonal; NaN for constant features)")
+register("ccc_matrix_pvalue", (FEATURE_I, FEATURE_J), "f",
+         "permutation p-value of ccc_matrix ((#perm >= observed + 1) / (n_perms + 1)); NaN on the diagonal")
+register("ccc_pair", (PAIR,), "f",
+         "Clustermatch correlation coefficient in condensed form: pairs (i, j), i < j, row by row "
+         "(the order of ccc-coef's and scipy's condensed arrays); feature_i/feature_j name them")
+register("ccc_pair_pvalue", (PAIR,), "f", "permutation p-value of ccc_pair")
+
+
+# --- partitions ---------------------------------------------------------------------------------
+
+def range_n_clusters(n_samples: int, internal_n_clusters=None) -> np.ndarray:
+    """Return ccc-coef's k values for ``n_samples`` (uint16, e.g. 2..10 for 100+ samples).
+
+    ``internal_n_clusters``: None (default range), an int (max k) or a list of k values, as in
+    ``ccc.coef.ccc``. Raises ``ValueError`` when no k fits (too few samples).
+    """
+    from ccc.coef import get_range_n_clusters
+    from numba.typed import List
+
+    ks = None
+    if internal_n_clusters is not None:
+        vals = (range(2, int(internal_n_clusters) + 1) if isinstance(internal_n_clusters, (int, np.integer))
+                else [int(k) for k in internal_n_clusters])
+        ks = List()
+        for k in vals:
+            ks.append(k)
+        if len(ks) == 0:
+            raise ValueError("internal_n_clusters is empty: pass None, a max k >= 2 or a list of k values")
+    out = np.asarray(get_range_n_clusters(int(n_samples), ks))
+    if out.shape[0] == 0:
+        raise ValueError(
+            f"{n_samples} samples are too few for CCC with internal_n_clusters={internal_n_clusters!r} "
+            f"(it needs at least one k with 1 < k < n_samples): pass more samples (>= 3)")
+    return out
+
+
+def check_values(x: np.ndarray, names=None, offset: int = 0) -> None:
+    """Raise ``ValueError`` naming the first feature (row of ``x`` (F, N)) holding NaN or inf."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        r = int(rows[0])
+        name = str(names[r]) if names is not None else r + offset
+        what = "is all-NaN (empty)" if np.isnan(x[r]).all() else f"has {int(bad[r].sum())} NaN/inf values"
+        raise ValueError(
+            f"feature {name!r} {what} and ccc-coef does not support NaN ({len(rows)} such feature(s) "
+            f"in this block): drop those features or impute their missing values before computing CCC")
+
+
+def prepare(x: np.ndarray, ks: np.ndarray, names=None, offset: int = 0) -> dict:
+    """Return the per-feature partition data the pair kernel needs, for ``x`` (F, N).
+
+    Keys: ``labels`` (F, N, K) int16 cluster labels (invalid partitions set to 0), ``order``
+    (F, N) int32 stable sort order, ``bounds`` (F, M) int32 union of cluster boundaries in that
+    order (padded with -1, starts with 0 and ends with N), ``seg`` (F, K, S) int32 index into
+    ``bounds`` of each partition's boundaries (padded -1), ``nseg`` (F, K) int32, ``sq`` (F, K)
+    int64 sum of squared cluster sizes, ``valid`` (F, K) bool, ``ok`` (F,) bool (False: constant
+    feature -> NaN), ``nlab`` (F, K) int32 = max label + 1. Labels come from ccc-coef's
+    ``get_parts``, so they equal ccc-coef's partitions exactly.
+    """
+    from ccc.coef import get_parts
+
+    x = np.asarray(x, dtype=np.float64)
+    check_values(x, names, offset)
+    f, n = x.shape
+    k = len(ks)
+    labels = np.zeros((f, n, k), np.int16)
+    order = np.empty((f, n), np.int32)
+    seg_max = int(ks.max()) + 1
+    bounds = np.full((f, int(ks.sum()) + 2), -1, np.int32)
+    seg = np.full((f, k, seg_max), -1, np.int32)
+    nseg = np.zeros((f, k), np.int32)
+    sq = np.zeros((f, k), np.int64)
+    valid = np.zeros((f, k), bool)
+    nlab = np.ones((f, k), np.int32)
+    ok = np.zeros(f, bool)
+    for r in range(f):
+        parts = np.asarray(get_parts(x[r], ks, True))  # (K, N) int16, -2 rows = single cluster
+        ok[r] = parts[0, 0] != -2
+        o = np.argsort(x[r], kind="stable").astype(np.int32)
+        order[r] = o
+        cuts = {0, n}
+        per = []
+        for a in range(k):
+            p = parts[a]
+            if p[0] < 0:
+                per.append(None)
+                continue
+            valid[r, a] = True
+            labels[r, :, a] = p
+            nlab[r, a] = int(p.max()) + 1
+            ps = p[o]
+            if np.any(np.diff(ps) < 0):  # quantile clusters are runs of the sorted values
+                raise RuntimeError(f"ccc-coef partition k={int(ks[a])} is not monotone in the sort order")
+            c = np.flatnonzero(np.diff(ps)) + 1
+            per.append(c)
+            cuts.update(c.tolist())
+            sq[r, a] = int((np.bincount(p).astype(np.int64) ** 2).sum())
+        u = np.array(sorted(cuts), np.int32)
+        bounds[r, :len(u)] = u
+        for a in range(k):
+            if per[a] is None:
+                continue
+            b = np.concatenate(([0], per[a], [n]))
+            idx = np.searchsorted(u, b).astype(np.int32)
+            seg[r, a, :len(idx)] = idx
+            nseg[r, a] = len(idx)
+    return {"labels": labels, "order": order, "bounds": bounds, "seg": seg, "nseg": nseg, "sq": sq,
+            "valid": valid, "ok": ok, "nlab": nlab, "n": n}
+
+
+# --- kernel -------------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _ari(ss, sqa, sqb, n, exact):
+    """ccc-coef's ARI from sum(n_cl^2), the squared cluster-size sums of both partitions and n."""
+    if exact:
+        tp = ss - n
+        fp = sqb - ss
+        fn = sqa - ss
+        tn = n * n - fp - fn - ss
+        if fn == 0 and fp == 0:
+            return 1.0
+        num = tp * tn - fn * fp
+        den = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
+        return (2.0 * np.float64(num)) / np.float64(den)
+    ssf = np.float64(ss)
+    nf = np.float64(n)
+    tpf = ssf - nf
+    fpf = np.float64(sqb) - ssf
+    fnf = np.float64(sqa) - ssf
+    tnf = nf * nf - fpf - fnf - ssf
+    if fnf == 0.0 and fpf == 0.0:
+        return 1.0
+    return 2.0 * (tpf * tnf - fnf * fpf) / ((tpf + fnf) * (fnf + tnf) + (tpf + fpf) * (fpf + tnf))
+
+
+@njit(cache=True, nogil=True)
+def _pair(oi, bi, segi, nsegi, sqi, vali, labj, sqj, valj, nlabj, perm, use_perm, cum, snap, n, exact):
+    """CCC of feature i (sorted order ``oi``, boundaries ``bi``) vs feature j (labels ``labj``)."""
+    k = labj.shape[1]
+    cum[:, :] = 0
+    m = 0
+    nb = bi.shape[0]
+    for t in range(n):
+        while m < nb and bi[m] == t:
+            snap[m, :, :] = cum
+            m += 1
+        obj = oi[t]
+        if use_perm:
+            obj = perm[obj]
+        for b in range(k):
+            if valj[b]:
+                cum[b, labj[obj, b]] += 1
+    while m < nb and bi[m] == n:
+        snap[m, :, :] = cum
+        m += 1
+    best = 0.0
+    for a in range(k):
+        if not vali[a]:
+            continue
+        for b in range(k):
+            if not valj[b]:
+                continue
+            ss = np.int64(0)
+            nl = nlabj[b]
+            for s in range(nsegi[a] - 1):
+                s0 = segi[a, s]
+                s1 = segi[a, s + 1]
+                for lab in range(nl):
+                    d = np.int64(snap[s1, b, lab] - snap[s0, b, lab])
+                    ss += d * d
+            v = _ari(ss, sqi[a], sqj[b], np.int64(n), exact)
+            if v > best:
+                best = v
+    return best
+
+
+@njit(cache=True, nogil=True)
+def _tile_kernel(order_i, bounds_i, seg_i, nseg_i, sq_i, valid_i, ok_i,
+                 labels_j, sq_j, valid_j, ok_j, nlab_j, diag, perms, exact):
+    """Return (1 + P, Fi, Fj) float64: CCC and, per permutation, the permuted CCC, of a tile."""
+    fi = order_i.shape[0]
+    fj = labels_j.shape[0]
+    n = order_i.shape[1]
+    k = labels_j.shape[2]
+    lmax = 1
+    for j in range(fj):
+        for b in range(k):
+            if nlab_j[j, b] > lmax:
+                lmax = nlab_j[j, b]
+    np_ = perms.shape[0]
+    out = np.full((1 + np_, fi, fj), np.nan)
+    cum = np.zeros((k, lmax), np.int32)
+    snap = np.zeros((bounds_i.shape[1], k, lmax), np.int32)
+    dummy = np.zeros(1, np.int64)
+    for i in range(fi):
+        if not ok_i[i]:
+            continue
+        nb = 0
+        while nb < bounds_i.shape[1] and bounds_i[i, nb] >= 0:
+            nb += 1
+        bi = bounds_i[i, :nb]
+        j0 = i + 1 if diag else 0
+        for j in range(j0, fj):
+            if not ok_j[j]:
+                continue
+            out[0, i, j] = _pair(order_i[i], bi, seg_i[i], nseg_i[i], sq_i[i], valid_i[i], labels_j[j],
+                                 sq_j[j], valid_j[j], nlab_j[j], dummy, False, cum, snap, n, exact)
+            for p in range(np_):
+                out[1 + p, i, j] = _pair(order_i[i], bi, seg_i[i], nseg_i[i], sq_i[i], valid_i[i], labels_j[j],
+                                         sq_j[j], valid_j[j], nlab_j[j], perms[p], True, cum, snap, n, exact)
+    return out
+
+
+def tile(pi: dict, pj: dict, diag: bool, perms: np.ndarray) -> np.ndarray:
+    """Return ``(2, Fi, Fj)`` float64 [ccc, p-value] for prepared blocks ``pi`` x ``pj``.
+
+    ``perms`` (P, N) int64 sample permutations (P may be 0: p-values are NaN). With ``diag``
+    the two blocks are the same: the upper triangle is computed, mirrored, and the diagonal is
+    1 (NaN for constant features; p-value NaN).
+    """
+    exact = pi["n"] <= EXACT_MAX_SAMPLES
+    raw = _tile_kernel(pi["order"], pi["bounds"], pi["seg"], pi["nseg"], pi["sq"], pi["valid"], pi["ok"],
+                       pj["labels"], pj["sq"], pj["valid"], pj["ok"], pj["nlab"], bool(diag),
+                       np.ascontiguousarray(perms, dtype=np.int64), exact)
+    val = raw[0]
+    if perms.shape[0]:
+        with np.errstate(invalid="ignore"):
+            pv = ((raw[1:] >= val[None]).sum(axis=0) + 1.0) / (perms.shape[0] + 1.0)
+        pv[np.isnan(val)] = np.nan
+    else:
+        pv = np.full_like(val, np.nan)
+    if diag:
+        iu = np.triu_indices(val.shape[0], 1)
+        val.T[iu] = val[iu]
+        pv.T[iu] = pv[iu]
+        np.fill_diagonal(val, np.where(pi["ok"], 1.0, np.nan))
+        np.fill_diagonal(pv, np.nan)
+    return np.stack([val, pv])
+
+
+def permutations(n_samples: int, n_perms: int, seed: int) -> np.ndarray:
+    """Return ``(n_perms, n_samples)`` int64 permutations drawn by key (seed, permutation, sample)."""
+    if n_perms <= 0:
+        return np.zeros((0, n_samples), np.int64)
+    h = rng.hash_keys(int(seed), np.arange(n_perms, dtype=np.int64)[:, None],
+                      np.arange(n_samples, dtype=np.int64)[None, :])
+    return np.argsort(h, axis=1, kind="stable").astype(np.int64)
+
+
+def ccc_values(x: np.ndarray, y: np.ndarray, *, n_perms: int = 0, seed: int = 0,
+               internal_n_clusters=None) -> tuple[float, float]:
+    """Return (ccc, p-value) of two 1-d numeric vectors (p-value NaN when ``n_perms`` is 0).
+
+    Equal to ``ccc.coef.ccc(x, y)``; the p-value permutes ``y`` with the seeded permutations of
+    ``permutations(len(y), n_perms, seed)``. Raises ``ValueError`` for NaN values or length mismatch.
+    """
+    x = np.asarray(x, np.float64).ravel()
+    y = np.asarray(y, np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y have different lengths ({x.size} vs {y.size}): pass vectors over the same samples")
+    ks = range_n_clusters(x.size, internal_n_clusters)
+    pre = prepare(np.stack([x, y]), ks, names=["x", "y"])
+    out = tile(pre, pre, True, permutations(x.size, n_perms, seed))
+    return float(out[0, 0, 1]), float(out[1, 0, 1])
+
+
+# --- the task -----------------------------------------------------------------------------------
+
+def _prepare_block(block, ks, names, offset):
+    return prepare(block, ks, names=names, offset=offset)
+
+
+def _ccc_graph(x: da.Array, ks, perms, names):
+    """Return the lazy (2, F, F) [ccc, p-value] square built from per-block prepared partitions."""
+    blocks = x.rechunk({1: -1}).to_delayed()[:, 0]
+    starts = np.concatenate(([0], np.cumsum(x.chunks[0])))
+    prep = [dask.delayed(_prepare_block, pure=True)(b, ks, list(names[starts[i]:starts[i + 1]]), int(starts[i]))
+            for i, b in enumerate(blocks)]
+    perms_d = dask.delayed(perms) if perms.shape[0] else perms
+    sizes = x.chunks[0]
+    grid = [[None] * len(sizes) for _ in sizes]
+    for i in range(len(sizes)):
+        for j in range(i, len(sizes)):
+            t = da.from_delayed(dask.delayed(tile, pure=True)(prep[i], prep[j], i == j, perms_d),
+                                shape=(2, sizes[i], sizes[j]), dtype=np.float64,
+                                meta=np.empty((0, 0, 0), np.float64))
+            grid[i][j] = t
+            if j > i:
+                grid[j][i] = t.transpose(0, 2, 1)
+    return da.block(grid)
+
+
+def _condense_rows(block, n_features, block_info=None):
+    r0 = block_info[0]["array-location"][0][0]
+    parts = [block[r, r0 + r + 1:] for r in range(block.shape[0])]
+    return np.concatenate(parts) if parts else np.empty(0, block.dtype)
+
+
+def condense(square: da.Array, row_chunks) -> da.Array:
+    """Return the condensed (pair,) form (i < j, row by row) of a lazy square (F, F) matrix."""
+    f = square.shape[0]
+    sq = square.rechunk((row_chunks, -1))
+    starts = np.concatenate(([0], np.cumsum(row_chunks)))
+    sizes = tuple(int(sum(f - 1 - r for r in range(starts[b], starts[b + 1]))) for b in range(len(row_chunks)))
+    return da.map_blocks(_condense_rows, sq, f, chunks=(sizes,), drop_axis=1, dtype=square.dtype,
+                         meta=np.empty((0,), square.dtype))
+
+
+def condensed_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (i, j) int64 indices of the condensed order (i < j, row by row) for ``n`` features."""
+    return np.triu_indices(n, 1)
+
+
+def all_pairs_ccc(
+    ds: xr.Dataset,
+    *,
+    var: str = "feature_value",
+    form: str = "square",
+    feature_chunk: int | None = None,
+    n_perms: int = 0,
+    seed: int = 0,
+    internal_n_clusters=None,
+    merge: bool = False,
+) -> xr.Dataset:
+    """Return the lazy all-pairs CCC of the rows of ``ds[var]`` (feature, sample).
+
+    ``form="square"``: ``ccc_matrix`` (feature_i, feature_j) [and ``ccc_matrix_pvalue``], with
+    coordinates feature_i/feature_j = the feature names. ``form="condensed"``: ``ccc_pair``
+    (pair,) [and ``ccc_pair_pvalue``] in ccc-coef's order (i < j, row by row), with coordinates
+    feature_i/feature_j (pair,) naming each pair. ``feature_chunk`` features per tile side
+    (default: about 16 tiles a side, at least 8 features); ``n_perms`` > 0 adds permutation
+    p-values with seeded permutations; ``internal_n_clusters`` as in ccc-coef. Values equal
+    ``ccc.coef.ccc(X)``. Nothing is computed; a NaN in dask-backed input raises at compute time
+    (in numpy-backed input, here).
+    """
+    require_vars(ds, (var,), "a Dataset with a (feature, sample) variable, e.g. xr.Dataset({'feature_value': "
+                             "(('feature', 'sample'), X)})")
+    arr = ds[var]
+    if arr.ndim != 2 or arr.dims[0] != FEATURE or arr.dims[1] != SAMPLE:
+        raise ValueError(f"{var!r} has dims {arr.dims}; CCC needs ('feature', 'sample'): transpose or rename it "
+                         f"(e.g. ds.transpose('feature', 'sample'))")
+    if np.dtype(arr.dtype).kind not in "fiu":
+        raise TypeError(f"{var!r} has dtype {arr.dtype}; CCC here needs numeric values (encode categories first)")
+    if form not in ("square", "condensed"):
+        raise ValueError(f"form {form!r} is not 'square' or 'condensed'")
+    n_feat, n_samp = arr.shape
+    if n_feat < 2:
+        raise ValueError(f"{var!r} has {n_feat} feature(s); all-pairs CCC needs at least 2")
+    if n_samp == 0:
+        raise ValueError(f"{var!r} has no samples (empty sample dim): pass a matrix with samples")
+    ks = range_n_clusters(n_samp, internal_n_clusters)
+    names = (np.asarray(ds[FEATURE].values) if FEATURE in ds.coords else np.arange(n_feat))
+    data = arr.data
+    if not isinstance(data, da.Array):
+        check_values(np.asarray(data, dtype=np.float64), names)
+        data = da.from_array(np.asarray(data), chunks=(n_feat, n_samp))
+    fc = int(feature_chunk) if feature_chunk else max(8, math.ceil(n_feat / 16))
+    if fc < 1:
+        raise ValueError(f"feature_chunk must be >= 1, got {feature_chunk}")
+    data = data.rechunk((fc, -1))
+    n_perms = int(n_perms)
+    if n_perms < 0:
+        raise ValueError(f"n_perms must be >= 0, got {n_perms}")
+    perms = permutations(n_samp, n_perms, seed)
+    cube = _ccc_graph(data, ks, perms, names)
+    attrs = {"ccc_n_perms": n_perms, "ccc_seed": int(seed), "ccc_k": [int(k) for k in ks],
+             "ccc_library": "interpretome numba kernel over ccc-coef partitions"}
+    if form == "square":
+        new = xr.Dataset({"ccc_matrix": ((FEATURE_I, FEATURE_J), cube[0])},
+                         coords={FEATURE_I: names, FEATURE_J: names}, attrs=attrs)
+        if n_perms:
+            new["ccc_matrix_pvalue"] = ((FEATURE_I, FEATURE_J), cube[1])
+    else:
+        ii, jj = condensed_pairs(n_feat)
+        new = xr.Dataset({"ccc_pair": ((PAIR,), condense(cube[0], data.chunks[0]))},
+                         coords={PAIR: np.arange(ii.size), FEATURE_I: (PAIR, names[ii]),
+                                 FEATURE_J: (PAIR, names[jj])}, attrs=attrs)
+        if n_perms:
+            new["ccc_pair_pvalue"] = ((PAIR,), condense(cube[1], data.chunks[0]))
+    validate(new)
+    return merge_result(ds, new, merge)
+
+
+def ccc_dataset(x, features=None, samples=None, chunks=None) -> xr.Dataset:
+    """Return ``xr.Dataset({'feature_value': (feature, sample)})`` from an array-like (F, N)."""
+    x = x if isinstance(x, da.Array) else np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"the matrix must be 2-d (feature, sample), got shape {x.shape}")
+    if chunks is not None:
+        x = da.asarray(x).rechunk(chunks)
+    coords = {FEATURE: np.asarray(features) if features is not None else np.array([f"f{i}" for i in range(x.shape[0])])}
+    if samples is not None:
+        coords[SAMPLE] = np.asarray(samples)
+    return xr.Dataset({"feature_value": ((FEATURE, SAMPLE), x)}, coords=coords)
