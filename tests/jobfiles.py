@@ -31,12 +31,13 @@ replicates = 2
 sequence_chunk = 1
 position_chunk = 50
 """
-"""Two steps over 8 promoters: ism (40 chunks) then sweep (72 chunks); a few seconds on 2 workers."""
+"""Two steps over 4 promoters: ism (20 chunks) then sweep (36 chunks); a few seconds on 2 workers."""
 
-TOTAL_CHUNKS = 112
+N_SEQUENCES = 4
+TOTAL_CHUNKS = 56
 
 
-def promoters(folder: Path, n: int = 8) -> Path:
+def promoters(folder: Path, n: int = N_SEQUENCES) -> Path:
     """Write ``n`` demo promoters to ``folder/promoters.fa`` and return the path."""
     return write_fasta(Path(folder) / "promoters.fa", promoter_sequences(n))
 

@@ -6,6 +6,7 @@ run must compute exactly the chunks that had no manifest file when the job died.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -53,51 +54,46 @@ def _wait_for(predicate, timeout: float, what: str, poll: float = 0.02):
         time.sleep(poll)
 
 
-def test_faults__worker_killed_mid_run(tmp_path, reference):
-    """Kill one of 2 worker processes once some chunks are written: the job completes, store identical.
+def test_faults__worker_killed_mid_run(tmp_path, reference, client2):
+    """Kill one of the 2 worker processes of a LocalCluster once some chunks are written: the job
+    completes and the store is identical to the undisturbed run.
 
-    The job reaches its cluster through a scheduler file (``[cluster] scheduler_file``), as on HPC.
+    The job reaches the cluster through a scheduler file (``[cluster] scheduler_file``), as on HPC;
+    the cluster's nanny restarts the killed worker.
     """
-    from distributed import Client, LocalCluster
+    # what `dask scheduler --scheduler-file` writes (Client.write_scheduler_file trips on this cluster's info)
+    (tmp_path / "scheduler.json").write_text(json.dumps({"type": "Scheduler", "address": client2.scheduler.address}))
+    path = write_job(tmp_path, cluster='[cluster]\nscheduler_file = "scheduler.json"\n')
+    store = tmp_path / "out.zarr"
+    lines: list[str] = []
+    errors: list[BaseException] = []
 
-    sched = tmp_path / "scheduler.json"
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, scheduler_kwargs={"scheduler_file": str(sched)})
-    client = Client(cluster)
+    def job():
+        try:
+            run_job(path, log=lines.append)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(e)
+
+    thread = threading.Thread(target=job)
+    thread.start()
     try:
-        path = write_job(tmp_path, cluster='[cluster]\nscheduler_file = "scheduler.json"\n')
-        store = tmp_path / "out.zarr"
-        lines: list[str] = []
-        errors: list[BaseException] = []
-
-        def job():
-            try:
-                run_job(path, log=lines.append)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
-                errors.append(e)
-
-        thread = threading.Thread(target=job)
-        thread.start()
-        _wait_for(lambda: manifest_count(store) >= 6, 60, "the first chunks")
-        pids = client.run(os.getpid)
-        victim_address, victim = sorted(pids.items())[0]
+        _wait_for(lambda: manifest_count(store) >= 4 or not thread.is_alive(), 60, "the first chunks")
+        victim_address, victim = sorted(client2.run(os.getpid).items())[0]
         os.kill(victim, signal.SIGKILL)
         done_at_kill = manifest_count(store)
-        thread.join(120)
-        assert not thread.is_alive()
-        if errors:
-            raise errors[0]
-        assert 0 < done_at_kill < TOTAL_CHUNKS, "the worker was not killed in the middle of the run"
-        # the nanny restarted the killed worker: two workers again, none with the old pid
-        _wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 30, "the restarted worker")
-        assert victim not in client.run(os.getpid).values()
-        text = "\n".join(lines)
-        assert "[1/2] ism: computed 40 chunks, 0 already in the store" in text
-        assert "[2/2] sweep: computed 72 chunks, 0 already in the store" in text
-        assert_same_store(store, reference)
     finally:
-        client.close()
-        cluster.close()
+        thread.join(120)
+    assert not thread.is_alive()
+    if errors:
+        raise errors[0]
+    assert 0 < done_at_kill < TOTAL_CHUNKS, "the worker was not killed in the middle of the run"
+    # the nanny restarted the killed worker: two workers again, none with the old pid
+    _wait_for(lambda: len(client2.scheduler_info()["workers"]) == 2, 60, "the restarted worker")
+    assert victim not in client2.run(os.getpid).values()
+    text = "\n".join(lines)
+    assert "[1/2] ism: computed 20 chunks, 0 already in the store" in text
+    assert "[2/2] sweep: computed 36 chunks, 0 already in the store" in text
+    assert_same_store(store, reference)
 
 
 def test_faults__whole_job_killed_then_resumed(tmp_path, reference, client2, capsys):
@@ -112,7 +108,7 @@ def test_faults__whole_job_killed_then_resumed(tmp_path, reference, client2, cap
     proc = subprocess.Popen([sys.executable, "-m", "interpretome", "run", str(path)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for(lambda: manifest_count(store) >= 20 or proc.poll() is not None, 120, "the first chunks")
+        _wait_for(lambda: manifest_count(store) >= 8 or proc.poll() is not None, 120, "the first chunks")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the runner, its scheduler and its worker processes
         proc.wait(30)

@@ -232,12 +232,12 @@ def test_run__dry_run_plans_without_computing(tmp_path, capsys, no_compute, monk
     path = write_job(tmp_path)
     assert main(["run", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    # ism: ism_delta 8 sequences x 4 position chunks + ism_reference 8; sweep: 2 x 32 + 8
-    assert "1. ism -> group 'ism': 40 chunks (40 to compute)" in out
-    assert "2. sweep -> group 'sweep': 72 chunks (72 to compute)" in out
-    # bytes: ism_delta 8x200x4x1 f32 + ism_reference 8 f32 + sequence_length 8 i64
-    ism_bytes = 8 * 200 * 4 * 4 + 8 * 4 + 8 * 8
-    sweep_bytes = 2 * 8 * 3 * 200 * 4 + 8 * 4 + 8 * 8
+    # ism: ism_delta 4 sequences x 4 position chunks + ism_reference 4; sweep: 2 x 16 + 4
+    assert "1. ism -> group 'ism': 20 chunks (20 to compute)" in out
+    assert "2. sweep -> group 'sweep': 36 chunks (36 to compute)" in out
+    # bytes: ism_delta 4x200x4x1 f32 + ism_reference 4 f32 + sequence_length 4 i64
+    ism_bytes = 4 * 200 * 4 * 4 + 4 * 4 + 4 * 8
+    sweep_bytes = 2 * 4 * 3 * 200 * 4 + 4 * 4 + 4 * 8
     assert f"{ism_bytes} bytes" in out and f"{sweep_bytes} bytes" in out
     assert f"total: {TOTAL_CHUNKS} chunks ({TOTAL_CHUNKS} to compute), {ism_bytes + sweep_bytes} bytes" in out
     assert not (tmp_path / "out.zarr").exists()
@@ -247,11 +247,11 @@ def test_run__job_runs_on_a_running_scheduler_then_plan_shows_it_done(tmp_path, 
     path = write_job(tmp_path, steps=STEPS.split("[[step]]\nkind = \"sweep\"")[0])
     assert main(["run", str(path), "--scheduler", client2.scheduler.address]) == 0
     out = capsys.readouterr().out
-    assert "[1/1] ism: computed 40 chunks, 0 already in the store" in out
+    assert "[1/1] ism: computed 20 chunks, 0 already in the store" in out
     ds = xr.open_zarr(tmp_path / "out.zarr", group="ism")
-    assert ds["ism_delta"].shape == (8, 200, 4, 1)
+    assert ds["ism_delta"].shape == (4, 200, 4, 1)
     assert main(["run", str(path), "--dry-run"]) == 0
-    assert "40 chunks (0 to compute, complete in the store)" in capsys.readouterr().out
+    assert "20 chunks (0 to compute, complete in the store)" in capsys.readouterr().out
     # the same group with other parameters: refused before any work, unless overwrite
     path.write_text(path.read_text().replace('kind = "ism"', 'kind = "ism"\nstart = 100'))
     assert main(["run", str(path), "--dry-run"]) == 0
