@@ -236,7 +236,8 @@ class ModelSpec:
                 except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError and others
                     raise ModelSpecError(
                         f"weights file {self.weights!r} could not be loaded as a plain state_dict "
-                        f"(torch.load weights_only=True): {e}. Only if you trust the file, pass trust_pickle=True"
+                        f"(torch.load weights_only=True): {str(e).strip().splitlines()[0][:200]} ... "
+                        f"Only if you trust the file, pass trust_pickle=True (--trust-pickle)"
                     ) from e
                 if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
                     state = state["state_dict"]
