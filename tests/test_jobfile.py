@@ -341,7 +341,8 @@ def test_run__full_disk_fails_before_work(tmp_path, capsys, monkeypatch):
     path = write_job(tmp_path)
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
-    assert re.search(r"output location .* has 0.0 MB free but the results need about 0.1 MB: free space", err), err
+    assert re.search(r"output location .* has 20.0 kB free but the job needs about 33.7 kB \(ism 12.8 kB, "
+                     r"sweep 19.2 kB\): free space or choose another store path", err), err
     assert not (tmp_path / "out.zarr").exists()
 
 

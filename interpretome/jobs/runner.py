@@ -51,6 +51,7 @@ import importlib
 import inspect
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -771,7 +772,7 @@ def preflight(job: Job, plans: list[StepPlan]) -> int:
     Raises ``StoreError`` (read-only location, a path under a file, too little free space) or
     ``ValueError`` (a group holding other parameters without ``overwrite``).
     """
-    needed = 0
+    per_group: dict[str, int] = {}
     for p in plans:
         for w in p.writes:
             if w.state == "conflict" and not job.overwrite:
@@ -779,10 +780,20 @@ def preflight(job: Job, plans: list[StepPlan]) -> int:
                                  f"other parameters (step {p.step.label()}, line {p.step.line}): set overwrite = true "
                                  f"in the job file (or --overwrite), or write to another store")
             if w.chunks:
-                needed += int(w.nbytes * (w.chunks - (0 if w.state == "conflict" else w.done)) / w.chunks)
+                todo = w.chunks - (0 if w.state == "conflict" else w.done)
+                per_group[w.group] = per_group.get(w.group, 0) + int(w.nbytes * todo / w.chunks)
             elif w.state != "complete":
-                needed += w.nbytes
-    check_writable(job.store, int(needed * 1.05))
+                per_group[w.group] = per_group.get(w.group, 0) + w.nbytes
+    needed = int(sum(per_group.values()) * 1.05)
+    check_writable(job.store)  # read-only location, a path under a file
+    probe = job.store
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        parts = ", ".join(f"{g} {_size(b)}" for g, b in per_group.items())
+        raise StoreError(f"output location {str(probe)!r} has {_size(free)} free but the job needs about "
+                         f"{_size(needed)} ({parts}): free space or choose another store path")
     return needed
 
 
