@@ -261,3 +261,22 @@ def register(sub) -> None:
     p.add_argument("--bigwig", default=None, help="bigWig path (needs pyBigWig)")
     p.add_argument("--target", default=None, help="target name or index (default the first)")
     p.set_defaults(func=_export_cmd)
+
+
+def step_genome(ctx) -> list[Path]:
+    """Demo: the promoter model tiled along yeast chromosome I (both strands) with its gene starts.
+
+    200 bp windows every 50 bp (each prediction at its window centre), the mean of the forward and
+    reverse-complement predictions; whole-chromosome and 40 kb zoom PNGs, an HTML of the zoom and
+    a bedGraph. ``ctx`` is the demo's ``DemoContext``.
+    """
+    from ..datasets import data_path, demo_model_spec
+
+    fasta, gtf = data_path("yeast_chrI.fna.gz"), data_path("yeast_chrI.gtf.gz")
+    run_tiles(fasta, demo_model_spec(batch_size=256), ctx.store, window=200, stride=50, strand="both",
+              annotation=gtf, group="yeast_chrI", bin_chunk=1200, client=ctx.client, overwrite=ctx.overwrite,
+              log=ctx.log)
+    out = Path(ctx.out) / "figures"
+    figs = render_tiles(ctx.store, "yeast_chrI", out, start=130_000, end=170_000)
+    figs.append(export_bedgraph(open_group(ctx.store, "yeast_chrI"), out / "yeast_chrI_promoter.bedgraph.gz"))
+    return figs
