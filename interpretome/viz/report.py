@@ -15,6 +15,7 @@ import datetime as _dt
 import html
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,9 @@ def _variables_table(store: Path, group: str) -> tuple[str, int]:
 
     from ..storage.schema import REGISTRY
 
-    ds = xr.open_zarr(str(store), group=group, consolidated=False)
+    with warnings.catch_warnings():  # the chunk manifests (.interpretome/) are not zarr nodes, by design
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        ds = xr.open_zarr(str(store), group=group, consolidated=False)
     rows = []
     for name, var in ds.data_vars.items():
         stats = ["", "", "", ""]
@@ -152,7 +155,7 @@ def _provenance_html(info: dict) -> str:
             ["host", prov.get("host", "")], ["fingerprint", info.get("fingerprint", "")]]
     if model:
         rows += [["model", model.get("source", "")], ["model weights sha256", model.get("weights_sha256", "-")]]
-    parts.append(_table(["", ""], rows, cls="provenance"))
+    parts.append(_table(["record", "value"], rows, cls="provenance"))
     if model:
         spec = {k: v for k, v in model.items() if v not in (None, {}, [], "") and k not in ("source",)}
         parts.append("<details><summary>model spec</summary><pre>" + _esc(json.dumps(spec, indent=1, sort_keys=True))
