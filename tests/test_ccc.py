@@ -128,12 +128,13 @@ def test_all_pairs_ccc__lazy(no_compute, data):
 
 def test_all_pairs_ccc__partitions_computed_once_per_block(data):
     x, _ = data
-    res = all_pairs_ccc(ccc_dataset(x), feature_chunk=5)
-    graph = dict(res["ccc_matrix"].data.__dask_graph__())
-    prep = [k for k in graph if isinstance(k, str) and k.startswith("_prepare_block")]
-    tiles = [k for k in graph if isinstance(k, str) and k.startswith("tile-")]
-    assert len(prep) == 5  # ceil(23 / 5) blocks, each partitioned once
-    assert len(tiles) == 5 * 6 // 2  # upper tiles only; lower ones are transposes
+    for form in ("square", "condensed"):
+        res = all_pairs_ccc(ccc_dataset(x), feature_chunk=5, form=form)
+        graph = dict(res["ccc_matrix" if form == "square" else "ccc_pair"].data.__dask_graph__())
+        prep = [k for k in graph if isinstance(k, tuple) and k[0].startswith("ccc-partitions-")]
+        tiles = [k for k in graph if isinstance(k, tuple) and k[0].startswith("ccc-tile-")]
+        assert len(prep) == 5  # ceil(23 / 5) feature blocks, each partitioned once
+        assert len(tiles) == 5 * 6 // 2  # one kernel task per upper tile; lower tiles are transposes
 
 
 def test_all_pairs_ccc__nan_feature_raises():

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -332,40 +331,63 @@ def _prepare_block(block, ks, names, offset):
     return prepare(block, ks, names=names, offset=offset)
 
 
-def _ccc_graph(x: da.Array, ks, perms, names):
-    """Return the lazy (2, F, F) [ccc, p-value] square built from per-block prepared partitions."""
-    blocks = x.rechunk({1: -1}).to_delayed()[:, 0]
-    starts = np.concatenate(([0], np.cumsum(x.chunks[0])))
-    prep = [dask.delayed(_prepare_block, pure=True)(b, ks, list(names[starts[i]:starts[i + 1]]), int(starts[i]))
-            for i, b in enumerate(blocks)]
-    perms_d = dask.delayed(perms) if perms.shape[0] else perms
-    sizes = x.chunks[0]
-    grid = [[None] * len(sizes) for _ in sizes]
-    for i in range(len(sizes)):
-        for j in range(i, len(sizes)):
-            t = da.from_delayed(dask.delayed(tile, pure=True)(prep[i], prep[j], i == j, perms_d),
-                                shape=(2, sizes[i], sizes[j]), dtype=np.float64,
-                                meta=np.empty((0, 0, 0), np.float64))
-            grid[i][j] = t
-            if j > i:
-                grid[j][i] = t.transpose(0, 2, 1)
-    return da.block(grid)
+def _tile_task(pi, pj, diag, perms, with_p):
+    out = tile(pi, pj, diag, perms)
+    return out if with_p else out[0]
 
 
-def _condense_rows(block, n_features, block_info=None):
-    r0 = block_info[0]["array-location"][0][0]
-    parts = [block[r, r0 + r + 1:] for r in range(block.shape[0])]
-    return np.concatenate(parts) if parts else np.empty(0, block.dtype)
+def _transpose_tile(t):
+    return np.ascontiguousarray(np.swapaxes(t, -1, -2))
 
 
-def condense(square: da.Array, row_chunks) -> da.Array:
-    """Return the condensed (pair,) form (i < j, row by row) of a lazy square (F, F) matrix."""
-    f = square.shape[0]
-    sq = square.rechunk((row_chunks, -1))
-    starts = np.concatenate(([0], np.cumsum(row_chunks)))
-    sizes = tuple(int(sum(f - 1 - r for r in range(starts[b], starts[b + 1]))) for b in range(len(row_chunks)))
-    return da.map_blocks(_condense_rows, sq, f, chunks=(sizes,), drop_axis=1, dtype=square.dtype,
-                         meta=np.empty((0,), square.dtype))
+def _condense_tiles(tiles, r0, n_features):
+    """Return the condensed entries (j > i) of rows ``r0 ..`` from the row-block's tiles (I, J >= I)."""
+    row = np.concatenate(tiles, axis=-1)  # (..., rows, n_features - r0)
+    parts = [row[..., r, r + 1:] for r in range(row.shape[-2])]
+    return np.concatenate(parts, axis=-1) if parts else row[..., 0, :0]
+
+
+def _ccc_graph(x: da.Array, ks, perms, names, form: str) -> da.Array:
+    """Return the lazy result: square ``([2,] F, F)`` or condensed ``([2,] P)``; the leading 2 = [ccc, p-value]
+    is there only with permutations.
+
+    Graph: one partition task per feature block (``x``'s chunks), one kernel task per upper tile
+    (I <= J) that receives the two prepared blocks, then either the lower tiles as transposes
+    (square; chunks = tiles) or one task per row block cutting out its condensed entries.
+    """
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    x = x.rechunk({1: -1})
+    sizes = tuple(int(c) for c in x.chunks[0])
+    nb = len(sizes)
+    f = int(sum(sizes))
+    starts = np.concatenate(([0], np.cumsum(sizes))).astype(int)
+    with_p = perms.shape[0] > 0
+    tok = tokenize(x.name, [int(k) for k in ks], perms, list(map(str, names)), form)
+    prep, tname, pname, out = f"ccc-partitions-{tok}", f"ccc-tile-{tok}", f"ccc-perms-{tok}", f"ccc-{form}-{tok}"
+    dsk: dict = {(pname,): perms}
+    for b in range(nb):
+        dsk[(prep, b)] = (_prepare_block, (x.name, b, 0), ks, list(names[starts[b]:starts[b + 1]]), int(starts[b]))
+    for a in range(nb):
+        for b in range(a, nb):
+            dsk[(tname, a, b)] = (_tile_task, (prep, a), (prep, b), a == b, (pname,), with_p)
+    lead = (0,) if with_p else ()
+    if form == "square":
+        for a in range(nb):
+            for b in range(nb):
+                dsk[(out, *lead, a, b)] = (tname, a, b) if a <= b else (_transpose_tile, (tname, b, a))
+        chunks = ((2,),) * with_p + (sizes, sizes)
+        shape_meta = np.empty((0,) * (2 + with_p), np.float64)
+    else:
+        pair_sizes = []
+        for a in range(nb):
+            dsk[(out, *lead, a)] = (_condense_tiles, [(tname, a, b) for b in range(a, nb)], int(starts[a]), f)
+            pair_sizes.append(int(sum(f - 1 - r for r in range(starts[a], starts[a + 1]))))
+        chunks = ((2,),) * with_p + (tuple(pair_sizes),)
+        shape_meta = np.empty((0,) * (1 + with_p), np.float64)
+    graph = HighLevelGraph.from_collections(out, dsk, dependencies=[x])
+    return da.Array(graph, out, chunks=chunks, dtype=np.float64, meta=shape_meta)
 
 
 def condensed_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -390,7 +412,7 @@ def all_pairs_ccc(
     coordinates feature_i/feature_j = the feature names. ``form="condensed"``: ``ccc_pair``
     (pair,) [and ``ccc_pair_pvalue``] in ccc-coef's order (i < j, row by row), with coordinates
     feature_i/feature_j (pair,) naming each pair. ``feature_chunk`` features per tile side
-    (default: about 16 tiles a side, at least 8 features); ``n_perms`` > 0 adds permutation
+    (default: 8 blocks a side, at least 32 features: ~36 kernel tasks); ``n_perms`` > 0 adds permutation
     p-values with seeded permutations; ``internal_n_clusters`` as in ccc-coef. Values equal
     ``ccc.coef.ccc(X)``. Nothing is computed; a NaN in dask-backed input raises at compute time
     (in numpy-backed input, here).
@@ -416,7 +438,7 @@ def all_pairs_ccc(
     if not isinstance(data, da.Array):
         check_values(np.asarray(data, dtype=np.float64), names)
         data = da.from_array(np.asarray(data), chunks=(n_feat, n_samp))
-    fc = int(feature_chunk) if feature_chunk else max(8, math.ceil(n_feat / 16))
+    fc = int(feature_chunk) if feature_chunk else max(32, math.ceil(n_feat / 8))
     if fc < 1:
         raise ValueError(f"feature_chunk must be >= 1, got {feature_chunk}")
     data = data.rechunk((fc, -1))
@@ -424,21 +446,22 @@ def all_pairs_ccc(
     if n_perms < 0:
         raise ValueError(f"n_perms must be >= 0, got {n_perms}")
     perms = permutations(n_samp, n_perms, seed)
-    cube = _ccc_graph(data, ks, perms, names)
+    res = _ccc_graph(data, ks, perms, names, form)
+    val, pval = (res[0], res[1]) if n_perms else (res, None)
     attrs = {"ccc_n_perms": n_perms, "ccc_seed": int(seed), "ccc_k": [int(k) for k in ks],
              "ccc_library": "interpretome numba kernel over ccc-coef partitions"}
     if form == "square":
-        new = xr.Dataset({"ccc_matrix": ((FEATURE_I, FEATURE_J), cube[0])},
+        new = xr.Dataset({"ccc_matrix": ((FEATURE_I, FEATURE_J), val)},
                          coords={FEATURE_I: names, FEATURE_J: names}, attrs=attrs)
         if n_perms:
-            new["ccc_matrix_pvalue"] = ((FEATURE_I, FEATURE_J), cube[1])
+            new["ccc_matrix_pvalue"] = ((FEATURE_I, FEATURE_J), pval)
     else:
         ii, jj = condensed_pairs(n_feat)
-        new = xr.Dataset({"ccc_pair": ((PAIR,), condense(cube[0], data.chunks[0]))},
+        new = xr.Dataset({"ccc_pair": ((PAIR,), val)},
                          coords={PAIR: np.arange(ii.size), FEATURE_I: (PAIR, names[ii]),
                                  FEATURE_J: (PAIR, names[jj])}, attrs=attrs)
         if n_perms:
-            new["ccc_pair_pvalue"] = ((PAIR,), condense(cube[1], data.chunks[0]))
+            new["ccc_pair_pvalue"] = ((PAIR,), pval)
     validate(new)
     return merge_result(ds, new, merge)
 
