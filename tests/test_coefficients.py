@@ -88,6 +88,8 @@ def test_read_coefficients__bad_tables(tmp_path):
     df = pd.DataFrame({"class": ["a", "b"], "f1": [1.0, 2.0], "f2": [np.nan, np.nan]})
     with pytest.raises(InputError, match=r"all-NaN \(empty\) coefficients for feature\(s\) \['f2'\]"):
         read_coefficients(df)
+    with pytest.raises(InputError, match="has 1 NaN coefficient\\(s\\), e.g. class 'b' feature 'f1'"):
+        read_coefficients(pd.DataFrame({"class": ["a", "b"], "f1": [1.0, np.nan], "f2": [1.0, 2.0]}))
     with pytest.raises(InputError, match="is empty"):
         read_coefficients(df.iloc[:0])
     with pytest.raises(InputError, match="duplicate class names"):

@@ -82,6 +82,13 @@ def coefficients_dataset(values, classes, features, *, model: str = "final", fea
         bad = [features[i] for i in np.flatnonzero(allnan)[:5]]
         raise InputError(f"model {model!r} has all-NaN (empty) coefficients for feature(s) {bad}: drop those "
                          f"columns or fill them")
+    if np.isnan(v).any():
+        r, c = (int(i[0]) for i in np.nonzero(np.isnan(v)))
+        raise InputError(f"model {model!r} has {int(np.isnan(v).sum())} NaN coefficient(s), e.g. class {classes[r]!r} "
+                         f"feature {features[c]!r}: a fitted linear model has none — fill them (e.g. with 0) or "
+                         f"drop the feature")
+    if not np.isfinite(v).all():
+        raise InputError(f"model {model!r} has infinite coefficients: check the model fit")
     label = model_label(model, feature_set, kind)
     ds = xr.Dataset(
         {"coefficient": ((MODEL, CLASS, FEATURE), v[None])},
