@@ -176,13 +176,35 @@ def test_sweep_and_ism__same_values_across_chunkings_and_batch_sizes():
             np.testing.assert_allclose(a, b, atol=2e-6, equal_nan=True)
 
 
-def test_fast_path_equals_full_forward():
-    """The receptive-field fast path gives the same predictions as full forward passes."""
+def _avg_head_cnn(length=120):
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(4, 6, 5, padding=2), nn.ReLU(), nn.Conv1d(6, 6, 3, padding=2, dilation=2),
+                         nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(24, 2))
+
+
+def _flat_head_cnn(length=120):
+    import torch.nn as nn
+
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv1d(4, 3, 7, padding=3), nn.BatchNorm1d(3).eval(), nn.GELU(), nn.Flatten(),
+                         nn.Linear(3 * length, 2))
+
+
+@pytest.mark.parametrize("factory, ctx, max_head", [
+    ("interpretome.datasets:reference_cnn", (11, 11), True),
+    ("tests.test_perturb:_avg_head_cnn", (4, 4), False),
+    ("tests.test_perturb:_flat_head_cnn", (3, 3), False),
+])
+def test_fast_path_equals_full_forward(factory, ctx, max_head):
+    """The receptive-field fast path (max-pool shortcut or splice) equals full forward passes."""
     from interpretome.engine.models import Runtime
 
-    spec = _spec(batch_size=8)
+    kwargs = {"seed": 3, "channels": 8, "outputs": 2} if "reference" in factory else {}
+    spec = _spec(factory=factory, kwargs=kwargs, batch_size=8)
     rt = Runtime(spec)
-    assert rt.split is not None and rt.split[2:] == (11, 11)
+    assert rt.split is not None and rt.split[2:] == ctx and (rt.max_head is not None) == max_head
     ref = random_dna(1, 120, seed=9)[0]
     starts = np.arange(0, 114)
     new = window_edits("random", ref, starts, 6, 1, 0, 0)[:, 0]

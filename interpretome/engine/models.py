@@ -337,6 +337,16 @@ def local_split(model) -> tuple[Any, Any, int, int] | None:
     return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:]), left, right
 
 
+def _after_global_max(head):
+    """Return the layers after a leading global ``AdaptiveMaxPool1d(1)`` of ``head``, else None."""
+    import torch.nn as nn
+
+    layers = list(head.children())
+    if layers and isinstance(layers[0], nn.AdaptiveMaxPool1d) and layers[0].output_size in (1, (1,)):
+        return nn.Sequential(*layers[1:])
+    return None
+
+
 # --- the runtime (one per worker process and spec) -------------------------------------------------
 
 class Runtime:
@@ -351,6 +361,7 @@ class Runtime:
         self.model = spec.build()
         self.checked = False
         self.split = local_split(self.model) if spec.input_kind == "onehot" else None
+        self.max_head = _after_global_max(self.split[1]) if self.split is not None else None
         lut = np.zeros((CODE_N + 1, 4), np.float32)
         lut[np.arange(4), np.arange(4)] = 1.0
         self.onehot_lut = torch.from_numpy(lut).to(self.device)
@@ -489,10 +500,16 @@ class Runtime:
         key = (ref.shape[0], hash(ref.tobytes()))
         cache = getattr(self._local, "ref", None)
         if cache is None or cache[0] != key:
-            with self.torch.inference_mode():
+            torch = self.torch
+            with torch.inference_mode():
                 act = self.split[0](self.encode(ref[None, :]))
-            cache = self._local.ref = (key, act)
-        return cache[1]
+                pre = suf = None
+                if self.max_head is not None:  # running maxima from the left and the right, (1, C, L + 1)
+                    pad = torch.full_like(act[:, :, :1], -torch.inf)
+                    pre = torch.cat([pad, torch.cummax(act, dim=2).values], dim=2)
+                    suf = torch.cat([torch.cummax(act.flip(2), dim=2).values.flip(2), pad], dim=2)
+            cache = self._local.ref = (key, act, pre, suf)
+        return cache[1:]
 
     def _edits_fast(self, ref, starts, new):
         torch = self.torch
@@ -501,7 +518,7 @@ class Runtime:
         k = new.shape[1]
         width = k + 2 * ctx
         bs = int(self.spec.batch_size)
-        ref_act = self._prefix_reference(ref)  # (1, C, L)
+        ref_act, pre, suf = self._prefix_reference(ref)  # (1, C, L); running maxima (1, C, L + 1) or None
         ref_t = torch.from_numpy(np.ascontiguousarray(ref))
         changed = k + left + right
         outs = []
@@ -513,6 +530,13 @@ class Runtime:
                 sl = ref_t[cols]  # (b, width)
                 sl[:, ctx:ctx + k] = torch.from_numpy(new[i:i + bs])
                 act_new = prefix(self.encode(sl))[:, :, left:left + changed]  # positions s-right .. s+k-1+left
+                if self.max_head is not None:
+                    # global max pool: max(outside the changed span, inside it) — exact, no (C, L) copy
+                    a = (s - right).to(pre.device)
+                    outside = torch.maximum(pre[0][:, a].T, suf[0][:, a + changed].T)  # (b, C)
+                    pooled = torch.maximum(outside, act_new.amax(dim=2)).unsqueeze(-1)
+                    outs.append(self.head(self.max_head(pooled)))
+                    continue
                 act = ref_act.expand(b, -1, -1).clone()
                 pos = ((s - right)[:, None] + torch.arange(changed)[None, :]).to(act.device)
                 act.scatter_(2, pos[:, None, :].expand(-1, act.shape[1], -1), act_new)
