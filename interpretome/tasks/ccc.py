@@ -238,7 +238,7 @@ def _pair(oi, bi, segi, nsegi, sqi, vali, labj, sqj, valj, nlabj, perm, use_perm
 @njit(cache=True, nogil=True)
 def _tile_kernel(order_i, bounds_i, seg_i, nseg_i, sq_i, valid_i, ok_i,
                  labels_j, sq_j, valid_j, ok_j, nlab_j, diag, perms, exact):
-    """Return (1 + P, Fi, Fj) float64: CCC and, per permutation, the permuted CCC, of a tile."""
+    """Return (2, Fi, Fj) float64: the CCC of each pair of the tile and how many permutations reach it."""
     fi = order_i.shape[0]
     fj = labels_j.shape[0]
     n = order_i.shape[1]
@@ -249,7 +249,7 @@ def _tile_kernel(order_i, bounds_i, seg_i, nseg_i, sq_i, valid_i, ok_i,
             if nlab_j[j, b] > lmax:
                 lmax = nlab_j[j, b]
     np_ = perms.shape[0]
-    out = np.full((1 + np_, fi, fj), np.nan)
+    out = np.full((2, fi, fj), np.nan)
     cum = np.zeros((k, lmax), np.int32)
     snap = np.zeros((bounds_i.shape[1], k, lmax), np.int32)
     dummy = np.zeros(1, np.int64)
@@ -264,11 +264,15 @@ def _tile_kernel(order_i, bounds_i, seg_i, nseg_i, sq_i, valid_i, ok_i,
         for j in range(j0, fj):
             if not ok_j[j]:
                 continue
-            out[0, i, j] = _pair(order_i[i], bi, seg_i[i], nseg_i[i], sq_i[i], valid_i[i], labels_j[j],
-                                 sq_j[j], valid_j[j], nlab_j[j], dummy, False, cum, snap, n, exact)
+            obs = _pair(order_i[i], bi, seg_i[i], nseg_i[i], sq_i[i], valid_i[i], labels_j[j],
+                        sq_j[j], valid_j[j], nlab_j[j], dummy, False, cum, snap, n, exact)
+            out[0, i, j] = obs
+            hits = 0
             for p in range(np_):
-                out[1 + p, i, j] = _pair(order_i[i], bi, seg_i[i], nseg_i[i], sq_i[i], valid_i[i], labels_j[j],
-                                         sq_j[j], valid_j[j], nlab_j[j], perms[p], True, cum, snap, n, exact)
+                if _pair(order_i[i], bi, seg_i[i], nseg_i[i], sq_i[i], valid_i[i], labels_j[j],
+                         sq_j[j], valid_j[j], nlab_j[j], perms[p], True, cum, snap, n, exact) >= obs:
+                    hits += 1
+            out[1, i, j] = hits
     return out
 
 
@@ -285,9 +289,7 @@ def tile(pi: dict, pj: dict, diag: bool, perms: np.ndarray) -> np.ndarray:
                        np.ascontiguousarray(perms, dtype=np.int64), exact)
     val = raw[0]
     if perms.shape[0]:
-        with np.errstate(invalid="ignore"):
-            pv = ((raw[1:] >= val[None]).sum(axis=0) + 1.0) / (perms.shape[0] + 1.0)
-        pv[np.isnan(val)] = np.nan
+        pv = (raw[1] + 1.0) / (perms.shape[0] + 1.0)  # NaN where the CCC is NaN
     else:
         pv = np.full_like(val, np.nan)
     if diag:
