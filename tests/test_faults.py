@@ -22,7 +22,7 @@ from interpretome.cli import main
 from interpretome.jobs.runner import load_job, plan_job, run_job
 from interpretome.storage.store import group_info
 
-from jobfiles import TOTAL_CHUNKS, manifest_count, manifests, store_files, write_job
+from tests.jobfiles import TOTAL_CHUNKS, manifest_count, manifests, store_files, write_job
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from interpretome.cli import main
 from interpretome.jobs import runner
 from interpretome.jobs.runner import JOB_KINDS, JobFileError, LineIndex, load_job, plan_job
 
-from jobfiles import MODEL_TABLE, STEPS, TOTAL_CHUNKS, write_job
+from tests.jobfiles import MODEL_TABLE, STEPS, TOTAL_CHUNKS, write_job
 
 
 def _errors(path) -> str:

@@ -17,7 +17,7 @@ from interpretome.jobs.report import make_report
 from interpretome.storage.store import group_info
 from interpretome.viz.report import build_report, figure_html
 
-from jobfiles import write_job
+from tests.jobfiles import write_job
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
@@ -45,7 +45,7 @@ sequence_chunk = 2
 def result_store(tmp_path_factory, client2):
     """A store with a sweep and an ISM group of 2 promoters, written by ``interpretome run``."""
     folder = tmp_path_factory.mktemp("report")
-    from jobfiles import promoters
+    from tests.jobfiles import promoters
 
     promoters(folder, n=2)
     path = write_job(folder, steps=STEPS)
