@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "interpretome.jobs.demo",
     "interpretome.jobs.dna",
     "interpretome.jobs.stores",
+    "interpretome.jobs.attribution",
     "interpretome.jobs.genome",
     "interpretome.jobs.coefficients",
     "interpretome.jobs.runner",

@@ -4,8 +4,8 @@ Everything here works on one block of samples already on the worker (numpy in, n
 never touches dask; ``interpretome.tasks.attribute`` maps it over sample chunks.
 
 Integrated Gradients (``integrated_gradients``) computes exactly what captum's
-``IntegratedGradients.attribute`` computes (same integration points and weights, taken from
-captum's ``approximation_parameters``) but faster on CPU:
+``IntegratedGradients.attribute`` computes (same integration points and weights as
+captum's ``approximation_parameters``, see ``path_parameters``) but faster on CPU:
 
 * several samples' integration steps go through the model in one batch (``batch_size`` rows of
   (sample, step) pairs, sample-major), so batches stay full whatever the number of samples;
@@ -198,6 +198,39 @@ def head_module(model, activation: str = "none", select=None):
 
 # --- integrated gradients --------------------------------------------------------------------------
 
+def path_parameters(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(step weights, alphas)`` of captum's integration rules (same values, without importing captum).
+
+    ``gausslegendre``: Gauss-Legendre nodes and weights mapped to [0, 1]; ``riemann_left``,
+    ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``: equal steps as captum lays them out.
+    """
+    n = int(n_steps)
+    if method == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(n)
+        return 0.5 * w, 0.5 * (x + 1)
+    if method.startswith("riemann_"):
+        if n < 2:
+            raise ValueError(f"{method} needs n_steps > 1, got {n}")
+        w = np.full(n, 1.0 / n)
+        kind = method.split("_", 1)[1]
+        import torch
+
+        if kind == "trapezoid":
+            w[0] /= 2
+            w[-1] /= 2
+            a = torch.linspace(0, 1, n)
+        elif kind == "left":
+            a = torch.linspace(0, 1 - 1 / n, n)
+        elif kind == "middle":
+            a = torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n)
+        elif kind == "right":
+            a = torch.linspace(1 / n, 1, n)
+        else:
+            raise ValueError(f"unknown Riemann rule {method!r}")
+        return w, np.asarray(a.tolist())
+    raise ValueError(f"integration method {method!r} is not gausslegendre or riemann_left/right/middle/trapezoid")
+
+
 def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: str = "gausslegendre",
                          batch_size: int = 256, first=None):
     """Return ``(attribution, delta, f_x, f_baseline)`` of Integrated Gradients for one block.
@@ -210,11 +243,10 @@ def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: s
     ``f`` is the rest of the model and the path runs through ``first``'s output.
     """
     import torch
-    from captum.attr._utils.approximation_methods import approximation_parameters
 
-    step_fn, alpha_fn = approximation_parameters(method)
-    w = torch.tensor(step_fn(n_steps), dtype=x.dtype, device=x.device)
-    a = torch.tensor(alpha_fn(n_steps), dtype=x.dtype, device=x.device)
+    w_np, a_np = path_parameters(method, n_steps)
+    w = torch.tensor(w_np, dtype=x.dtype, device=x.device)
+    a = torch.tensor(a_np, dtype=x.dtype, device=x.device)
     n = x.shape[0]
     base = torch.broadcast_to(baseline, x.shape)
     diff = x - base

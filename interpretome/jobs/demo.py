@@ -15,6 +15,7 @@ from typing import Callable
 from ..datasets import MOTIF_10, MOTIF_10_START, MOTIF_35_START, TSS, demo_model_spec, promoter_sequences
 from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.readers import write_fasta
+from .attribution import step_attribution
 from .dna import render_ism, render_sweep, run_ism, run_sweep
 from .genome import step_genome
 from .coefficients import step_coefficients
@@ -50,7 +51,7 @@ def step_dna(ctx: DemoContext) -> list[Path]:
     return figs
 
 
-DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_coefficients, step_genome]
+DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_coefficients, step_genome, step_attribution]
 
 
 def run_demo(out: str | Path = "interpretome-demo", *, client=None, overwrite: bool = False,
