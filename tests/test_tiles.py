@@ -321,3 +321,29 @@ def test_write_dataset__track_resumes_identically(genome, store):
     assert again.computed_chunks == 0
     np.testing.assert_array_equal(open_group(store, "tracks")["track_prediction"].values,
                                   res["track_prediction"].values)
+
+
+def test_cli__tiles_export_and_genome_ism(genome, client2, tmp_path, capsys):
+    """The command line end to end on the shared 2-worker cluster, and a bad region's exit status."""
+    from interpretome.cli import main
+
+    path, seqs = genome
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text('chr1\tt\tgene\t101\t200\t.\t-\t.\tgene_id "g1";\n')
+    store = str(tmp_path / "c.zarr")
+    model = ["--model", "interpretome.datasets:reference_cnn", "--model-kwargs", '{"channels": 8, "outputs": 2}',
+             "--targets", "a,b", "--scheduler", client2.scheduler.address]
+    assert main(["tiles", str(path), "-o", store, "--window", "100", "--stride", "50", "--region", "chr1:1-600",
+                 "--region", "chr2", "--annotation", str(gtf), "--strand", "both", "--figures",
+                 str(tmp_path / "figs"), *model]) == 0
+    track = open_group(store, "tracks")
+    assert list(track["contig"].values) == ["chr1:1-600", "chr2"]
+    want = _loop_scalar(seqs["chr1"][:600], 100, 50, "both")
+    np.testing.assert_allclose(track["track_prediction"].values[0, :len(want)], want, rtol=1e-5, atol=1e-6)
+    assert main(["export-track", store, "--bedgraph", str(tmp_path / "t.bg"), "--bigwig", str(tmp_path / "t.bw")]) == 0
+    assert (tmp_path / "t.bw").stat().st_size > 0 and (tmp_path / "t.bg").read_text().count("\n") > 10
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", "80", "--region", "chr2:11-20", *model]) == 0
+    assert open_group(store, "genome_ism")["genome_ism_delta"].shape == (1, 10, 4, 2)
+    assert main(["tiles", str(path), "-o", store, "--group", "bad", "--window", "100", "--region", "chr2:500-600",
+                 *model]) == 2
+    assert "lies outside contig 'chr2'" in capsys.readouterr().err
