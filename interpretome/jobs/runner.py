@@ -86,15 +86,18 @@ class Param:
 
     ``type``: ``int``, ``float``, ``str``, ``bool``, ``table``, ``list[T]``, or alternatives joined
     by ``|``. ``file``: an input file (a path, or a list of paths for ``list[str]``) resolved
-    against the job file's folder and checked to exist. ``step``: names another step's group
-    (the step then runs after that one). ``choices``: the allowed values.
+    against the job file's folder and checked to exist; a string instead of True is a separator:
+    the path is what follows its last occurrence (``"="`` for ``KIND:MODEL:SET=PATH``).
+    ``output``: a path written by the step, resolved against the job file's folder. ``step``:
+    names another step's group (the step then runs after that one). ``choices``: allowed values.
     """
 
     name: str
     type: str
     default: Any = None
     required: bool = False
-    file: bool = False
+    file: bool | str = False
+    output: bool = False
     step: bool = False
     choices: tuple = ()
     doc: str = ""
@@ -106,9 +109,11 @@ class JobKind:
 
     The runner is called with keywords only: the step's parameters (defaults filled in),
     ``store``, ``group``, ``client``, ``overwrite``, ``log`` and, when ``model``, ``model`` (a
-    ModelSpec). It returns a ``WriteReport`` (or a list / dict of them). ``depends``: kinds whose
-    steps in the same job must run first. ``lazy``: the runner only builds graphs before writing,
-    so its plan (chunks, bytes) can be taken without computing.
+    ModelSpec, or None for ``model="optional"`` without one). It returns a ``WriteReport`` (or a
+    list / dict of them). ``depends``: kinds whose steps in the same job must run first.
+    ``lazy`` (a bool, or a function of the step's parameters): the runner only builds graphs
+    before writing, so its plan (chunks, bytes) can be taken without computing.
+    ``fixed_group``: the runner names its own groups (``name`` must stay the default).
     """
 
     name: str
@@ -116,9 +121,14 @@ class JobKind:
     params: tuple[Param, ...]
     doc: str
     group: str
-    model: bool = True
+    model: bool | str = True
     depends: tuple[str, ...] = ()
-    lazy: bool = True
+    lazy: bool | Callable[[dict], bool] = True
+    fixed_group: bool = False
+
+    def is_lazy(self, params: dict) -> bool:
+        """Return whether a step with ``params`` can be planned without computing."""
+        return bool(self.lazy(params) if callable(self.lazy) else self.lazy)
 
     def function(self) -> Callable:
         """Import and return the runner function."""
@@ -446,15 +456,19 @@ class _Checker:
                                 f"{_did_you_mean(str(value), [str(c) for c in param.choices])}")
         if param.type.startswith("float") and isinstance(value, int):
             value = float(value)
-        if param.file:
-            files = value if isinstance(value, list) else [value]
+        if param.file or param.output:
+            items = value if isinstance(value, list) else [value]
             resolved = []
-            for f in files:
+            for item in items:
+                head, f = "", item
+                if isinstance(param.file, str) and param.file in item:
+                    head, _, f = item.rpartition(param.file)
+                    head += param.file
                 p = self.resolve(f)
-                if not p.exists():
+                if param.file and not p.exists():
                     self.add(path, key, f"key {key!r} in {where}: file {f!r} does not exist "
                                         f"(looked for {str(p)!r}; relative paths are relative to the job file)")
-                resolved.append(str(p))
+                resolved.append(head + str(p))
             value = resolved if isinstance(value, list) else resolved[0]
         return value
 
@@ -604,10 +618,13 @@ def load_job(path: str | os.PathLike, *, use_cluster_table: bool = True) -> Job:
                 model = _model_from(checked["model"], ck, spath + ("model",), f"{where} model")
             elif job_model is not None:
                 model = job_model
-            elif "model" not in data:
+            elif "model" not in data and kind.model != "optional":
                 ck.add(spath, "kind", f"{where} needs a model: add a [model] table to the job file "
                                       f"(or a [step.model] table to this step)")
         name = checked.get("name") if isinstance(checked.get("name"), str) else kind.group
+        if kind.fixed_group and name != kind.group:
+            ck.add(spath, "name", f"{where}: a {kind.name!r} step names its own groups ({kind.group!r} and "
+                                  f"more); drop name = {name!r}")
         steps.append(Step(kind, name, params, model, i, lines.line(spath), list(checked.get("after") or [])))
 
     by_name: dict[str, Step] = {}
@@ -689,6 +706,11 @@ def _call(step: Step, store: Path, *, client=None, overwrite=False, log=print):
     return step.kind.function()(**kwargs)
 
 
+def _job_dir_of(store) -> Path:
+    """Return the folder for a step's side outputs (tables, CSVs) next to the store."""
+    return Path(store).absolute().parent
+
+
 def _forbid_compute(*args, **kwargs):
     raise _NeedsCompute("the step computes while building its graph")
 
@@ -710,7 +732,7 @@ def plan_job(job: Job, *, log: Callable[[str], None] | None = None) -> list[Step
     planned_groups: set[str] = set()
     for step in job.steps:
         waits = [a for a in step.after if a in planned_groups]
-        if not step.kind.lazy:
+        if not step.kind.is_lazy(step.params):
             plans.append(StepPlan(step, [], "sizes known once it runs (this kind computes while building)"))
             planned_groups.add(step.name)
             continue
@@ -718,12 +740,15 @@ def plan_job(job: Job, *, log: Callable[[str], None] | None = None) -> list[Step
             try:
                 _call(step, job.store, overwrite=job.overwrite, log=lambda msg: None)
             except _NeedsCompute:
-                plans.append(StepPlan(step, [], "sizes known once it runs (its graph needs a compute)"))
+                plans.append(StepPlan(step, list(writes), "sizes known once it runs (its graph needs a compute)"
+                                      if not writes else "further outputs sized once it runs (they need a compute)"))
                 planned_groups.add(step.name)
                 continue
             except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
-                if waits:
-                    plans.append(StepPlan(step, [], f"sizes known once {', '.join(waits)} has run"))
+                if waits or writes:
+                    # a later output of this step (or its input) is read back from the store
+                    why = f"{', '.join(waits)} has run" if waits else "its first outputs are written"
+                    plans.append(StepPlan(step, list(writes), f"{'further ' if writes else ''}sizes known once {why}"))
                     planned_groups.add(step.name)
                     continue
                 raise JobFileError([f"{job.path.name}:{step.line}: [[step]] #{step.index + 1} ({step.label()}) "
@@ -746,7 +771,7 @@ def format_plan(job: Job, plans: list[StepPlan]) -> str:
     out = [f"job {job.path} -> store {job.store}", f"{len(plans)} steps in dependency order:"]
     for i, p in enumerate(plans, 1):
         deps = f" after {', '.join(p.step.after)}" if p.step.after else ""
-        if p.unknown:
+        if p.unknown and not p.writes:
             out.append(f"  {i}. {p.step.label()}{deps}: {p.unknown}")
             continue
         for w in p.writes:
@@ -757,10 +782,12 @@ def format_plan(job: Job, plans: list[StepPlan]) -> str:
             out.append(f"  {i}. {p.step.label()}{deps} -> group {w.group!r}: {w.chunks} chunks "
                        f"({todo} to compute{state}), {w.graph_tasks} graph tasks, {w.nbytes} bytes "
                        f"({_size(w.nbytes)}) uncompressed")
+        if p.unknown:
+            out.append(f"  {i}. {p.step.label()}: {p.unknown}")
     known = [p for p in plans if not p.unknown]
-    total_chunks = sum(p.chunks for p in known)
-    todo = sum(p.chunks - p.done for p in known)
-    nbytes = sum(p.nbytes for p in known)
+    total_chunks = sum(p.chunks for p in plans)
+    todo = sum(p.chunks - p.done for p in plans)
+    nbytes = sum(p.nbytes for p in plans)
     out.append(f"total: {total_chunks} chunks ({todo} to compute), {nbytes} bytes ({_size(nbytes)})"
                + (f"; {len(plans) - len(known)} step(s) sized when they run" if len(known) < len(plans) else ""))
     return "\n".join(out)
@@ -820,6 +847,14 @@ def _count(report) -> tuple[int, int]:
     return 0, 0
 
 
+def _has_reports(report) -> bool:
+    if hasattr(report, "computed_chunks"):
+        return True
+    if isinstance(report, dict):
+        report = list(report.values())
+    return isinstance(report, (list, tuple)) and any(_has_reports(r) for r in report)
+
+
 def run_steps(job: Job, client, *, log: Callable[[str], None] = print) -> list[StepResult]:
     """Run the job's steps in order on ``client``; print and return the chunks each computed."""
     results = []
@@ -829,8 +864,12 @@ def run_steps(job: Job, client, *, log: Callable[[str], None] = print) -> list[S
         report = _call(step, job.store, client=client, overwrite=job.overwrite, log=log)
         computed, skipped = _count(report)
         res = StepResult(step, computed, skipped, time.perf_counter() - t0)
-        log(f"[{i}/{len(job.steps)}] {step.label()}: computed {computed} chunks, {skipped} already in the store, "
-            f"{res.seconds:.1f} s")
+        if _has_reports(report):
+            log(f"[{i}/{len(job.steps)}] {step.label()}: computed {computed} chunks, {skipped} already in the store, "
+                f"{res.seconds:.1f} s")
+        else:
+            log(f"[{i}/{len(job.steps)}] {step.label()}: done in {res.seconds:.1f} s (its groups' chunk counts are "
+                f"in the log above)")
         results.append(res)
     total = sum(r.computed_chunks for r in results)
     log(f"job done: computed {total} chunks, {sum(r.skipped_chunks for r in results)} already in the store, "
@@ -914,9 +953,11 @@ def describe_kinds() -> str:
                    f"{', uses [model]' if kind.model else ''}{deps})")
         for p in kind.params:
             req = "required" if p.required else f"default {p.default!r}"
-            extra = " (file)" if p.file else (" (a step's group)" if p.step else "")
+            extra = " (file)" if p.file else (" (output path)" if p.output else (" (a step's group)" if p.step else ""))
             choices = f", one of {list(p.choices)}" if p.choices else ""
             out.append(f"    {p.name}: {p.type}{extra}, {req}{choices}  {p.doc}")
+        if kind.model == "optional":
+            out[-len(kind.params) - 1] += " (model optional)"
     return "\n".join(out)
 
 
@@ -943,6 +984,8 @@ def register(sub) -> None:
     add_cluster_arguments(p)
     p.set_defaults(func=_run_cmd)
 
+
+from . import kinds as _kinds  # noqa: E402,F401 - registers the other families' kinds (it imports this module)
 
 if __name__ == "__main__":  # pragma: no cover
     from ..cli import main
