@@ -12,9 +12,10 @@ COMMAND_MODULES = (
     "interpretome.jobs.demo",
     "interpretome.jobs.dna",
     "interpretome.jobs.stores",
-    "interpretome.jobs.attribution",
     "interpretome.jobs.genome",
+    "interpretome.jobs.embedding",
     "interpretome.jobs.coefficients",
+    "interpretome.jobs.attribution",
     "interpretome.jobs.runner",
     "interpretome.jobs.report",
 )

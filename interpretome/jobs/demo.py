@@ -18,6 +18,7 @@ from ..storage.readers import write_fasta
 from .attribution import step_attribution
 from .dna import render_ism, render_sweep, run_ism, run_sweep
 from .genome import step_genome
+from .embedding import step_embedding
 from .coefficients import step_coefficients
 
 
@@ -51,7 +52,7 @@ def step_dna(ctx: DemoContext) -> list[Path]:
     return figs
 
 
-DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_coefficients, step_genome, step_attribution]
+DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_embedding, step_coefficients, step_genome, step_attribution]
 
 
 def run_demo(out: str | Path = "interpretome-demo", *, client=None, overwrite: bool = False,

@@ -1,0 +1,287 @@
+"""Inputs for embeddings: every reader returns a Dataset with ``item_vector`` (item, feature).
+
+- ``from_embedding_layer(spec)``: the weight of an ``nn.Embedding`` of a ModelSpec-built model,
+  one row per token, ``item`` = the vocabulary (k-mer strings); label helpers ``first_bases``,
+  ``last_bases``, ``gc_fraction`` colour k-mers as Genomic-ULMFiT does.
+- ``read_array(path)``: a 2-D ``.npy`` (memory-mapped) or zarr array, lazily chunked.
+- ``read_anndata(path, obsm=...)``: an ``.obsm`` key (or ``X``) of an AnnData ``.h5ad``, with
+  ``obs`` columns as ``item_label`` / ``item_batch`` and extra item coordinates.
+- ``from_store(store, group, variable)``: interpretome's own outputs (e.g. ``attribution``), all
+  dims after the first flattened into features.
+- ``read_pickled_embeddings(path, trust_pickle=True)``: a PathFlowAI-style pickled DataFrame of
+  embedding dims plus annotation columns (``item_annotation`` (item, class)). Unpickling runs
+  code from the file, so it is refused unless ``trust_pickle=True`` (``--trust-pickle``).
+- ``read_embedding_input(path, ...)``: dispatch on the file kind (used by the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .readers import InputError
+from .schema import CLASS, FEATURE, ITEM
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
+
+
+# --- k-mer vocabularies ----------------------------------------------------------------------------
+
+def _is_kmer(token: str) -> bool:
+    return bool(token) and set(token) <= set("ACGTN")
+
+
+def first_bases(tokens, n: int = 1, special: str = "special") -> np.ndarray:
+    """Return the first ``n`` bases of each k-mer token (``special`` for non-k-mer tokens such as xxpad)."""
+    if n < 1:
+        raise ValueError(f"first_bases needs n >= 1, got {n}")
+    return np.array([t[:n] if _is_kmer(t) else special for t in map(str, tokens)], dtype=object)
+
+
+def last_bases(tokens, n: int = 1, special: str = "special") -> np.ndarray:
+    """Return the last ``n`` bases of each k-mer token (``special`` for non-k-mer tokens)."""
+    if n < 1:
+        raise ValueError(f"last_bases needs n >= 1, got {n}")
+    return np.array([t[-n:] if _is_kmer(t) else special for t in map(str, tokens)], dtype=object)
+
+
+def gc_fraction(tokens) -> np.ndarray:
+    """Return the G+C fraction of each k-mer token (NaN for non-k-mer tokens), float64."""
+    return np.array([(t.count("G") + t.count("C")) / len(t) if _is_kmer(t) else np.nan for t in map(str, tokens)])
+
+
+def from_embedding_layer(model, *, layer: str | None = None, vocab=None) -> xr.Dataset:
+    """Return ``item_vector`` (item, feature) = the weight of an ``nn.Embedding`` of ``model``.
+
+    ``model`` is a ModelSpec (or anything ``load_spec`` takes) or a built ``torch.nn.Module``.
+    ``layer`` names the embedding module (``model.named_modules()`` name); by default the only
+    ``nn.Embedding``. ``item`` is the vocabulary: ``vocab``, else the spec's k-mer tokenizer
+    vocabulary, else the token ids. Also sets ``item_label`` to the first base of each k-mer.
+    """
+    import torch.nn as nn
+
+    if isinstance(model, nn.Module):
+        module, spec_vocab = model, None
+    else:
+        from ..engine.models import load_spec
+
+        spec = load_spec(model)
+        module = spec.build()
+        spec_vocab = spec.kmer.vocab if getattr(spec, "kmer", None) is not None else None
+    found = {name: m for name, m in module.named_modules() if isinstance(m, nn.Embedding)}
+    if not found:
+        raise InputError(f"the model has no nn.Embedding layer (modules: {[n for n, _ in module.named_modules()][:8]}); "
+                         f"embed another input (npy, zarr, h5ad)")
+    if layer is None:
+        if len(found) > 1:
+            raise InputError(f"the model has several nn.Embedding layers {sorted(found)}: pick one with layer=")
+        layer = next(iter(found))
+    if layer not in found:
+        raise InputError(f"layer {layer!r} is not an nn.Embedding of the model; its embeddings are {sorted(found)}")
+    weight = found[layer].weight.detach().cpu().numpy().astype(np.float32)
+    n = weight.shape[0]
+    tokens = list(vocab) if vocab is not None else (list(spec_vocab) if spec_vocab is not None else None)
+    if tokens is None:
+        from ..engine.models import KmerTokenizer
+
+        default = KmerTokenizer().vocab
+        tokens = list(default) if len(default) == n else [str(i) for i in range(n)]
+    if len(tokens) != n:
+        raise InputError(f"the vocabulary has {len(tokens)} tokens but embedding {layer!r} has {n} rows: pass "
+                         f"the model's own vocabulary (itos) as vocab=")
+    ds = xr.Dataset({"item_vector": ((ITEM, FEATURE), weight),
+                     "item_label": ((ITEM,), first_bases(tokens, 1).astype(str))},
+                    coords={ITEM: np.asarray(tokens, dtype=str)})
+    ds.attrs["source"] = f"nn.Embedding {layer}"
+    return ds
+
+
+# --- arrays ----------------------------------------------------------------------------------------
+
+def _as_dataset(arr, chunk: int, source: str, names=None) -> xr.Dataset:
+    if arr.ndim != 2:
+        raise InputError(f"{source} has shape {tuple(arr.shape)}; an embedding input must be 2-D (items, features): "
+                         f"reshape it, e.g. x.reshape(len(x), -1)")
+    data = arr if isinstance(arr, da.Array) else da.from_array(arr, chunks=(int(chunk), arr.shape[1]))
+    if data.dtype.kind not in "fiub":
+        raise InputError(f"{source} has dtype {data.dtype}; embedding needs numbers")
+    if data.dtype.kind != "f":
+        data = data.astype(np.float32)
+    coords = {ITEM: np.asarray(names)} if names is not None else {}
+    ds = xr.Dataset({"item_vector": ((ITEM, FEATURE), data)}, coords=coords)
+    ds.attrs["source"] = source
+    return ds
+
+
+def read_array(path: str | os.PathLike, *, chunk: int = 10_000, component: str | None = None) -> xr.Dataset:
+    """Return ``item_vector`` (item, feature) from a ``.npy`` file (memory-mapped) or a zarr array.
+
+    ``component`` picks an array inside a zarr group. Lazy: chunks of ``chunk`` items.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"embedding input {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        return _as_dataset(np.load(path, mmap_mode="r", allow_pickle=False), chunk, str(path))
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Group):
+        arrays = sorted(k for k, _ in node.arrays())
+        if component is None:
+            if len(arrays) != 1:
+                raise InputError(f"zarr group {str(path)!r} holds arrays {arrays}: pick one with component= "
+                                 f"(--array)")
+            component = arrays[0]
+        if component not in arrays:
+            raise InputError(f"zarr group {str(path)!r} has no array {component!r}; it has {arrays}")
+        node = node[component]
+    return _as_dataset(da.from_zarr(node, chunks=(int(chunk), node.shape[1] if node.ndim == 2 else -1)),
+                       chunk, str(path))
+
+
+def read_anndata(path: str | os.PathLike, *, obsm: str | None = "X_pca", label: str | None = None,
+                 batch: str | None = None, columns=(), chunk: int = 10_000) -> xr.Dataset:
+    """Return ``item_vector`` from ``adata.obsm[obsm]`` (or ``adata.X`` when ``obsm`` is None or "X").
+
+    ``label`` / ``batch`` name ``obs`` columns stored as ``item_label`` / ``item_batch`` (strings);
+    ``columns`` are other ``obs`` columns kept as item coordinates. ``item`` = ``obs_names``.
+    """
+    import anndata
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"AnnData file {str(path)!r} does not exist")
+    adata = anndata.read_h5ad(path, backed="r")
+    try:
+        if obsm in (None, "X"):
+            x = adata.X
+            x = np.asarray(x.toarray() if hasattr(x, "toarray") else x[:])
+        else:
+            keys = list(adata.obsm.keys())
+            if obsm not in keys:
+                raise InputError(f"{str(path)!r} has no obsm key {obsm!r}; its obsm keys are {keys} (or use X)")
+            x = np.asarray(adata.obsm[obsm])
+        obs = adata.obs.copy()
+        names = np.asarray(adata.obs_names, dtype=str)
+    finally:
+        if getattr(adata, "file", None) is not None:
+            adata.file.close()
+    ds = _as_dataset(x.astype(np.float32, copy=False), chunk, f"{path}:{obsm or 'X'}", names)
+    for var, col in (("item_label", label), ("item_batch", batch)):
+        if col is not None:
+            if col not in obs.columns:
+                raise InputError(f"{str(path)!r} has no obs column {col!r}; its columns are {list(obs.columns)}")
+            ds[var] = (ITEM, np.asarray(obs[col].astype(str), dtype=str))
+    for col in columns:
+        if col not in obs.columns:
+            raise InputError(f"{str(path)!r} has no obs column {col!r}; its columns are {list(obs.columns)}")
+        values = obs[col]
+        ds = ds.assign_coords({col: (ITEM, np.asarray(values.astype(str), dtype=str) if values.dtype.kind not in "fiub" else values.to_numpy())})
+    return ds
+
+
+def as_item_vectors(arr: xr.DataArray, *, chunk: int | None = None) -> xr.Dataset:
+    """Return ``item_vector`` (item, feature) from any N-D variable: its first dim becomes ``item``,
+    the others are flattened (C order) into ``feature``. NaN stays NaN (the embedding refuses it)."""
+    if arr.ndim < 2:
+        raise InputError(f"{arr.name!r} has dims {arr.dims}; it needs at least 2 dims to give vectors")
+    first = arr.dims[0]
+    data = da.asarray(arr.data)
+    if chunk:
+        data = data.rechunk({0: int(chunk)})
+    n_feat = int(np.prod(arr.shape[1:]))
+    flat = data.rechunk({i: -1 for i in range(1, arr.ndim)}).reshape(arr.shape[0], n_feat)
+    coords = {ITEM: np.asarray(arr[first].values)} if first in arr.coords else {}
+    ds = xr.Dataset({"item_vector": ((ITEM, FEATURE), flat)}, coords=coords)
+    ds.attrs["source"] = f"{arr.name} {tuple(arr.dims)} flattened"
+    return ds
+
+
+def from_store(store: str | os.PathLike, group: str, variable: str, *, chunk: int | None = None) -> xr.Dataset:
+    """Return ``item_vector`` from a variable of an interpretome store (e.g. ``attribution``)."""
+    from .store import open_group
+
+    ds = open_group(store, group)
+    if variable not in ds.data_vars:
+        raise InputError(f"group {group!r} of {str(store)!r} has no variable {variable!r}; it has {sorted(ds.data_vars)}")
+    return as_item_vectors(ds[variable], chunk=chunk)
+
+
+# --- PathFlowAI pickles ----------------------------------------------------------------------------
+
+def read_pickled_embeddings(path: str | os.PathLike, *, trust_pickle: bool = False, dims=None,
+                            annotations=None, chunk: int = 10_000) -> xr.Dataset:
+    """Return ``item_vector`` and ``item_annotation`` from a PathFlowAI-style pickled DataFrame.
+
+    The file holds a pandas DataFrame (or a dict with an ``"embeddings"`` DataFrame) whose columns
+    are the embedding dims (integer or digit names by default, or ``dims``) and annotation columns
+    (the other numeric columns by default, or ``annotations``); ``ID`` becomes the item coordinate
+    when present. Refused unless ``trust_pickle=True``: unpickling executes code from the file.
+    """
+    path = Path(path)
+    if not trust_pickle:
+        raise InputError(
+            f"{str(path)!r} is a pickle, and unpickling can run arbitrary code from the file: pass "
+            f"trust_pickle=True (--trust-pickle) only for a file you trust, or convert it to npy/zarr/h5ad")
+    if not path.exists():
+        raise FileNotFoundError(f"embedding file {str(path)!r} does not exist")
+    obj = pd.read_pickle(path)
+    if isinstance(obj, dict) and "embeddings" in obj:
+        obj = obj["embeddings"]
+    if not isinstance(obj, pd.DataFrame):
+        raise InputError(f"{str(path)!r} holds a {type(obj).__name__}, not a pandas DataFrame of embeddings")
+    df = obj
+    if dims is None:
+        dims = [c for c in df.columns if isinstance(c, (int, np.integer)) or str(c).isdigit()]
+    if not dims:
+        raise InputError(f"{str(path)!r} has no embedding-dimension columns (integer names); its columns are "
+                         f"{list(df.columns)[:12]}: name them with dims=")
+    meta = {"ID", "x", "y", "patch_size", "image", "ImageID"}
+    if annotations is None:
+        annotations = [c for c in df.columns if c not in dims and str(c) not in meta
+                       and pd.api.types.is_numeric_dtype(df[c])]
+    names = df["ID"].astype(str).to_numpy() if "ID" in df.columns else None
+    ds = _as_dataset(df[dims].to_numpy(np.float32), chunk, str(path), names)
+    if annotations:
+        ds["item_annotation"] = ((ITEM, CLASS), df[annotations].to_numpy(np.float64))
+        ds = ds.assign_coords({CLASS: [str(a) for a in annotations]})
+    for c in ("x", "y"):
+        if c in df.columns:
+            ds = ds.assign_coords({f"patch_{c}": (ITEM, df[c].to_numpy())})
+    return ds
+
+
+# --- dispatch ----------------------------------------------------------------------------------------
+
+def read_embedding_input(path: str | os.PathLike, *, obsm: str | None = "X_pca", label: str | None = None,
+                         batch: str | None = None, columns=(), group: str | None = None,
+                         variable: str | None = None, array: str | None = None, trust_pickle: bool = False,
+                         chunk: int = 10_000) -> xr.Dataset:
+    """Return the embedding input Dataset of ``path`` by its kind: .h5ad, .npy, zarr array or
+    interpretome store (with ``group``/``variable``), or a pickle (with ``trust_pickle``)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        ds = read_pickled_embeddings(p, trust_pickle=trust_pickle, chunk=chunk)
+    elif suffix == ".h5ad":
+        return read_anndata(p, obsm=obsm, label=label, batch=batch, columns=columns, chunk=chunk)
+    elif suffix == ".npy":
+        ds = read_array(p, chunk=chunk)
+    elif group is not None or variable is not None:
+        if group is None or variable is None:
+            raise InputError("an interpretome store input needs both --group and --variable")
+        ds = from_store(p, group, variable, chunk=chunk)
+    elif p.is_dir() or suffix == ".zarr":
+        ds = read_array(p, chunk=chunk, component=array)
+    else:
+        raise InputError(f"cannot tell the kind of {str(p)!r}: use .h5ad, .npy, a zarr array/store, or a pickle "
+                         f"(.pkl with --trust-pickle)")
+    if label is not None or batch is not None:
+        raise InputError(f"--label/--batch name AnnData obs columns; {str(p)!r} is not an .h5ad file")
+    return ds

@@ -1,0 +1,452 @@
+"""Clustering scores of an embedding: silhouette (ASW), Davies-Bouldin, Calinski-Harabasz, and folds.
+
+``clustering_scores(ds, vector=..., label=..., batch=...)`` returns, lazily:
+
+- ``score_value`` (metric,): ``asw_label``, ``davies_bouldin_label``, ``calinski_harabasz_label`` and,
+  with a batch, ``asw_batch``, ``davies_bouldin_batch``, ``calinski_harabasz_batch``;
+- ``score_silhouette_label`` / ``score_silhouette_batch`` (item,): each item's silhouette with the
+  label (batch) as clusters; NaN for items outside the subsample;
+- ``score_silhouette_class`` (class,): mean silhouette of each label (sklearn's per-sample values
+  averaged per label);
+- ``score_sampled`` (item,) bool: the rows the scores use (all, or the seeded subsample).
+
+Conventions. ``convention="sklearn"`` (default) gives exactly ``sklearn.metrics.silhouette_score``
+(and ``davies_bouldin_score``, ``calinski_harabasz_score``) with the label or the batch as
+clusters. ``convention="scib"`` gives scib's ``silhouette`` (label ASW rescaled to (ASW + 1) / 2)
+and ``silhouette_batch`` (for each label with 2 <= batches < cells: 1 - |silhouette of the cells
+with their batch as clusters|, averaged per label, then over labels).
+
+The silhouette is exact and distributed: items are cut into blocks; each task computes one
+``(block_i, block_j)`` tile of pairwise distances and reduces it at once to per-item sums of
+distances to every (label, batch) cluster, so memory is O(block^2 + n * clusters), never n x n.
+One pass gives the label, the batch and the scib per-label batch silhouettes.
+
+Subsample (``sample_size``): the rows are ``RandomState(seed).permutation(n)[:sample_size]`` —
+the draw ``sklearn.metrics.silhouette_score(sample_size=, random_state=seed)`` makes — stored in
+``score_sampled``; Davies-Bouldin and Calinski-Harabasz use the same rows.
+
+``summarize_folds`` turns a tidy table of per-fold scores into mean, SD (ddof 1), SEM and a 95 %
+t-interval per metric, plus the folds with the lowest and highest batch ASW.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..engine.blocks import require_vars
+from ..storage.schema import CLASS, FOLD, ITEM, METRIC, register, validate
+
+register("score_value", (METRIC,), "f", "clustering score of the embedding per metric (asw_label, asw_batch, "
+         "davies_bouldin_*, calinski_harabasz_*)")
+register("score_silhouette_label", (ITEM,), "f", "silhouette of each item with the label as clusters (NaN if not sampled)")
+register("score_silhouette_batch", (ITEM,), "f", "silhouette of each item with the batch as clusters (NaN if not sampled)")
+register("score_silhouette_class", (CLASS,), "f", "mean silhouette (label as clusters) of the items of each label")
+register("score_sampled", (ITEM,), "b", "True for the items the scores were computed on (seeded subsample)")
+register("score_fold", (FOLD, METRIC), "f", "clustering score per fold (or split, or model) and metric")
+
+CONVENTIONS = ("sklearn", "scib")
+METRICS = ("euclidean", "cosine")
+
+
+# --- labels as codes ------------------------------------------------------------------------------
+
+def _classes_of(arr: xr.DataArray, name: str, classes=None, param: str = "label_classes") -> np.ndarray:
+    if classes is not None:
+        return np.asarray(classes)
+    if isinstance(arr.data, da.Array):
+        raise ValueError(f"{name!r} is dask-backed, so its classes are unknown without a compute: pass "
+                         f"{param}= (or load it with .load() first)")
+    values = np.asarray(arr.values)
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        raise ValueError(f"{name!r} has NaN labels: drop those items or fill them with a label")
+    return np.unique(values)
+
+
+def _encode_block(values: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
+    pos = np.clip(np.searchsorted(classes, values), 0, classes.size - 1)
+    bad = classes[pos] != values
+    if bad.any():
+        raise ValueError(f"{name!r} holds values {np.unique(values[bad])[:5].tolist()} that are not among the "
+                         f"classes given: add them to classes=")
+    return pos.astype(np.int64)
+
+
+def _codes(arr: xr.DataArray, classes: np.ndarray, chunks, name: str) -> da.Array:
+    if not isinstance(arr.data, da.Array):     # labels in memory: encode now (no compute involved)
+        return da.from_array(_encode_block(np.asarray(arr.values), classes, name), chunks=(chunks,))
+    data = arr.data.rechunk((chunks,))
+    return data.map_blocks(_encode_block, classes, name, dtype=np.int64, meta=np.empty((0,), np.int64))
+
+
+# --- blocked pairwise sums -------------------------------------------------------------------------
+
+def _pairwise(xi: np.ndarray, xj: np.ndarray, ii: np.ndarray, jj: np.ndarray, metric: str) -> np.ndarray:
+    """Return the (bi, bj) float64 distances between two row blocks (exact 0 for an item and itself)."""
+    if metric == "cosine":
+        ni = np.linalg.norm(xi, axis=1)
+        nj = np.linalg.norm(xj, axis=1)
+        ni[ni == 0] = 1.0
+        nj[nj == 0] = 1.0
+        d = xi @ xj.T
+        d /= ni[:, None]
+        d /= nj[None, :]
+        np.subtract(1.0, d, out=d)
+        np.maximum(d, 0, out=d)
+    else:
+        d = xi @ xj.T
+        d *= -2.0
+        d += np.einsum("ij,ij->i", xi, xi)[:, None]
+        d += np.einsum("ij,ij->i", xj, xj)[None, :]
+        np.maximum(d, 0, out=d)
+        np.sqrt(d, out=d)
+    if ii.size and jj.size and ii[0] <= jj[-1] and jj[0] <= ii[-1]:   # the tile crosses the diagonal
+        common, pi, pj = np.intersect1d(ii, jj, assume_unique=True, return_indices=True)
+        d[pi, pj] = 0.0
+    return d
+
+
+def _tile_sums(xi, xj, ii, jj, cj, *, n_clusters: int, metric: str) -> np.ndarray:
+    """Return (bi, 1, K): for each row of block i, the sum of its distances to the rows of block j per cluster."""
+    d = _pairwise(xi.astype(np.float64), xj.astype(np.float64), ii, jj, metric)
+    onehot = np.zeros((cj.size, n_clusters))
+    onehot[np.arange(cj.size), cj] = 1.0
+    return (d @ onehot)[:, None, :]
+
+
+def cluster_distance_sums(x: da.Array, codes: da.Array, n_clusters: int, *, metric: str = "euclidean") -> da.Array:
+    """Return (n, K) lazy sums of distances from each item to the items of each cluster code.
+
+    ``x`` (n, feature) and ``codes`` (n,) int64 in 0..K-1 must share their row chunks; every task
+    holds one (block_i, block_j) distance tile only.
+    """
+    x = x.rechunk({1: -1})
+    idx = da.arange(x.shape[0], chunks=x.chunks[0], dtype=np.int64)
+    codes = codes.rechunk((x.chunks[0],))
+    with warnings.catch_warnings():   # one output block per tile is the point: no PerformanceWarning
+        warnings.filterwarnings("ignore", category=da.PerformanceWarning)
+        tiles = da.blockwise(_tile_sums, "ijk", x, "if", x, "jf", idx, "i", idx, "j", codes, "j",
+                             new_axes={"k": n_clusters}, adjust_chunks={"j": 1}, concatenate=True,
+                             dtype=np.float64, meta=np.empty((0, 0, 0), np.float64),
+                             n_clusters=n_clusters, metric=metric)
+    return tiles.sum(axis=1)
+
+
+def _silhouette_from_sums(sums: np.ndarray, own: np.ndarray, counts: np.ndarray, allowed: np.ndarray | None = None):
+    """Return (b,) silhouettes from per-cluster distance sums (b, K), own cluster (b,), sizes (K,).
+
+    ``allowed`` (b, K) bool restricts the "other clusters" of each row (scib: same label only).
+    Follows sklearn: singletons and rows with a = b = 0 get 0.
+    """
+    rows = np.arange(own.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = sums[rows, own] / (counts[own] - 1)
+        mean = sums / counts[None, :]
+    other = np.broadcast_to(counts[None, :] > 0, sums.shape).copy()
+    if allowed is not None:
+        other = other & allowed
+    other[rows, own] = False
+    b = np.where(other, mean, np.inf).min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (b - a) / np.maximum(a, b)
+    return np.nan_to_num(s)
+
+
+def _silhouettes_block(sums, lab, bat, counts, *, n_batch: int, scib: bool) -> np.ndarray:
+    """Return (b, 3): silhouette by label, by batch, and scib's per-label batch silhouette (NaN: skipped)."""
+    n_lab = counts.size // n_batch
+    c3 = counts.reshape(n_lab, n_batch)
+    s3 = sums.reshape(-1, n_lab, n_batch)
+    out = np.empty((sums.shape[0], 3))
+    out[:, 0] = _silhouette_from_sums(s3.sum(2), lab, c3.sum(1))
+    if n_batch > 1:
+        out[:, 1] = _silhouette_from_sums(s3.sum(1), bat, c3.sum(0))
+    else:
+        out[:, 1] = np.nan
+    if scib and n_batch > 1:
+        rows = np.arange(lab.size)
+        s_l = s3[rows, lab]                                  # (b, batch) sums within the own label
+        c_l = c3[lab]                                        # (b, batch) sizes within the own label
+        # the cluster sizes differ per row (they are those of the row's own label)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = s_l[rows, bat] / (c_l[rows, bat] - 1)
+            mean = s_l / c_l
+        other = c_l > 0
+        other[rows, bat] = False
+        bmin = np.where(other, mean, np.inf).min(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.nan_to_num((bmin - a) / np.maximum(a, bmin))
+        n_b = (c_l > 0).sum(1)
+        size = c_l.sum(1)
+        skip = (n_b == 1) | (n_b == size)
+        out[:, 2] = np.where(skip, np.nan, 1.0 - np.abs(s))
+    else:
+        out[:, 2] = np.nan
+    return out
+
+
+# --- Davies-Bouldin and Calinski-Harabasz --------------------------------------------------------
+
+def _class_moments(x, c, *, k: int) -> np.ndarray:
+    """Return (1, K, F + 1): per-cluster feature sums and (last column) counts of one block."""
+    out = np.zeros((1, k, x.shape[1] + 1))
+    onehot = np.zeros((c.size, k))
+    onehot[np.arange(c.size), c] = 1.0
+    out[0, :, :-1] = onehot.T @ x.astype(np.float64)
+    out[0, :, -1] = onehot.sum(0)
+    return out
+
+
+def _class_spread(x, c, centroids, *, k: int) -> np.ndarray:
+    """Return (1, K, 2): per-cluster sums of distances and of squared distances to the centroid."""
+    diff = x.astype(np.float64) - centroids[c]
+    sq = (diff * diff).sum(1)
+    out = np.zeros((1, k, 2))
+    np.add.at(out[0, :, 0], c, np.sqrt(sq))
+    np.add.at(out[0, :, 1], c, sq)
+    return out
+
+
+def _db_ch(moments: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Return [davies_bouldin, calinski_harabasz] from cluster moments (K, F+1) and spreads (K, 2)."""
+    counts = moments[:, -1]
+    present = counts > 0
+    sums, counts, spread = moments[present, :-1], counts[present], spread[present]
+    k = counts.size
+    n = counts.sum()
+    if k < 2 or k >= n:
+        raise ValueError(f"Davies-Bouldin and Calinski-Harabasz need 2 <= clusters < items; got {k} clusters "
+                         f"for {int(n)} items: check the label column")
+    centroids = sums / counts[:, None]
+    intra = spread[:, 0] / counts
+    cd = np.sqrt(((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(-1))
+    if np.allclose(intra, 0) or np.allclose(cd, 0):
+        db = 0.0
+    else:
+        cd[cd == 0] = np.inf
+        db = float(np.mean(np.max((intra[:, None] + intra[None, :]) / cd, axis=1)))
+    mean = sums.sum(0) / n
+    extra = float((counts * ((centroids - mean) ** 2).sum(1)).sum())
+    intra_disp = float(spread[:, 1].sum())
+    ch = 1.0 if intra_disp == 0 else extra * (n - k) / (intra_disp * (k - 1))
+    return np.array([db, ch])
+
+
+def davies_bouldin_calinski(x: da.Array, codes: da.Array, n_clusters: int) -> da.Array:
+    """Return a lazy (2,) array [Davies-Bouldin, Calinski-Harabasz] of ``x`` (n, F) clustered by ``codes``."""
+    x = x.rechunk({1: -1})
+    codes = codes.rechunk((x.chunks[0],))
+    moments = da.blockwise(_class_moments, "ikf", x, "if", codes, "i", new_axes={"k": n_clusters},
+                           adjust_chunks={"i": 1, "f": lambda f: f + 1}, concatenate=True, dtype=np.float64,
+                           meta=np.empty((0, 0, 0), np.float64), k=n_clusters).sum(0)
+    centroids = moments[:, :-1] / da.maximum(moments[:, -1:], 1)
+    spread = da.blockwise(_class_spread, "ikz", x, "if", codes, "i", centroids, "kf",
+                          new_axes={"k": n_clusters, "z": 2}, adjust_chunks={"i": 1}, concatenate=True,
+                          dtype=np.float64, meta=np.empty((0, 0, 0), np.float64), k=n_clusters).sum(0)
+    return da.map_blocks(_db_ch, moments.rechunk(-1), spread.rechunk(-1), drop_axis=1, chunks=((2,),),
+                         dtype=np.float64)
+
+
+# --- the task -------------------------------------------------------------------------------------
+
+def sample_indices(n: int, sample_size: int | None, seed: int) -> np.ndarray:
+    """Return sorted indices of the scored rows: sklearn's ``RandomState(seed).permutation(n)[:sample_size]``."""
+    if sample_size is None or sample_size >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.RandomState(seed).permutation(n)[: int(sample_size)]).astype(np.int64)
+
+
+def _scatter_block(index: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = np.full(index.shape, np.nan)
+    lo, hi = np.searchsorted(rows, [index[0], index[-1] + 1]) if index.size else (0, 0)
+    pos = np.searchsorted(rows[lo:hi], index)
+    hit = (pos < hi - lo) & (rows[lo:hi][np.minimum(pos, max(hi - lo - 1, 0))] == index) if hi > lo else np.zeros(index.shape, bool)
+    out[hit] = values[lo:hi][pos[hit]]
+    return out
+
+
+def clustering_scores(
+    ds: xr.Dataset,
+    *,
+    vector: str = "item_vector",
+    label: str = "item_label",
+    batch: str | None = None,
+    convention: str = "sklearn",
+    metric: str = "euclidean",
+    sample_size: int | None = None,
+    seed: int = 0,
+    block: int = 2048,
+    label_classes=None,
+    batch_classes=None,
+) -> xr.Dataset:
+    """Return the lazy clustering scores of ``ds[vector]`` (item, feature|component) by ``label`` (and ``batch``).
+
+    See the module docstring for the variables and conventions. ``block`` is the number of items
+    per distance tile side (memory per task ~ 8 * block^2 bytes). Nothing is computed. Raises
+    ``ValueError`` for an unknown convention or metric, labels with NaN, or fewer than 2 labels.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r} is not one of {CONVENTIONS}")
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+    require_vars(ds, (vector, label) + ((batch,) if batch else ()), "interpretome.storage.embedding_io / embed()")
+    arr = ds[vector]
+    if arr.ndim != 2 or arr.dims[0] != ITEM:
+        raise ValueError(f"{vector!r} has dims {arr.dims}; scores need (item, feature) or (item, component)")
+    n = arr.shape[0]
+    rows = sample_indices(n, sample_size, seed)
+    m = rows.size
+    lab_classes = _classes_of(ds[label], label, label_classes)
+    if lab_classes.size < 2:
+        raise ValueError(f"{label!r} has {lab_classes.size} class; silhouette needs at least 2 labels")
+    bat_classes = _classes_of(ds[batch], batch, batch_classes, "batch_classes") if batch else np.array(["-"])
+    n_lab, n_bat = lab_classes.size, bat_classes.size
+    block = int(block)
+
+    x = da.asarray(arr.data)
+    lab = _codes(ds[label], lab_classes, x.chunks[0], label)
+    bat = _codes(ds[batch], bat_classes, x.chunks[0], batch) if batch else da.zeros(n, chunks=x.chunks[0], dtype=np.int64)
+    if m < n:
+        x, lab, bat = x[rows], lab[rows], bat[rows]
+    x = x.rechunk((block, -1))
+    lab, bat = lab.rechunk((block,)), bat.rechunk((block,))
+    combo = lab * n_bat + bat
+    n_combo = n_lab * n_bat
+    counts = da.map_blocks(lambda c: np.bincount(c, minlength=n_combo)[None, :], combo, new_axis=1,
+                           chunks=((1,) * len(combo.chunks[0]), (n_combo,)), dtype=np.int64).sum(0)
+    sums = cluster_distance_sums(x, combo, n_combo, metric=metric)
+    sil = da.blockwise(_silhouettes_block, "iz", sums, "ik", lab, "i", bat, "i", counts, "k",
+                       new_axes={"z": 3}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0), np.float64),
+                       n_batch=n_bat, scib=convention == "scib" and batch is not None)
+
+    names, values = [], []
+    s_lab = sil[:, 0]
+    asw_label = s_lab.mean()
+    names.append("asw_label")
+    values.append((asw_label + 1) / 2 if convention == "scib" else asw_label)
+    if batch:
+        names.append("asw_batch")
+        if convention == "scib":
+            s_scib = sil[:, 2]
+            per_label = da.map_blocks(
+                lambda s, c: np.stack([np.bincount(c[~np.isnan(s)], s[~np.isnan(s)], minlength=n_lab),
+                                       np.bincount(c[~np.isnan(s)], minlength=n_lab)])[None],
+                s_scib, lab, new_axis=[1, 2], chunks=((1,) * len(lab.chunks[0]), (2,), (n_lab,)),
+                dtype=np.float64).sum(0)
+            values.append(_lazy_mean_of_means(per_label))
+        else:
+            values.append(sil[:, 1].mean())
+    dbch_l = davies_bouldin_calinski(x, lab, n_lab)
+    names += ["davies_bouldin_label", "calinski_harabasz_label"]
+    values += [dbch_l[0], dbch_l[1]]
+    if batch:
+        dbch_b = davies_bouldin_calinski(x, bat, n_bat)
+        names += ["davies_bouldin_batch", "calinski_harabasz_batch"]
+        values += [dbch_b[0], dbch_b[1]]
+    score = da.stack([da.asarray(v, dtype=np.float64).reshape(()) for v in values])
+
+    # per-class mean silhouette (label as clusters)
+    cls = da.map_blocks(lambda s, c: np.stack([np.bincount(c, s, minlength=n_lab), np.bincount(c, minlength=n_lab)])[None],
+                        s_lab, lab, new_axis=[1, 2], chunks=((1,) * len(lab.chunks[0]), (2,), (n_lab,)),
+                        dtype=np.float64).sum(0)
+    per_class = cls[0] / da.maximum(cls[1], 1)
+
+    # per-item values back on the item axis (NaN outside the sample)
+    index = da.arange(n, chunks=da.asarray(arr.data).chunks[0], dtype=np.int64)
+    rows_d = dask.delayed(rows, pure=True, traverse=False)
+
+    def _on_items(v: da.Array) -> da.Array:
+        if m == n:
+            return v.rechunk((index.chunks[0],))
+        vals = dask.delayed(np.asarray, pure=True)(v)
+        return da.blockwise(_scatter_block, "i", index, "i", dtype=np.float64, meta=np.empty((0,), np.float64),
+                            values=vals, rows=rows_d)
+
+    sampled = da.blockwise(lambda i, rows: np.isin(i, rows), "i", index, "i", dtype=bool,
+                           meta=np.empty((0,), bool), rows=rows_d)
+    data = {
+        "score_value": ((METRIC,), score),
+        "score_silhouette_label": ((ITEM,), _on_items(s_lab)),
+        "score_silhouette_class": ((CLASS,), per_class),
+        "score_sampled": ((ITEM,), sampled),
+    }
+    if batch:
+        data["score_silhouette_batch"] = ((ITEM,), _on_items(sil[:, 1]))
+    item_coords = {k: v for k, v in arr.coords.items() if v.dims == (ITEM,)}
+    out = xr.Dataset(data, coords={**item_coords, METRIC: names, CLASS: lab_classes.astype(str)})
+    out.attrs.update(convention=convention, metric=metric, sample_size=int(m), seed=int(seed), label=label,
+                     batch=batch or "", vector=vector)
+    validate(out)
+    return out
+
+
+def _mean_of_means(per_label: np.ndarray) -> np.ndarray:
+    sums, counts = per_label
+    keep = counts > 0
+    if not keep.any():
+        return np.array(np.nan)
+    return np.array((sums[keep] / counts[keep]).mean())
+
+
+def _lazy_mean_of_means(per_label: da.Array) -> da.Array:
+    return da.from_delayed(dask.delayed(_mean_of_means, pure=True)(per_label), shape=(), dtype=np.float64)
+
+
+# --- across folds ---------------------------------------------------------------------------------
+
+def summarize_folds(table: pd.DataFrame, *, fold: str = "fold", metric: str = "metric", value: str = "value",
+                    batch_metric: str = "asw_batch", confidence: float = 0.95) -> tuple[pd.DataFrame, dict]:
+    """Summarise a tidy table of scores (one row per fold and metric) across folds.
+
+    Returns ``(summary, extremes)``: ``summary`` has one row per metric with ``n``, ``mean``,
+    ``sd`` (ddof 1), ``sem`` (sd / sqrt(n)), ``ci_low``, ``ci_high`` (two-sided Student t interval
+    at ``confidence``, n - 1 degrees of freedom; NaN when n < 2); ``extremes`` names the folds with
+    the lowest and highest ``batch_metric`` (``{}`` when that metric is absent).
+    """
+    from scipy import stats
+
+    missing = [c for c in (fold, metric, value) if c not in table.columns]
+    if missing:
+        raise ValueError(f"score table has no columns {missing}; it has {list(table.columns)}")
+    rows = []
+    for name, g in table.groupby(metric, sort=False):
+        v = g[value].to_numpy(dtype=float)
+        v = v[~np.isnan(v)]
+        k = v.size
+        mean = float(v.mean()) if k else np.nan
+        sd = float(v.std(ddof=1)) if k > 1 else np.nan
+        sem = sd / np.sqrt(k) if k > 1 else np.nan
+        half = float(stats.t.ppf(0.5 + confidence / 2, k - 1) * sem) if k > 1 else np.nan
+        rows.append({"metric": name, "n": k, "mean": mean, "sd": sd, "sem": sem,
+                     "ci_low": mean - half, "ci_high": mean + half})
+    summary = pd.DataFrame(rows)
+    extremes: dict = {}
+    b = table[table[metric] == batch_metric].dropna(subset=[value])
+    if len(b):
+        lo = b.loc[b[value].idxmin()]
+        hi = b.loc[b[value].idxmax()]
+        extremes = {"metric": batch_metric, "lowest_fold": lo[fold], "lowest": float(lo[value]),
+                    "highest_fold": hi[fold], "highest": float(hi[value])}
+    return summary, extremes
+
+
+def fold_table(results: dict[str, xr.Dataset]) -> pd.DataFrame:
+    """Return the tidy table (fold, metric, value) of computed ``clustering_scores`` results per fold."""
+    rows = []
+    for name, res in results.items():
+        for m, v in zip(res[METRIC].values, np.asarray(res["score_value"].values)):
+            rows.append({"fold": name, "metric": str(m), "value": float(v)})
+    return pd.DataFrame(rows)
+
+
+def fold_dataset(table: pd.DataFrame) -> xr.Dataset:
+    """Return ``score_fold`` (fold, metric) from a tidy (fold, metric, value) table."""
+    wide = table.pivot(index="fold", columns="metric", values="value")
+    ds = xr.Dataset({"score_fold": ((FOLD, METRIC), wide.to_numpy(dtype=float))},
+                    coords={FOLD: wide.index.astype(str).to_numpy(), METRIC: wide.columns.astype(str).to_numpy()})
+    return validate(ds)
