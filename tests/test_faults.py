@@ -6,6 +6,7 @@ run must compute exactly the chunks that had no manifest file when the job died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from interpretome.cli import main
@@ -44,6 +46,13 @@ def assert_same_store(store: Path, reference: Path) -> None:
     for group in ("ism", "sweep"):
         got, ref = group_info(store, group), group_info(reference, group)
         assert got["complete"] and got["fingerprint"] == ref["fingerprint"] and got["params"] == ref["params"]
+
+
+def _descendants(pid: int) -> list:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _wait_for(predicate, timeout: float, what: str, poll: float = 0.02):
@@ -110,8 +119,13 @@ def test_faults__whole_job_killed_then_resumed(tmp_path, reference, client2, cap
     try:
         _wait_for(lambda: manifest_count(store) >= 8 or proc.poll() is not None, 120, "the first chunks")
     finally:
+        family = _descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)  # the runner, its scheduler and its worker processes
+        for child in family:  # any that left the process group
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
         proc.wait(30)
+        psutil.wait_procs(family, timeout=30)
     done = manifest_count(store)
     assert proc.returncode == -signal.SIGKILL, "the job ended before it could be killed"
     assert 0 < done < total
