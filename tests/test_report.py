@@ -15,7 +15,7 @@ import pytest
 from interpretome.cli import main
 from interpretome.jobs.report import make_report
 from interpretome.storage.store import group_info
-from interpretome.viz.report import build_report, figure_html
+from interpretome.viz.report import assign_figures, build_report, figure_html
 
 from tests.jobfiles import write_job
 
@@ -24,6 +24,9 @@ CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.pa
 BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage")
+
+DOT = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+"""A 1 x 1 PNG."""
 
 STEPS = """
 [[step]]
@@ -134,8 +137,7 @@ def test_report__bokeh_figure_is_inlined_and_renders(result_store, browser, tmp_
     html_file.write_text(file_html(fig, CDN, "points"))
     assert "cdn.bokeh.org" in html_file.read_text()
     png = tmp_path / "dot.png"
-    png.write_bytes(base64.b64decode(
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))
+    png.write_bytes(base64.b64decode(DOT))
     out = tmp_path / "with_bokeh.html"
     out.write_text(build_report(result_store, {"sweep": [html_file, png]}))
     page = out.read_text()
@@ -169,6 +171,13 @@ def test_report__errors_and_unknown_files(result_store, tmp_path):
     assert "cannot embed notes.txt" in figure_html(other)
     page = build_report(result_store, errors={"ism": "the figures of 'ism' could not be drawn: boom"})
     assert '<p class="error">the figures of &#x27;ism&#x27; could not be drawn: boom</p>' in page
+    assert assign_figures(result_store, ["f/sweep_promoter_00.png", "f/ism.png", "f/umap.png", "f/ism_x.html"]) == {
+        "sweep": [Path("f/sweep_promoter_00.png")], "ism": [Path("f/ism.png"), Path("f/ism_x.html")],
+        "": [Path("f/umap.png")]}
+    loose = tmp_path / "umap.png"
+    loose.write_bytes(base64.b64decode(DOT))
+    page = build_report(result_store, {"": [loose]})
+    assert '<section class="group" id="other-figures"><h2>Other figures</h2>' in page and 'alt="umap"' in page
     with pytest.raises(RuntimeError, match="is not an interpretome store"):
         make_report(tmp_path / "nothing.zarr", tmp_path / "r.html")
     with pytest.raises(RuntimeError, match=r"has no group 'tracks'; it has \['ism', 'sweep'\]"):

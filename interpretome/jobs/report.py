@@ -64,6 +64,22 @@ def make_report(store: str | Path, out: str | Path | None = None, *, groups: lis
     return path
 
 
+def step_report(ctx) -> list[Path]:
+    """Demo: one self-contained HTML page of the demo store, with the figures the other steps drew."""
+    import time
+
+    from ..viz.report import assign_figures
+
+    t0 = time.perf_counter()
+    figures = [p for p in ctx.figures if Path(p).suffix.lower() in (".png", ".jpg", ".jpeg", ".svg", ".html")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        path = write_report(ctx.store, ctx.out / "report.html", assign_figures(ctx.store, figures),
+                            title="interpretome demo report")
+    ctx.log(f"[report] {path.resolve()} ({len(figures)} figures, {time.perf_counter() - t0:.1f} s): open it in a browser")
+    return [path]
+
+
 def _report_cmd(args) -> int:
     from .stores import _parse_markers
 

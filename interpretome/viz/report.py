@@ -229,8 +229,23 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
     if not groups:
         out.append("<p>(the store has no groups)</p>")
     out += sections
+    other = [p for g, paths in figures.items() if g not in groups for p in paths]
+    if other:
+        out.append('<section class="group" id="other-figures"><h2>Other figures</h2>'
+                   + "".join(figure_html(p) for p in other) + "</section>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def assign_figures(store: str | Path, paths) -> dict[str, list[Path]]:
+    """Return ``{group: [paths]}`` for figure files named after their group (``<group>_....png``);
+    files that name no group of ``store`` go under ``""`` (the page's "Other figures")."""
+    groups = sorted(list_groups(store), key=len, reverse=True)
+    out: dict[str, list[Path]] = {}
+    for p in map(Path, paths):
+        g = next((g for g in groups if p.stem == g or p.stem.startswith(g + "_")), "")
+        out.setdefault(g, []).append(p)
+    return out
 
 
 def write_report(store: str | Path, out: str | Path, figures: dict[str, list[Path]] | None = None, **kw) -> Path:
