@@ -244,7 +244,9 @@ def test_run__dry_run_plans_without_computing(tmp_path, capsys, no_compute, monk
 
 
 def test_run__job_runs_on_a_running_scheduler_then_plan_shows_it_done(tmp_path, client2, capsys):
-    path = write_job(tmp_path, steps=STEPS.split("[[step]]\nkind = \"sweep\"")[0])
+    # a job file written for SLURM runs unchanged elsewhere: the cluster flag replaces its table
+    slurm = '[cluster.jobqueue]\nsystem = "slurm"\njobs = 4\ncores = 8\nmemory = "16GB"\nqueue = "long"\n'
+    path = write_job(tmp_path, steps=STEPS.split("[[step]]\nkind = \"sweep\"")[0], cluster=slurm)
     assert main(["run", str(path), "--scheduler", client2.scheduler.address]) == 0
     out = capsys.readouterr().out
     assert "[1/1] ism: computed 20 chunks, 0 already in the store" in out
