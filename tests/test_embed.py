@@ -236,6 +236,8 @@ def test_embed__bad_input():
     lazy = embed(nan_ds.chunk({"item": 20}), method="pca", fit_size=30)   # lazy input: found when computed
     with pytest.raises(ValueError, match="NaN or infinite values"):
         lazy["embedding_pca"].values
+    with pytest.raises(ValueError, match="fit_size=2 is too small"):
+        embed(ds, method="pca", fit_size=2)
     with pytest.raises(ValueError, match="2 or 3 components"):
         embed(ds, method="tsne", n_components=4)
 

@@ -312,6 +312,9 @@ def embed(
         raise ValueError(f"t-SNE gives 2 or 3 components, not {n_components}: use PCA for more")
     if n < 3:
         raise ValueError(f"{vector!r} has {n} items; embedding needs at least 3")
+    if fit_size is not None and int(fit_size) < min(n, 3):
+        raise ValueError(f"fit_size={fit_size} is too small to fit a reducer: give at least 3 (or None for all "
+                         f"{n} items)")
     if not isinstance(arr.data, da.Array):
         _check_finite(np.asarray(arr.values), np.arange(n))
     idx = fit_indices(n, fit_size, seed)
