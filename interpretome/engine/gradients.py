@@ -38,19 +38,25 @@ SPARSE_DENSITY = 0.02
 
 def _conv1d_sparse_input_grad(grad_out, weight, in_length: int, padding: int, dilation: int):
     """Return ``(B, C_in, L_in)``: the input gradient of a stride-1, groups-1 conv1d from its sparse output gradient."""
+    b, c, p = grad_out.nonzero(as_tuple=True)
+    return _scatter_input_grad(b, c, p, grad_out[b, c, p], grad_out.shape[0], grad_out.shape[2], weight,
+                               in_length, padding, dilation)
+
+
+def _scatter_input_grad(b, c, p, vals, n: int, out_length: int, weight, in_length: int, padding: int, dilation: int):
+    """Return ``(n, C_in, L_in)``: conv1d input gradient from output-gradient entries ``vals`` at (b, c, p)."""
     import torch
 
-    b, c, p = grad_out.nonzero(as_tuple=True)
-    vals = grad_out[b, c, p]
-    n, c_in, k = grad_out.shape[0], weight.shape[1], weight.shape[2]
-    dev = grad_out.device
+    c_in, k = weight.shape[1], weight.shape[2]
+    dev = vals.device
+    grad_out = vals
     # positions p - padding + dilation*j may fall outside [0, L): write into a wider buffer and crop
     lo = padding
-    width = lo + max(in_length, grad_out.shape[2] - padding + dilation * (k - 1)) + 1
+    width = lo + max(in_length, out_length - padding + dilation * (k - 1)) + 1
     contrib = vals[:, None, None] * weight[c]  # (nnz, C_in, K)
     pos = (p - padding + lo)[:, None] + dilation * torch.arange(k, device=dev)[None, :]  # (nnz, K), >= 0
     flat = (b[:, None, None] * c_in + torch.arange(c_in, device=dev)[None, :, None]) * width + pos[:, None, :]
-    out = torch.zeros(n * c_in * width, dtype=grad_out.dtype, device=dev)
+    out = torch.zeros(n * c_in * width, dtype=vals.dtype, device=dev)
     out.index_add_(0, flat.reshape(-1), contrib.reshape(-1))
     return out.view(n, c_in, width)[:, :, lo:lo + in_length].contiguous()
 
@@ -82,11 +88,98 @@ def _make_sparse_conv_fn():
     return SparseGradConv1d
 
 
+def _make_conv_relu_max_fn():
+    import torch
+    import torch.nn.functional as F
+
+    class ConvReluGlobalMax(torch.autograd.Function):
+        """max over positions of relu(conv1d(x)): (B, C, 1); the input gradient touches only the argmax positions."""
+
+        @staticmethod
+        def forward(ctx, x, weight, bias, padding, dilation):
+            h = torch.relu_(F.conv1d(x, weight, bias, 1, padding, dilation, 1))
+            vals, idx = h.max(dim=2, keepdim=True)
+            ctx.save_for_backward(weight, idx, vals)
+            ctx.meta = (x.shape, h.shape[2], padding, dilation)
+            return vals
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            weight, idx, vals = ctx.saved_tensors
+            shape, out_length, padding, dilation = ctx.meta
+            g = (grad_out * (vals > 0))[:, :, 0]  # relu passes the gradient where the max is positive
+            n, c = g.shape
+            c_in, k = weight.shape[1], weight.shape[2]
+            lo = padding
+            width = lo + max(shape[2], out_length - padding + dilation * (k - 1)) + 1
+            # every (sample, channel) has exactly one entry: broadcast instead of gathering weight rows
+            contrib = g[:, :, None, None] * weight[None]  # (n, C, C_in, K)
+            pos = (idx[:, :, 0] + (lo - padding))[:, :, None] + dilation * torch.arange(k, device=g.device)  # (n, C, K)
+            base = (torch.arange(n, device=g.device)[:, None] * c_in + torch.arange(c_in, device=g.device)) * width
+            flat = base[:, None, :, None] + pos[:, :, None, :]  # (n, C, C_in, K)
+            out = torch.zeros(n * c_in * width, dtype=g.dtype, device=g.device)
+            out.index_add_(0, flat.reshape(-1), contrib.reshape(-1))
+            gx = out.view(n, c_in, width)[:, :, lo:lo + shape[2]].contiguous()
+            return gx, None, None, None, None
+
+    return ConvReluGlobalMax
+
+
 _SPARSE_FN = None
+_MAX_FN = None
 
 
 def _sparse_forward(self, x):
     return _SPARSE_FN.apply(x, self.weight, self.bias, self._interp_padding, self.dilation[0])
+
+
+def _conv_pad(m) -> int | None:
+    """Return the symmetric zero padding of a qualifying Conv1d (stride 1, groups 1), else None."""
+    import torch.nn as nn
+
+    if type(m) is not nn.Conv1d or m.stride != (1,) or m.groups != 1 or m.padding_mode != "zeros":
+        return None
+    total = m.dilation[0] * (m.kernel_size[0] - 1)
+    if m.padding == "same":
+        return None if total % 2 else total // 2
+    return int(m.padding[0])
+
+
+def _fuse_global_max(seq):
+    """Replace ``Conv1d, ReLU, AdaptiveMaxPool1d(1)`` runs inside ``nn.Sequential`` modules by one fused module."""
+    import torch.nn as nn
+
+    class ConvReluGlobalMax(nn.Module):
+        def __init__(self, conv, pad):
+            super().__init__()
+            self.conv = conv
+            self.pad = pad
+
+        def forward(self, x):
+            return _MAX_FN.apply(x, self.conv.weight, self.conv.bias, self.pad, self.conv.dilation[0])
+
+    for module in list(seq.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        layers = list(module.children())
+        out, i, changed = [], 0, False
+        while i < len(layers):
+            a = layers[i]
+            if (i + 2 < len(layers) and _conv_pad(a) is not None and type(layers[i + 1]) is nn.ReLU
+                    and type(layers[i + 2]) is nn.AdaptiveMaxPool1d and layers[i + 2].output_size in (1, (1,))
+                    and not layers[i + 2].return_indices):
+                out.append(ConvReluGlobalMax(a, _conv_pad(a)))
+                i += 3
+                changed = True
+            else:
+                out.append(a)
+                i += 1
+        if changed:
+            for name in list(module._modules):
+                del module._modules[name]
+            for j, layer in enumerate(out):
+                module.add_module(str(j), layer)
+    return seq
 
 
 def split_affine(model):
@@ -111,30 +204,28 @@ def gradient_model(model):
     """Return a frozen copy of ``model`` for input gradients (sparse-aware ``Conv1d`` where it applies).
 
     A ``Conv1d`` qualifies when it has stride 1, groups 1, zero padding given as an int or 'same'
-    (symmetric); TorchScript models and other layers are used as they are. Weight gradients are
+    (symmetric). A run ``Conv1d, ReLU, AdaptiveMaxPool1d(1)`` inside an ``nn.Sequential`` becomes
+    one fused module whose input gradient is scattered from the argmax positions only (no dense
+    intermediate at all). TorchScript models and other layers are used as they are. Weight gradients are
     never computed (parameters are frozen in the copy).
     """
     import torch
     import torch.nn as nn
 
-    global _SPARSE_FN
+    global _SPARSE_FN, _MAX_FN
     if _SPARSE_FN is None:
         _SPARSE_FN = _make_sparse_conv_fn()
+        _MAX_FN = _make_conv_relu_max_fn()
     if isinstance(model, torch.jit.ScriptModule):
         return model
     g = copy.deepcopy(model).eval()
     for p in g.parameters():
         p.requires_grad_(False)
+    _fuse_global_max(g)
     for m in g.modules():
-        if type(m) is nn.Conv1d and m.stride == (1,) and m.groups == 1 and m.padding_mode == "zeros":
-            total = m.dilation[0] * (m.kernel_size[0] - 1)
-            if m.padding == "same":
-                if total % 2:
-                    continue
-                pad = total // 2
-            else:
-                pad = m.padding[0]
-            m._interp_padding = int(pad)
+        pad = _conv_pad(m)
+        if pad is not None and type(m) is nn.Conv1d:
+            m._interp_padding = pad
             m.forward = types.MethodType(_sparse_forward, m)
     return g
 

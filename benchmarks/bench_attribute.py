@@ -1,0 +1,192 @@
+"""Attributions (issue 4), side by side in one run.
+
+IG on the reference CNN (Conv1d(4,64,15)+ReLU, Conv1d(64,64,9)+ReLU, global max pool, Linear):
+64 sequences of 1,000 bp, n_steps 50, Gauss-Legendre, target 0, zero baseline.
+
+* captum ``IntegratedGradients.attribute`` on all 64 at once, ``internal_batch_size`` 64 and 512,
+  one process with all torch threads;
+* shap ``GradientExplainer`` (background 20 sequences, nsamples 50 = the same number of gradient
+  evaluations per sample as IG's 50 steps), one process with all threads;
+* ours (``tasks.attribute.attribute``): 1 and 2 local single-threaded worker processes, 16
+  sequences per task, (sample, step) rows batched 64 per model call, sparse Conv1d input
+  gradients after the max pool, the affine first layer applied once per sample. Workers are
+  warmed (model built, imports done) before timing; the task graph's compute is timed.
+
+FastSHAP: a 10-feature MLP (so exact Shapley values can be enumerated); explanation throughput
+of the trained explainer against shap ``GradientExplainer`` (nsamples 200) on the same model,
+and their correlation with exact Shapley values (FastSHAP: of its surrogate game, the fidelity
+it is validated with; both: of the model game with absent features set to 0).
+
+Run: ``python -m benchmarks.bench_attribute`` (``--quick``: 16 sequences of 500 bp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def _onehot(codes):
+    return np.eye(5, 4, dtype=np.float32)[codes].transpose(0, 2, 1).copy()
+
+
+def _timeit(fn, repeat=1):
+    best, out = None, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    return best, out
+
+
+def ig_section(n_seq: int, length: int, n_steps: int = 50) -> tuple[list[str], dict]:
+    import shap
+    import torch
+    from captum.attr import IntegratedGradients
+
+    from interpretome.datasets import random_dna, reference_cnn
+    from interpretome.engine.cluster import connect
+    from interpretome.engine.models import ModelSpec
+    from interpretome.storage.readers import sequences_to_dataset, decode_bases
+    from interpretome.tasks.attribute import attribute
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    codes = random_dna(n_seq, length, seed=0)
+    x = torch.from_numpy(_onehot(codes))
+    model = reference_cnn(seed=0).eval()
+    ig = IntegratedGradients(model)
+    rows, times, values = [], {}, {}
+    for ibs in (64, 512):
+        ig.attribute(x[:2], target=0, n_steps=4, internal_batch_size=ibs)  # warm-up
+        t, a = _timeit(lambda: ig.attribute(x, target=0, n_steps=n_steps, internal_batch_size=ibs))
+        times[f"captum IG, internal_batch_size {ibs}"] = t
+        values[ibs] = a.detach().numpy()
+    bg = x[torch.from_numpy(np.random.default_rng(1).choice(n_seq, min(20, n_seq), replace=False))]
+    ge = shap.GradientExplainer(model, bg, batch_size=64)
+    t, _ = _timeit(lambda: ge.shap_values(x, nsamples=n_steps, rseed=0))
+    times["shap GradientExplainer, nsamples 50"] = t
+
+    ds = sequences_to_dataset([decode_bases(c) for c in codes], sequence_chunk=16)
+    spec = ModelSpec(factory="interpretome.datasets:reference_cnn", kwargs={"seed": 0}, batch_size=64)
+    ours = {}
+    for workers in (1, 2):
+        client = connect(workers, log=None)
+        try:
+            warm = attribute(ds.isel(sequence=slice(0, 2 * workers)), spec, n_steps=2, target="output",
+                             sample_chunk=1, merge=False)
+            client.compute(warm["sequence_attribution"]).result()
+            graph = attribute(ds, spec, n_steps=n_steps, target="output", sample_chunk=16, merge=False)
+            t, res = _timeit(lambda: client.compute(graph["sequence_attribution"]).result())
+        finally:
+            client.close()
+            client.cluster.close()
+        times[f"ours, {workers} worker{'s' if workers > 1 else ''}"] = t
+        ours[workers] = res.values[..., 0].transpose(0, 2, 1)
+    captum_best = min(times["captum IG, internal_batch_size 64"], times["captum IG, internal_batch_size 512"])
+    diff = max(float(np.abs(ours[w] - values[64]).max()) for w in ours)
+    scale = float(np.abs(values[64]).max())
+    rows.append("| method | seconds | sequences/s | captum best / this |")
+    rows.append("|---|---:|---:|---:|")
+    for k, t in times.items():
+        rows.append(f"| {k} | {t:.2f} | {n_seq / t:.1f} | {captum_best / t:.2f} |")
+    stats = {"ratio_1": captum_best / times["ours, 1 worker"], "ratio_2": captum_best / times["ours, 2 workers"],
+             "scaling": times["ours, 1 worker"] / times["ours, 2 workers"], "maxdiff": diff, "scale": scale}
+    return rows, stats
+
+
+def fastshap_section(quick: bool) -> list[str]:
+    import shap
+    import torch
+
+    from interpretome.engine.gradients import head_module
+    from interpretome.engine.models import ModelSpec, get_runtime
+    from interpretome.tasks.fastshap import _load, exact_shapley, explain_with, validate_fastshap
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    f = 10
+    spec = ModelSpec(factory="interpretome.pbmc:cell_classifier",
+                     kwargs={"n_features": f, "n_classes": 2, "hidden": 16, "seed": 3},
+                     input_kind="dense", targets=("a", "b"))
+    rs = np.random.default_rng(0)
+    x = rs.normal(size=(1500 if quick else 3000, f)).astype(np.float32)
+    t_train, state = _timeit(lambda: validate_fastshap(spec, x, target="b", epochs=15 if quick else 30, hidden=64,
+                                                       seed=0, n_validate=64))
+    sur, expl = _load(state)
+    xe = torch.from_numpy(rs.normal(size=(4096, f)).astype(np.float32))
+    explain_with(expl, sur, xe[:8], f, 1)
+    t_fs, phi = _timeit(lambda: explain_with(expl, sur, xe, f, 1), repeat=3)
+    model = get_runtime(spec).model
+    n_ge = 32 if quick else 64
+    bg = torch.from_numpy(x[:100])
+    ge = shap.GradientExplainer(head_module(model, "none", [1]), bg, batch_size=200)
+    t_ge, ge_vals = _timeit(lambda: ge.shap_values(xe[:n_ge], nsamples=200, rseed=0))
+    ge_vals = np.asarray(ge_vals).reshape(n_ge, f)
+    with torch.no_grad():
+        exact_model = exact_shapley(lambda xx, m: model(xx * m)[:, 1:2], xe[:n_ge], 1)[..., 0]
+    r_fs = float(np.corrcoef(phi[:n_ge, :, 0].ravel(), exact_model.ravel())[0, 1])
+    r_ge = float(np.corrcoef(ge_vals.ravel(), exact_model.ravel())[0, 1])
+    rate_fs, rate_ge = len(xe) / t_fs, n_ge / t_ge
+    return [
+        "| method | explanations/s | r vs exact Shapley (model, absent = 0) | r vs exact Shapley (surrogate game) |",
+        "|---|---:|---:|---:|",
+        f"| FastSHAP (trained in {t_train:.1f} s on {len(x)} samples) | {rate_fs:,.0f} | {r_fs:.3f} | "
+        f"{state['fidelity']:.3f} (validation, {state['n_validate']} held-out samples) |",
+        f"| shap GradientExplainer, nsamples 200, background 100 | {rate_ge:,.1f} | {r_ge:.3f} | - |",
+        "",
+        f"FastSHAP explains **{rate_fs / rate_ge:,.0f}x** more samples per second than GradientExplainer once trained "
+        f"(training amortises after about {t_train * rate_ge:,.0f} GradientExplainer explanations).",
+    ]
+
+
+def run(quick: bool = False) -> str:
+    """Run the attribution benchmarks and return the markdown of the section."""
+    n_seq, length = (16, 500) if quick else (64, 1000)
+    load = os.getloadavg()[0]
+    rows, st = ig_section(n_seq, length)
+    ok1 = "met" if st["ratio_2"] >= 1.3 else "NOT met"
+    ok2 = "met" if st["scaling"] >= 1.8 else "NOT met"
+    lines = [
+        "## Issue 4 — attributions (IG, SHAP, FastSHAP)",
+        "",
+        f"Command: `python -m benchmarks.bench_attribute{' --quick' if quick else ''}` "
+        f"({os.cpu_count()} cores; load average at start {load:.2f} — the machine is shared with other "
+        f"sessions, so absolute times are noisy).",
+        "",
+        f"### Integrated Gradients: reference CNN, {n_seq} sequences of {length} bp, n_steps 50",
+        "",
+        *rows,
+        "",
+        f"Equal values: max |ours - captum| = {st['maxdiff']:.2e} (largest |attribution| {st['scale']:.2e}).  ",
+        f"Ours on 2 workers vs captum's best setting: **{st['ratio_2']:.2f}x** (target >= 1.3x: {ok1}); "
+        f"ours on 1 worker (one thread) vs captum's best (all threads): {st['ratio_1']:.2f}x.  ",
+        f"2 workers vs 1: **{st['scaling']:.2f}x** (target >= 1.8x: {ok2}).",
+        "",
+        "Where the time goes: every IG step needs a forward and a backward pass. Past the global max pool",
+        "the gradient at the last convolution's output has at most one non-zero per channel, so ours",
+        "accumulates that convolution's input gradient from the non-zeros (an `index_add` of weight slices)",
+        "instead of a dense transposed convolution; the first (affine) layer runs twice per sample instead",
+        "of once per step, and its input gradient is applied once to the step-weighted sum; several samples'",
+        "steps share each batch; and the machine's cores run one single-threaded process each rather than",
+        "intra-op threads.",
+        "",
+        "### FastSHAP: 10-feature MLP",
+        "",
+        *fastshap_section(quick),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    print(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()
