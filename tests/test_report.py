@@ -80,6 +80,15 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def _console_errors(driver) -> list[dict]:
     return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
 
@@ -134,14 +143,23 @@ def test_report__bokeh_figure_is_inlined_and_renders(result_store, browser, tmp_
     fig = bokeh.figure(width=400, height=300, title="points")
     fig.scatter([1, 2, 3], [3, 1, 2], size=10)
     html_file = tmp_path / "scatter.html"
-    html_file.write_text(file_html(fig, CDN, "points"))
+    page = file_html(fig, CDN, "points")
+    panel_version = _version("panel")
+    if panel_version:  # what holoviews/panel pages add: CDN stylesheets and a script under static/
+        page = page.replace("</head>", (
+            f'<link rel="stylesheet" href="https://cdn.holoviz.org/panel/{panel_version}/dist/css/loading.css">'
+            '<script src="static/extensions/panel/bundled/reactiveesm/es-module-shims@^1.10.0/dist/'
+            'es-module-shims.min.js"></script></head>'))
+    html_file.write_text(page)
     assert "cdn.bokeh.org" in html_file.read_text()
     png = tmp_path / "dot.png"
     png.write_bytes(base64.b64decode(DOT))
     out = tmp_path / "with_bokeh.html"
     out.write_text(build_report(result_store, {"sweep": [html_file, png]}))
     page = out.read_text()
-    assert 'src="https://cdn.bokeh.org' not in html.unescape(page), "BokehJS still comes from the network"
+    inner = html.unescape(page)
+    assert 'src="https://cdn.bokeh.org' not in inner, "BokehJS still comes from the network"
+    assert "cdn.holoviz.org/panel" not in inner and 'src="static/' not in inner
     browser.get(out.resolve().as_uri())
     assert _console_errors(browser) == []
     frame = browser.find_element("css selector", "iframe.figure-html")

@@ -4,8 +4,9 @@
 params, provenance, timings; the variables) and returns the page as a string; figures are
 given as paths per group (made by the renderers of ``interpretome.jobs``; the viz layer never
 runs a model). PNG/JPEG/SVG figures are inlined as base64 ``data:`` URIs; HTML figures (bokeh)
-are embedded in an ``<iframe srcdoc>`` with the BokehJS scripts they load from the CDN replaced
-by the copies shipped with the installed bokeh, so the page needs no network and no other file.
+are embedded in an ``<iframe srcdoc>`` with the BokehJS / panel scripts and stylesheets they load
+from a CDN (or from ``static/``) replaced by the copies shipped with the installed bokeh and panel,
+so the page needs no network and no other file.
 """
 
 from __future__ import annotations
@@ -68,25 +69,66 @@ def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset(),
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _bokeh_inline(page: str) -> str:
-    """Return ``page`` with BokehJS CDN ``<script src>`` tags replaced by the installed copies."""
+def _package(name: str) -> tuple[Path | None, str | None]:
+    """Return the folder and version of an installed package, without importing it."""
+    import importlib.metadata
+    import importlib.util
+
     try:
-        import bokeh
-    except ImportError:  # pragma: no cover - bokeh is a dependency
-        return page
-    static = Path(bokeh.__file__).parent / "server" / "static" / "js"
-    pattern = re.compile(r'<script[^>]*src="https://cdn\.bokeh\.org/bokeh/(?:release|dev)/'
-                         r'(bokeh(?:-[a-z]+)?)-([0-9][^"]*?)(\.min)?\.js"[^>]*>\s*</script>')
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            return None, None
+        return Path(spec.origin).parent, importlib.metadata.version(name)
+    except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
+        return None, None
 
-    def repl(m: re.Match) -> str:
-        name, version, minified = m.group(1), m.group(2), m.group(3) or ""
-        f = static / f"{name}{minified}.js"
-        if version != bokeh.__version__ or not f.exists():
+
+_MIME_BY_SUFFIX = {".css": "text/css", ".js": "text/javascript", ".png": "image/png", ".ico": "image/x-icon",
+                   ".svg": "image/svg+xml", ".woff2": "font/woff2", ".woff": "font/woff", ".json": "application/json"}
+
+
+def _inline_resources(page: str) -> str:
+    """Return ``page`` (a bokeh / holoviews / panel HTML file) with its network and relative
+    resources replaced by the copies shipped with the installed packages, so it renders offline.
+
+    BokehJS ``<script src="https://cdn.bokeh.org/...">`` and panel scripts (CDN or the relative
+    ``static/extensions/panel/...`` of ``hv.save``) become inline scripts; the panel stylesheets and
+    images the document refers to (``https://cdn.holoviz.org/panel/<version>/dist/...``) become
+    ``data:`` URIs. Resources of another version than the installed one are left as they are.
+    """
+    (bokeh_dir, bokeh_version), (panel_dir, panel_version) = _package("bokeh"), _package("panel")
+
+    def local(url: str) -> Path | None:
+        url = url.split("?", 1)[0]
+        m = re.match(r"https?://cdn\.bokeh\.org/bokeh/(?:release|dev)/(bokeh(?:-[a-z]+)?)-([0-9][^/]*?)(\.min)?\.js$", url)
+        if m and bokeh_dir is not None and m.group(2) == bokeh_version:
+            return bokeh_dir / "server" / "static" / "js" / f"{m.group(1)}{m.group(3) or ''}.js"
+        m = re.match(r"https?://cdn\.holoviz\.org/panel/([^/]+)/dist/(.+)$", url)
+        if m and panel_dir is not None and m.group(1) == panel_version:
+            return panel_dir / "dist" / m.group(2)
+        m = re.match(r"(?:\./)?static/extensions/panel/(.+)$", url)
+        if m and panel_dir is not None:
+            return panel_dir / "dist" / m.group(1)
+        return None
+
+    def script(m: re.Match) -> str:
+        f = local(m.group(2))
+        if f is None or not f.is_file():
             return m.group(0)
+        attrs = (m.group(1) + m.group(3)).strip()
         code = f.read_text(encoding="utf-8").replace("</script", "<\\/script")
-        return f'<script type="text/javascript">{code}</script>'
+        return f"<script {attrs}>{code}</script>" if attrs else f"<script>{code}</script>"
 
-    return pattern.sub(repl, page)
+    page = re.sub(r'<script([^>]*?)\ssrc="([^"]+)"([^>]*)>\s*</script>', script, page)
+
+    def data_uri(m: re.Match) -> str:
+        f = local(m.group(0))
+        if f is None or not f.is_file():
+            return m.group(0)
+        mime = _MIME_BY_SUFFIX.get(f.suffix.lower(), "application/octet-stream")
+        return f"data:{mime};base64,{base64.b64encode(f.read_bytes()).decode('ascii')}"
+
+    return re.sub(r'https?://cdn\.holoviz\.org/panel/[^/"\s]+/dist/[^"\s\\]+', data_uri, page)
 
 
 def figure_html(path: str | Path) -> str:
@@ -99,9 +141,11 @@ def figure_html(path: str | Path) -> str:
         return (f'<figure class="figure"><img class="figure-img" alt="{_esc(path.stem)}" '
                 f'src="data:{_MIME[suffix]};base64,{data}">{cap}</figure>')
     if suffix in (".html", ".htm"):
-        page = _bokeh_inline(path.read_text(encoding="utf-8"))
+        page = _inline_resources(path.read_text(encoding="utf-8"))
+        fit = ("try{var h=this.contentDocument.documentElement.scrollHeight;"
+               "if(h>60)this.style.height=Math.min(h+20,1400)+'px'}catch(e){}")
         return (f'<figure class="figure"><iframe class="figure-html" title="{_esc(path.stem)}" '
-                f'srcdoc="{_esc(page)}"></iframe>{cap}</figure>')
+                f'onload="{_esc(fit)}" srcdoc="{_esc(page)}"></iframe>{cap}</figure>')
     return f'<figure class="figure"><p class="error">cannot embed {_esc(path.name)} ({_esc(suffix)} file)</p></figure>'
 
 
