@@ -49,13 +49,20 @@ def _chunks(n: int, size: int):
         yield s, min(n, s + size)
 
 
-def _ranges(c, chunk: int):
+def _columns(c, s: int, e: int):
+    """Return contiguous x and y arrays of rows [s, e) of an (n, >=2) array (numpy, memmap, dask, zarr)."""
+    b = np.asarray(c[s:e, :2])
+    return np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1])
+
+
+def _ranges(c, chunk: int, first=None):
     lo = np.full(2, np.inf)
     hi = np.full(2, -np.inf)
     for s, e in _chunks(c.shape[0], chunk):
-        b = np.asarray(c[s:e, :2], dtype=np.float64)
-        lo = np.minimum(lo, np.nanmin(b, axis=0))
-        hi = np.maximum(hi, np.nanmax(b, axis=0))
+        cols = first if (first is not None and s == 0) else _columns(c, s, e)
+        for k, v in enumerate(cols):                      # contiguous 1-D reductions are fast
+            lo[k] = min(lo[k], float(np.nanmin(v)))
+            hi[k] = max(hi[k], float(np.nanmax(v)))
     pad = np.where(hi > lo, (hi - lo) * 0.02, 1.0)
     return (float(lo[0] - pad[0]), float(hi[0] + pad[0])), (float(lo[1] - pad[1]), float(hi[1] + pad[1]))
 
@@ -73,8 +80,9 @@ def aggregate(coords, *, labels=None, categories=None, values=None, width: int =
 
     c = _check_coords(coords)
     n = c.shape[0]
+    first = _columns(c, 0, min(n, chunk))                # kept: a single-chunk input is read once
     if x_range is None or y_range is None:
-        xr_, yr_ = _ranges(c, chunk)
+        xr_, yr_ = _ranges(c, chunk, first)
         x_range, y_range = x_range or xr_, y_range or yr_
     cvs = ds.Canvas(plot_width=int(width), plot_height=int(height), x_range=x_range, y_range=y_range)
     lab = _raw(labels) if labels is not None else None
@@ -83,8 +91,8 @@ def aggregate(coords, *, labels=None, categories=None, values=None, width: int =
         categories = np.unique(np.asarray(lab).astype(str))
     total = None
     for s, e in _chunks(n, chunk):
-        b = np.asarray(c[s:e, :2])
-        df = pd.DataFrame({"x": b[:, 0], "y": b[:, 1]}, copy=False)
+        bx, by = first if s == 0 else _columns(c, s, e)
+        df = pd.DataFrame({"x": bx, "y": by}, copy=False)
         if lab is not None:
             df["c"] = pd.Categorical(np.asarray(lab[s:e]).astype(str), categories=[str(k) for k in categories])
             agg = cvs.points(df, "x", "y", ds.count_cat("c"))
