@@ -200,3 +200,17 @@ def test_report__errors_and_unknown_files(result_store, tmp_path):
         make_report(tmp_path / "nothing.zarr", tmp_path / "r.html")
     with pytest.raises(RuntimeError, match=r"has no group 'tracks'; it has \['ism', 'sweep'\]"):
         make_report(result_store, tmp_path / "r.html", groups=["tracks"])
+
+
+def test_report__demo_step_embeds_the_figures_it_is_given(result_store, tmp_path):
+    from interpretome.jobs.demo import DEMO_STEPS, DemoContext
+    from interpretome.jobs.report import render_store_figures, step_report
+
+    assert DEMO_STEPS[-1] is step_report
+    figures = render_store_figures(result_store, tmp_path / "figures")
+    ctx = DemoContext(out=tmp_path, store=result_store, client=None, log=lambda msg: None,
+                      figures=[p for paths in figures.values() for p in paths])
+    (path,) = step_report(ctx)
+    page = path.read_text()
+    assert path == tmp_path / "report.html" and page.count('<figure class="figure">') == 4
+    assert page.index('id="group-ism"') < page.index('alt="ism_promoter_00"') < page.index('id="group-sweep"')

@@ -20,6 +20,7 @@ from .dna import render_ism, render_sweep, run_ism, run_sweep
 from .genome import step_genome
 from .embedding import step_embedding
 from .coefficients import step_coefficients
+from .report import step_report
 
 
 @dataclass
@@ -52,7 +53,8 @@ def step_dna(ctx: DemoContext) -> list[Path]:
     return figs
 
 
-DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_embedding, step_coefficients, step_genome, step_attribution]
+DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_embedding, step_coefficients, step_genome, step_attribution,
+                                                          step_report]  # the report last: it shows every step's figures
 
 
 def run_demo(out: str | Path = "interpretome-demo", *, client=None, overwrite: bool = False,

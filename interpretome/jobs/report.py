@@ -28,6 +28,32 @@ def load_renderers() -> dict:
     return RENDERERS
 
 
+def render_store_figures(store: str | Path, out_dir: str | Path, *, groups: list[str] | None = None,
+                         errors: dict[str, str] | None = None, log: Callable[[str], None] = print,
+                         **options) -> dict[str, list[Path]]:
+    """Draw the figures of every complete group of ``store`` that has a renderer into ``out_dir``.
+
+    Returns ``{group: [paths]}``; a renderer that fails is recorded in ``errors`` (and ``log``)
+    instead of stopping the others.
+    """
+    load_renderers()
+    errors = {} if errors is None else errors
+    figures: dict[str, list[Path]] = {}
+    with warnings.catch_warnings():  # the chunk manifests (.interpretome/) are not zarr nodes, by design
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        for g in groups or list_groups(store):
+            info = group_info(store, g) or {}
+            fn = RENDERERS.get(info.get("task"))
+            if fn is None or not info.get("complete"):
+                continue
+            try:
+                figures[g] = [Path(p) for p in fn(store, g, Path(out_dir) / g, **options)]
+            except Exception as e:  # noqa: BLE001 - one failing figure must not lose the page
+                errors[g] = f"the figures of {g!r} could not be drawn: {type(e).__name__}: {e}"
+                log(f"warning: {errors[g]}")
+    return figures
+
+
 def make_report(store: str | Path, out: str | Path | None = None, *, groups: list[str] | None = None,
                 log: Callable[[str], None] = print, **options) -> Path:
     """Draw every figure of ``store`` and write the HTML report to ``out`` (default STORE.html).
@@ -43,22 +69,11 @@ def make_report(store: str | Path, out: str | Path | None = None, *, groups: lis
     unknown = [g for g in names if g not in list_groups(store)]
     if unknown:
         raise StoreError(f"store {str(store)!r} has no group {unknown[0]!r}; it has {list_groups(store)}")
-    load_renderers()
-    figures: dict[str, list[Path]] = {}
-    errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="interpretome-report-") as tmp, warnings.catch_warnings():
         # the chunk manifests (.interpretome/) are not zarr nodes, by design
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-        for g in names:
-            info = group_info(store, g) or {}
-            fn = RENDERERS.get(info.get("task"))
-            if fn is None or not info.get("complete"):
-                continue
-            try:
-                figures[g] = [Path(p) for p in fn(store, g, Path(tmp) / g, **options)]
-            except Exception as e:  # noqa: BLE001 - one failing figure must not lose the page
-                errors[g] = f"the figures of {g!r} could not be drawn: {type(e).__name__}: {e}"
-                log(f"warning: {errors[g]}")
+        errors: dict[str, str] = {}
+        figures = render_store_figures(store, tmp, groups=names, errors=errors, log=log, **options)
         path = write_report(store, out, figures, errors=errors)
     log(f"report: {path.resolve()} ({sum(len(v) for v in figures.values())} figures, {len(names)} groups)")
     return path
