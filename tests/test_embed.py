@@ -401,3 +401,19 @@ def test_cli_embed_and_scores(tmp_path):
     assert json.loads((out / "scores_extremes.json").read_text())["metric"] == "asw_batch"
     figs = render_store(store, tmp_path / "r", groups=["embedding", "scores"])
     assert {p.suffix for p in figs} == {".png", ".html"}
+
+
+def test_scatter3d_html__draws_in_a_real_browser(tmp_path):
+    import shutil
+    import subprocess
+
+    from interpretome.viz.scatter import scatter3d_html
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no chromium on this machine")
+    xy = np.random.default_rng(0).normal(size=(250, 3))
+    page = scatter3d_html(xy, tmp_path / "t.html", labels=np.array(["a", "b"])[np.arange(250) % 2])
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'data-drawn="250"' in dom                 # the page's script ran and drew every point
