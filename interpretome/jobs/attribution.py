@@ -93,9 +93,12 @@ def render_attributions(store, group, out_dir, *, n=None, sequences=None, start=
             label = str(ds["attribution_predicted"].values[i])
             figs.append(save(plot_image_overlay(ds["image"].isel(sample=i).values, att, probability=prob, label=label),
                              out_dir / f"{group}_image{i}.png"))
-    elif "attribution" in ds:
-        summ = summarize_attributions(ds).compute()
-        figs.append(save(plot_top_features(summ, n=n or 15), out_dir / f"{group}_top.png"))
+    else:
+        var = "attribution" if "attribution" in ds else "fastshap_attribution"
+        if var in ds:
+            summ = summarize_attributions(ds, var=var).compute()
+            figs.append(save(plot_top_features(summ, n=n or 15, target=str(summ["target"].values[0])),
+                             out_dir / f"{group}_top.png"))
     return figs
 
 
