@@ -128,6 +128,10 @@ def test_report__page_in_headless_browser(result_store, browser, tmp_path, capsy
         assert f"{info['timings'][0]['seconds']:.4g}" in section
         assert "torch" in section and "interpretome" in section
     assert "sweep_delta_mean" in text and "ism_delta" in text and "window" in text
+    runs = browser.execute_script(
+        "return Array.from(document.querySelectorAll('table.runs tbody tr')).map(r => [r.cells[3].innerText, "
+        "r.cells[6].innerText])")
+    assert runs == [["sweep", "3"], ["ism", "2"]]
     steps = browser.execute_script(
         "return Array.from(document.querySelectorAll('table.steps tbody tr')).map(r => r.cells[0].innerText)")
     assert steps == ["ism", "sweep"]

@@ -858,6 +858,7 @@ def _has_reports(report) -> bool:
 def run_steps(job: Job, client, *, log: Callable[[str], None] = print) -> list[StepResult]:
     """Run the job's steps in order on ``client``; print and return the chunks each computed."""
     results = []
+    started = _now()
     for i, step in enumerate(job.steps, 1):
         log(f"[{i}/{len(job.steps)}] {step.label()} -> {job.store}/{step.name}")
         t0 = time.perf_counter()
@@ -874,7 +875,39 @@ def run_steps(job: Job, client, *, log: Callable[[str], None] = print) -> list[S
     total = sum(r.computed_chunks for r in results)
     log(f"job done: computed {total} chunks, {sum(r.skipped_chunks for r in results)} already in the store, "
         f"{sum(r.seconds for r in results):.1f} s; store {job.store}")
+    record_run(job, results, started)
     return results
+
+
+RUNS_ATTR = "interpretome_runs"
+"""Root attribute of a store listing the job runs that wrote it (job file, digest, steps, seconds)."""
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def record_run(job: Job, results: list[StepResult], started: str) -> None:
+    """Append this run (job file and digest, each step's seconds and chunks) to the store's root attrs."""
+    import warnings
+
+    import zarr
+
+    from ..storage.store import ZARR_FORMAT, file_digest
+
+    if not (job.store / ".zgroup").exists():
+        return
+    run = {"job": str(job.path.absolute()), "job_sha256": file_digest(job.path), "started": started,
+           "finished": _now(), "steps": [{"name": r.step.name, "kind": r.step.kind.name,
+                                          "seconds": round(r.seconds, 3), "computed_chunks": r.computed_chunks,
+                                          "skipped_chunks": r.skipped_chunks} for r in results]}
+    root = zarr.open_group(str(job.store), mode="a", zarr_format=ZARR_FORMAT)
+    root.attrs[RUNS_ATTR] = list(root.attrs.get(RUNS_ATTR, [])) + [run]
+    with warnings.catch_warnings():  # the manifest folders are not zarr nodes, by design
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        zarr.consolidate_metadata(str(job.store), zarr_format=ZARR_FORMAT)
 
 
 def cluster_options(job: Job, args: argparse.Namespace | None = None) -> dict:

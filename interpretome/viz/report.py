@@ -227,10 +227,11 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
     store = Path(store)
     figures, errors = figures or {}, errors or {}
     groups = list_groups(store)
-    root = {}
+    root, root_attrs = {}, {}
     f = store / ".zattrs"
     if f.exists():
-        root = json.loads(f.read_text()).get("interpretome", {})
+        root_attrs = json.loads(f.read_text())
+        root = root_attrs.get("interpretome", {})
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     title = title or f"interpretome report: {store.name}"
     out = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -267,6 +268,17 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
         sections.append("".join(sec))
         summary.append([g, info.get("task", "?"), "complete" if complete else "INCOMPLETE",
                         len(info.get("variables") or {}), chunks, seconds, size, len(figs)])
+    runs = root_attrs.get("interpretome_runs") or []
+    if runs:
+        rows = []
+        for n, run in enumerate(runs, 1):
+            for st in run.get("steps", []):
+                rows.append([n, Path(run.get("job", "?")).name, run.get("started", ""), st.get("name"), st.get("kind"),
+                             float(st.get("seconds", 0)), int(st.get("computed_chunks", 0)),
+                             int(st.get("skipped_chunks", 0))])
+        out.append("<h2>Job runs</h2>" + _table(
+            ["run", "job file", "started", "step", "kind", "seconds", "chunks computed", "chunks already done"],
+            rows, numeric={0, 5, 6, 7}, cls="runs"))
     out.append("<h2>Steps</h2>" + _table(
         ["group", "task", "state", "variables", "chunks computed", "seconds", "bytes on disk", "figures"],
         summary, numeric={3, 4, 5, 6, 7}, cls="steps"))
