@@ -255,6 +255,33 @@ def test_track_pyramid__levels_equal_direct_reduction(genome):
         np.testing.assert_array_equal(lvl["track_pyramid_max"].values, want_max)
 
 
+def test_track_points__whole_view_reads_a_pyramid_level(tmp_path):
+    """A whole-contig view of 100,000 bins, 100 px wide, draws one pyramid level (work ~ pixels)."""
+    import xarray as xr
+
+    from interpretome.viz.tracks_long import plot_track, track_points
+
+    n = 100_000
+    y = np.sin(np.arange(n) / 3000.0).astype(np.float32)
+    y[77_777] = 5.0  # a one-bin spike must survive the reduction
+    geom = TrackGeometry(1, 1, 1, 0, 0)
+    track = xr.Dataset({"track_prediction": (("contig", "bin", "target"), da.from_array(y[None, :, None], chunks=(1, 8192, 1)))},
+                       coords={"contig": ["c"], "contig_name": ("contig", ["c"]), "contig_index": ("contig", [0]),
+                               "region_start": ("contig", [0]), "region_end": ("contig", [n]), "target": ["t"]},
+                       attrs=geom.to_attrs())
+    write_dataset(track, tmp_path / "s.zarr", "tracks", task="tiled_prediction", params={})
+    write_dataset(track_pyramid(open_group(tmp_path / "s.zarr", "tracks")), tmp_path / "s.zarr", "pyr",
+                  task="track_pyramid", params={})
+    tr, pyr = open_group(tmp_path / "s.zarr", "tracks"), open_group(tmp_path / "s.zarr", "pyr")
+    pts, level = track_points(tr, "c", width=100, pyramid=pyr)
+    assert level == 4 and len(pts) == 2 * -(-n // 4 ** 4)  # 391 groups of 256 bins: >= 2 per pixel column
+    assert pts["y"].max() == 5.0 and pts["y"].min() == y.min()
+    zoom, zl = track_points(tr, "c", start=1000, end=1150, width=100, pyramid=pyr)
+    assert zl == 0 and list(zoom["x"]) == list(np.arange(1000, 1150) + 0.0)
+    fig = plot_track(tr, "c", pyramid=pyr, width=100, height=50)
+    assert "pyramid level 4" in fig._suptitle.get_text()
+
+
 def test_tiles_store_export_and_render__client2(genome, client2, tmp_path):
     """One run on a real 2-worker cluster: store, pyramid, bedGraph/bigWig, PNG and HTML."""
     import pyBigWig

@@ -21,7 +21,7 @@ from ..tasks.genome_perturb import genome_ism, genome_sweep
 from ..tasks.perturb import MODES
 from ..tasks.tiles import STRANDS, predict_tiles, track_pyramid
 from ..viz.tracks import plot_ism, plot_sweep, save
-from ..viz.tracks_long import plot_track, track_html
+from ..viz.tracks_long import plot_track, row_index, track_html
 from . import RENDERERS, add_model_arguments, model_from_args, store_result
 
 ZOOM = 40_000
@@ -85,7 +85,7 @@ def render_tiles(store, group, out_dir, *, sequences=None, start=None, end=None,
     for c in picks:
         safe = str(c).replace(":", "_").replace("/", "_")
         paths.append(save(plot_track(track, c, genes=genes, pyramid=pyr), out_dir / f"{group}_{safe}.png"))
-        i = labels.index(c) if c in labels else 0
+        i = row_index(track, c)
         rs, re_ = int(track["region_start"].values[i]), int(track["region_end"].values[i])
         z0 = rs if start is None else int(start)
         z1 = min(re_, z0 + ZOOM) if end is None else int(end)

@@ -24,7 +24,8 @@ from ..storage.genome import TrackGeometry
 PYRAMID_BIN = "pyramid_bin"
 
 
-def _row(ds: xr.Dataset, contig) -> int:
+def row_index(ds: xr.Dataset, contig) -> int:
+    """Return the row of ``contig`` (an index, a region label or a contig name; None: the first)."""
     labels = [str(c) for c in ds["contig"].values]
     if isinstance(contig, (int, np.integer)):
         return int(contig)
@@ -58,7 +59,7 @@ def track_points(track: xr.Dataset, contig=None, *, start=None, end=None, target
     the group's centre. ``start``/``end`` are genome coordinates (0-based) of the view.
     """
     geom = TrackGeometry.from_attrs(track.attrs)
-    i, t = _row(track, contig), _target(track, target)
+    i, t = row_index(track, contig), _target(track, target)
     rstart, rend = int(track["region_start"].values[i]), int(track["region_end"].values[i])
     length = rend - rstart
     n = geom.n_bins(length)
@@ -124,7 +125,7 @@ def plot_track(track: xr.Dataset, contig=None, *, genes: pd.DataFrame | None = N
     from .tracks import _plt
 
     plt = _plt()
-    i = _row(track, contig)
+    i = row_index(track, contig)
     name = str(track["contig_name"].values[i])
     rstart, rend = int(track["region_start"].values[i]), int(track["region_end"].values[i])
     lo = rstart if start is None else max(rstart, int(start))
@@ -169,7 +170,7 @@ def track_html(track: xr.Dataset, contig, path: str | Path, *, genes: pd.DataFra
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
 
-    i = _row(track, contig)
+    i = row_index(track, contig)
     name = str(track["contig_name"].values[i])
     rstart, rend = int(track["region_start"].values[i]), int(track["region_end"].values[i])
     lo = rstart if start is None else max(rstart, int(start))
