@@ -30,7 +30,6 @@ RESULTS = HERE / "RESULTS.md"
 PREFIX = "bench_"
 _BEGIN = "<!-- bench:{} -->"
 _END = "<!-- /bench:{} -->"
-_SECTION_RE = re.compile(r"<!-- bench:(\S+) -->\n(.*?)<!-- /bench:\1 -->\n?", re.S)
 
 
 def discover(package: str = "benchmarks") -> list[str]:
@@ -160,21 +159,50 @@ def run_all(*, quick: bool = False, only: list[str] | None = None, output: str |
     output = Path(output)
     command = command or ("python -m benchmarks" + (" --quick" if quick else "")
                           + "".join(f" --only {n}" for n in (only or [])))
-    kept: dict[str, str] = {}
-    if only and output.exists():
-        kept = {m.group(1): m.group(2) for m in _SECTION_RE.finditer(output.read_text())}
-        for name in kept:
-            kept[name] = kept[name].rstrip() + "\n"
-    merged = {**kept, **sections}
-    if not merged and not output.exists():
+    if not sections and not output.exists():
         log("[benchmarks] nothing ran: RESULTS.md not written")
         return status
-    order = sorted(merged, key=lambda n: (_issue_number(merged[n]), n))
-    body = header(machine(), command) + "\n" + "\n".join(_wrap(n, merged[n]) for n in order)
+    head = header(machine(), command)
+    if only and output.exists():
+        body = merge_sections(_body(output.read_text()), sections)
+    else:
+        order = sorted(sections, key=lambda n: (_issue_number(sections[n]), n))
+        body = "\n".join(_wrap(n, sections[n]) for n in order)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(body)
-    log(f"[benchmarks] wrote {output} ({len(sections)} section(s) run, {len(kept) - len(set(kept) & set(sections))} kept)")
+    output.write_text(head + "\n" + body.lstrip("\n"))
+    log(f"[benchmarks] wrote {output} ({len(sections)} section(s) from this run)")
     return status
+
+
+def _body(text: str) -> str:
+    """Return ``text`` without its generated header (everything before the first section)."""
+    starts = [m.start() for m in (re.search(r"^<!-- bench:\S+ -->", text, re.M), re.search(r"^## ", text, re.M)) if m]
+    return text[min(starts):] if starts else ""
+
+
+def merge_sections(body: str, sections: dict[str, str]) -> str:
+    """Return ``body`` with each of ``sections`` replacing its old text, everything else kept.
+
+    The old text of a section is its marked block (``<!-- bench:NAME -->``), else an unmarked part
+    starting with the same heading line and running to the next ``## `` heading or marked block;
+    a section found neither way is appended.
+    """
+    for name, text in sections.items():
+        block = _wrap(name, text)
+        marked = re.compile(rf"<!-- bench:{re.escape(name)} -->\n.*?<!-- /bench:{re.escape(name)} -->\n?", re.S)
+        if marked.search(body):
+            body = marked.sub(lambda m: block, body, count=1)
+            continue
+        first = next((line for line in text.strip().splitlines() if line.startswith("#")), None)
+        lines = body.splitlines(keepends=True)
+        at = next((i for i, line in enumerate(lines) if first is not None and line.rstrip() == first.rstrip()), None)
+        if at is None:
+            body = body.rstrip("\n") + "\n\n" + block
+            continue
+        end = next((j for j in range(at + 1, len(lines)) if lines[j].startswith("## ") or lines[j].startswith("<!-- bench:")),
+                   len(lines))
+        body = "".join(lines[:at]) + block + "\n" + "".join(lines[end:])
+    return body
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,3 +79,17 @@ def test_benchmarks__list_from_the_command_line():
     assert res.returncode == 0, res.stderr
     names = [line.split("\t")[0] for line in res.stdout.splitlines()]
     assert names == sorted(names) and all((ROOT / "benchmarks" / f"bench_{n}.py").exists() for n in names)
+
+
+def test_benchmarks__only_keeps_unmarked_sections_and_replaces_by_heading(fake_package, tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmark results\n\nDate: long ago\n\n"
+                   "## Issue 2 — sweeps\n\nhand-written figures 3.0x\n\n"
+                   "## Issue 5 — alpha\n\nold alpha 0.10x\n\n"
+                   "## Issue 7 — other\n\nkept as is\n")
+    assert benchmarks.main(["--package", "fakebench", "--output", str(out), "--only", "alpha"]) == 0
+    text = out.read_text()
+    assert "Date: long ago" not in text and text.count("# Benchmark results") == 1
+    assert "hand-written figures 3.0x" in text and "kept as is" in text and "old alpha" not in text
+    assert text.index("Issue 2 — sweeps") < text.index("<!-- bench:alpha -->") < text.index("Issue 7 — other")
+    assert "| 2.50x | >= 1.0x |" in text
