@@ -15,7 +15,7 @@ from typing import Callable
 import xarray as xr
 
 from ..engine.models import KmerTokenizer, ModelSpec, load_spec
-from ..storage.store import WriteReport, provenance, write_dataset
+from ..storage.store import StoreError, WriteReport, planning, provenance, write_dataset
 
 RENDERERS: dict[str, Callable[..., list[Path]]] = {}
 """task name (as stored in the group's attrs) -> ``fn(store, group, out_dir, **options) -> [paths]``."""
@@ -80,3 +80,25 @@ def store_result(result: xr.Dataset, store: str | Path, group: str, *, task: str
                            overwrite=overwrite, client=client, progress=client is not None, log=log)
     log(report.summary())
     return report
+
+
+def _no_compute(*args, **kwargs):
+    raise RuntimeError("planning must not compute")
+
+
+def plan_first(call: Callable[[], object], *, overwrite: bool = False) -> list:
+    """Run a job function in planning mode (nothing computed, nothing written) and return its writes.
+
+    Used by CLI commands before they start a cluster, so a bad input, parameter, model spec or a
+    store holding other parameters fails in a second with its message. Raises ``StoreError`` for
+    a conflicting group when not ``overwrite``.
+    """
+    import dask
+
+    with planning() as writes, dask.config.set(scheduler=_no_compute):
+        call()
+    for w in writes:
+        if w.state == "conflict" and not overwrite:
+            raise StoreError(f"group {w.group!r} holds a result computed with other parameters: "
+                             f"pass overwrite=True (--overwrite) to replace it, or write to another store")
+    return list(writes)

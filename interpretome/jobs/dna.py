@@ -11,7 +11,7 @@ from ..storage.store import open_group
 from ..tasks.ism import saturation_mutagenesis
 from ..tasks.perturb import MODES, perturbation_sweep
 from ..viz.tracks import plot_ism, plot_sweep, save
-from . import RENDERERS, add_model_arguments, model_from_args, store_result
+from . import RENDERERS, add_model_arguments, model_from_args, plan_first, store_result
 
 
 def run_sweep(fasta, model, store, *, group="sweep", windows=None, stride=1, replicates=1, mode="random",
@@ -72,20 +72,30 @@ def _sweep_cmd(args) -> int:
     model = model_from_args(args)
     windows = [int(k) for k in args.windows.split(",")] if args.windows else None
     inserts = args.inserts.split(",") if args.inserts else None
+
+    def job(client=None, log=print):
+        return run_sweep(args.fasta, model, args.store, group=args.group or "sweep", windows=windows,
+                         stride=args.stride, replicates=args.replicates, mode=args.mode, seed=args.seed,
+                         inserts=inserts, keep_replicates=args.keep_replicates, sequence_chunk=args.sequence_chunk,
+                         position_chunk=args.position_chunk, client=client, overwrite=args.overwrite, log=log)
+
+    plan_first(lambda: job(log=lambda m: None), overwrite=args.overwrite)  # bad input fails before a cluster
     with connect_from_args(args) as client:
-        run_sweep(args.fasta, model, args.store, group=args.group or "sweep", windows=windows, stride=args.stride,
-                  replicates=args.replicates, mode=args.mode, seed=args.seed, inserts=inserts,
-                  keep_replicates=args.keep_replicates, sequence_chunk=args.sequence_chunk,
-                  position_chunk=args.position_chunk, client=client, overwrite=args.overwrite)
+        job(client)
     return 0
 
 
 def _ism_cmd(args) -> int:
     model = model_from_args(args)
+
+    def job(client=None, log=print):
+        return run_ism(args.fasta, model, args.store, group=args.group or "ism", start=args.start, end=args.end,
+                       sequence_chunk=args.sequence_chunk, position_chunk=args.position_chunk, client=client,
+                       overwrite=args.overwrite, log=log)
+
+    plan_first(lambda: job(log=lambda m: None), overwrite=args.overwrite)  # bad input fails before a cluster
     with connect_from_args(args) as client:
-        run_ism(args.fasta, model, args.store, group=args.group or "ism", start=args.start, end=args.end,
-                sequence_chunk=args.sequence_chunk, position_chunk=args.position_chunk, client=client,
-                overwrite=args.overwrite)
+        job(client)
     return 0
 
 
