@@ -241,6 +241,7 @@ def test_run__dry_run_plans_without_computing(tmp_path, capsys, no_compute, monk
     sweep_bytes = 2 * 4 * 3 * 200 * 4 + 4 * 4 + 4 * 8
     assert f"{ism_bytes} bytes" in out and f"{sweep_bytes} bytes" in out
     assert f"total: {TOTAL_CHUNKS} chunks ({TOTAL_CHUNKS} to compute), {ism_bytes + sweep_bytes} bytes" in out
+    assert "store location: writable, room for about 33.7 kB" in out
     assert not (tmp_path / "out.zarr").exists()
 
 
@@ -260,10 +261,12 @@ def test_run__job_runs_on_a_running_scheduler_then_plan_shows_it_done(tmp_path, 
     assert "20 chunks (0 to compute, complete in the store)" in capsys.readouterr().out
     # the same group with other parameters: refused before any work, unless overwrite
     path.write_text(path.read_text().replace('kind = "ism"', 'kind = "ism"\nstart = 100'))
-    assert main(["run", str(path), "--dry-run"]) == 0
-    assert "CONFLICT" in capsys.readouterr().out
+    assert main(["run", str(path), "--dry-run"]) == 2  # the plan, then the refusal
+    captured = capsys.readouterr()
+    assert "CONFLICT" in captured.out and "holds a result computed with other parameters" in captured.err
     assert main(["run", str(path), "--scheduler", client2.scheduler.address]) == 2
     assert "holds a result computed with other parameters" in capsys.readouterr().err
+    assert main(["run", str(path), "--dry-run", "--overwrite"]) == 0
 
 
 # --- clusters ------------------------------------------------------------------------------------
@@ -345,10 +348,11 @@ def test_run__full_disk_fails_before_work(tmp_path, capsys, monkeypatch):
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 20_000, 20_000))
     path = write_job(tmp_path)
-    assert main(["run", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert re.search(r"output location .* has 20.0 kB free but the job needs about 33.7 kB \(ism 12.8 kB, "
-                     r"sweep 19.2 kB\): free space or choose another store path", err), err
+    for dry in ([], ["--dry-run"]):  # a dry run checks the location too
+        assert main(["run", str(path), *dry]) == 2
+        err = capsys.readouterr().err
+        assert re.search(r"output location .* has 20.0 kB free but the job needs about 33.7 kB \(ism 12.8 kB, "
+                         r"sweep 19.2 kB\): free space or choose another store path", err), err
     assert not (tmp_path / "out.zarr").exists()
 
 

@@ -962,6 +962,8 @@ def run_job(path: str | os.PathLike, *, args: argparse.Namespace | None = None, 
     plans = plan_job(job)
     if dry_run:
         log(format_plan(job, plans))
+        needed = preflight(job, plans)  # the store location too: a dry run on a login node catches it
+        log(f"store location: writable, room for about {_size(needed)}")
         return plans
     preflight(job, plans)
     opts = cluster_options(job, args)
