@@ -62,7 +62,7 @@ def phenotypic_profiles(n_cells: int = 600, n_cp: int = 40, n_dp: int = 24, seed
 
 
 def fit_profile_models(x: pd.DataFrame, y: np.ndarray, *, feature_sets: dict[str, list[str]] | None = None,
-                       seed: int = 0, C: float = 0.5) -> xr.Dataset:
+                       seed: int = 0, C: float = 0.5, tol: float = 1e-4) -> xr.Dataset:
     """Fit multi-class and per-class one-vs-rest LogisticRegression, final and shuffled-label baselines.
 
     ``feature_sets`` maps a name to its columns (default CP, DP and CP_and_DP by prefix). The
@@ -79,10 +79,10 @@ def fit_profile_models(x: pd.DataFrame, y: np.ndarray, *, feature_sets: dict[str
     for model_name, labels in (("final", y), ("shuffled", shuffled)):
         for fset, cols in feature_sets.items():
             xs = x[cols]
-            multi = LogisticRegression(C=C, max_iter=2000).fit(xs, labels)
+            multi = LogisticRegression(C=C, tol=tol, max_iter=2000).fit(xs, labels)
             parts.append(read_coefficients(multi, model=model_name, feature_set=fset, kind="multiclass"))
             for c in multi.classes_:
-                binary = LogisticRegression(C=C, max_iter=2000).fit(xs, labels == c)
+                binary = LogisticRegression(C=C, tol=tol, max_iter=2000).fit(xs, labels == c)
                 parts.append(read_coefficients(binary, model=model_name, feature_set=fset, kind="ovr",
                                                positive_class=c))
     return combine_coefficients(parts)
@@ -117,8 +117,9 @@ def run_ccc(matrix: xr.Dataset, store, *, group: str = "ccc", form: str = "squar
                         overwrite=overwrite, log=log)
 
 
-def render_coefficients(store, group, out_dir, *, models=None, **_) -> list[Path]:
-    """Draw heatmap, clustered heatmap, KDE and class-mean bars per model entry, and the scatter grids."""
+def render_coefficients(store, group, out_dir, *, models=None, comparisons=None, **_) -> list[Path]:
+    """Draw heatmap, clustered heatmap, KDE and class-mean bars per model entry (default all, or ``models``),
+    and the multi-class vs one-vs-rest scatter grid per comparison (default all, or ``comparisons``)."""
     ds = open_group(store, group)
     out = Path(out_dir)
     paths = []
@@ -130,7 +131,7 @@ def render_coefficients(store, group, out_dir, *, models=None, **_) -> list[Path
         paths.append(save(plot_class_kde(ds, m), out / f"{stem}_kde.png"))
         paths.append(save(plot_class_means(ds, m), out / f"{stem}_class_means.png"))
     if "coefficient_correlation" in ds:
-        for c in ds["comparison"].values:
+        for c in comparisons or ds["comparison"].values:
             paths.append(save(plot_scatter_grid(ds, str(c)), out / f"{group}_{str(c).replace(':', '_')}_scatter.png"))
     return paths
 
@@ -263,14 +264,15 @@ def step_coefficients(ctx) -> list[Path]:
     """Demo: synthetic phenotypic profiles -> logistic-regression coefficients (final + shuffled,
     multi-class + one-vs-rest, three feature sets) -> per-class Pearson/Spearman/CCC, figures, and the
     all-pairs CCC of the features over the cells."""
-    x, y = phenotypic_profiles(seed=0)
-    coefs = fit_profile_models(x, y, seed=0)
+    x, y = phenotypic_profiles(n_cells=360, seed=0)
+    coefs = fit_profile_models(x, y, seed=0, tol=1e-3)
     out = Path(ctx.out)
-    tsv = run_coefficients(coefs, ctx.store, group="coefficients", n_perms=200, seed=0,
+    tsv = run_coefficients(coefs, ctx.store, group="coefficients", n_perms=100, seed=0,
                            tsv=out / "coefficient_correlations.tsv", client=ctx.client, overwrite=ctx.overwrite,
                            log=ctx.log)
     figs = render_coefficients(ctx.store, "coefficients", out / "figures",
-                               models=["final:CP_and_DP:multiclass", "shuffled:CP_and_DP:multiclass"])
+                               models=["final:CP_and_DP:multiclass", "shuffled:CP_and_DP:multiclass"],
+                               comparisons=["final:CP_and_DP", "shuffled:CP_and_DP"])
     table = pd.read_csv(tsv, sep="\t")
     for name, sub in table.groupby("model"):
         ctx.log(f"{name}: median pearson {sub.pearson.median():.2f}, ccc {sub.ccc.median():.2f} "
