@@ -374,3 +374,55 @@ def test_cli__tiles_export_and_genome_ism(genome, client2, tmp_path, capsys):
     assert main(["tiles", str(path), "-o", store, "--group", "bad", "--window", "100", "--region", "chr2:500-600",
                  *model]) == 2
     assert "lies outside contig 'chr2'" in capsys.readouterr().err
+
+
+def test_track_html__renders_in_headless_chromium(tmp_path):
+    """The track HTML opens offline in a real browser: BokehJS inlined, the figure drawn, no console errors."""
+    import os
+    import shutil
+    import time
+
+    import pandas as pd
+    import xarray as xr
+
+    from interpretome.viz.tracks_long import track_html
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("chromium and chromedriver are not installed (.ci/run installs them with apt-get)")
+    from selenium.webdriver.chrome.service import Service
+
+    n = 5000
+    geom = TrackGeometry(100, 50)
+    nb = geom.n_bins(n)
+    track = xr.Dataset({"track_prediction": (("contig", "bin", "target"), np.sin(np.arange(nb) / 7.0)[None, :, None])},
+                       coords={"contig": ["c"], "contig_name": ("contig", ["c"]), "contig_index": ("contig", [0]),
+                               "region_start": ("contig", [0]), "region_end": ("contig", [n]), "target": ["t"]},
+                       attrs=geom.to_attrs())
+    genes = pd.DataFrame({"contig": ["c", "c"], "tss": [1200, 3999], "strand": ["+", "-"], "name": ["GA", "GB"]})
+    page = track_html(track, "c", tmp_path / "t.html", genes=genes)
+    assert "cdn.bokeh.org" not in page.read_text()
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must not download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(page.resolve().as_uri())
+        t0, ready = time.monotonic(), False
+        while time.monotonic() - t0 < 20 and not ready:
+            ready = driver.execute_script("return typeof Bokeh !== 'undefined' && Bokeh.documents.length > 0 && "
+                                          "document.querySelectorAll('div[data-root-id], .bk-Figure').length > 0")
+            time.sleep(0.2)
+        assert ready, "BokehJS did not render the track"
+        n_glyphs = driver.execute_script(
+            "return Bokeh.documents[0].roots()[0].renderers.length")
+        assert n_glyphs == 3  # the track line, the gene-start segments, the strand triangles
+        assert [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"] == []
+    finally:
+        driver.quit()
