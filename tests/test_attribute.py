@@ -290,3 +290,27 @@ def test_cli_attribute__store_summary_export(tmp_path):
 
     with pytest.raises(ValueError, match="label column 'missing_col' is not in"):
         run_attribute(tmp_path / "cells.h5ad", spec, tmp_path / "s2.zarr", by="missing_col", n_steps=4)
+
+
+def test_demo_step__known_markers_rank_top(tmp_path, client2):
+    from interpretome.jobs.attribution import step_attribution
+    from interpretome.jobs.demo import DemoContext
+    from interpretome.storage.store import open_group
+    from interpretome.tasks.summarize import class_tables
+
+    logs = []
+    ctx = DemoContext(out=tmp_path, store=tmp_path / "demo.zarr", client=client2, log=logs.append)
+    figs = step_attribution(ctx)
+    assert {p.name for p in figs} >= {"attributions_summary_classes.png", "attributions_summary_stacked.png",
+                                      "promoter_ig_promoter_00_logo.png"}
+    tables = class_tables(open_group(ctx.store, "attributions_summary").compute(), n=5)
+    assert {"CD79A", "MS4A1"} <= set(tables["CD19+ B"]["positive"]["feature"])
+    assert "NKG7" in set(tables["CD56+ NK"]["positive"]["feature"])
+    assert "CST3" in set(tables["Dendritic"]["positive"]["feature"])
+    assert any("have a known marker among their top-10 IG genes" in m for m in logs)
+    # the promoter logo: IG mass concentrates on the planted boxes
+    from interpretome.datasets import MOTIF_10_START, MOTIF_35_START
+
+    a = np.nansum(np.abs(open_group(ctx.store, "promoter_ig")["sequence_attribution"].values[0, :, :, 0]), axis=1)
+    boxes = np.r_[MOTIF_35_START:MOTIF_35_START + 6, MOTIF_10_START:MOTIF_10_START + 6]
+    assert a[boxes].mean() > 3 * np.median(a)
