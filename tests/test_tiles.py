@@ -14,7 +14,8 @@ import torch
 from interpretome.datasets import profile_cnn, random_dna, reference_cnn
 from interpretome.engine.models import ModelOutputError, ModelSpec
 from interpretome.storage.export import export_bedgraph, export_bigwig
-from interpretome.storage.genome import InputError, Region, TrackGeometry, parse_region, read_bed, read_genome
+from interpretome.storage.genome import (InputError, Region, TrackGeometry, parse_region, read_bed, read_genome,
+                                         track_bins)
 from interpretome.storage.readers import decode_bases, write_fasta
 from interpretome.storage.store import open_group, write_dataset
 from interpretome.tasks.tiles import pyramid_level, predict_tiles, track_pyramid
@@ -163,6 +164,9 @@ def test_predict_tiles__regions_match_slices(genome):
                         merge=False).compute()
     assert list(res["contig"].values) == ["chr1:201-700", "chr2:18-517"]
     assert list(res["region_start"].values) == [200, 17]
+    bins = track_bins(res, 0)  # genome coordinates of the first region's bins
+    assert bins["contig"] == "chr1" and bins["start"][0] == 200 and bins["end"][-1] == 700
+    np.testing.assert_array_equal(bins["centre"][:3], [250, 275, 300])
     want = _loop_scalar(seqs["chr1"][200:700], 100, 25, "+")
     np.testing.assert_allclose(res["track_prediction"].values[0, :len(want)], want, rtol=1e-5, atol=1e-6)
 

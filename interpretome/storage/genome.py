@@ -348,3 +348,19 @@ class TrackGeometry:
         s, e, _ = self.bin_intervals(length, lo, hi)
         hit = np.flatnonzero((s <= offset) & (offset < e))
         return int(lo + hit[0]) if hit.size else guess
+
+
+def track_bins(track: xr.Dataset, row: int, b0: int = 0, b1: int | None = None) -> dict[str, np.ndarray]:
+    """Return the genome coordinates of bins ``[b0, b1)`` of row ``row`` of a tiled track.
+
+    ``track`` holds the geometry attrs and the ``contig_name`` / ``region_start`` / ``region_end``
+    coordinates written by ``predict_tiles``. Returns ``{"contig", "start", "end", "centre"}``:
+    the contig name and int64 arrays, 0-based, end exclusive (``centre`` is where a scalar
+    model's window centre lies).
+    """
+    geom = TrackGeometry.from_attrs(track.attrs)
+    rstart = int(track["region_start"].values[row])
+    length = int(track["region_end"].values[row]) - rstart
+    s, e, c = geom.bin_intervals(length, b0, b1)
+    return {"contig": str(track["contig_name"].values[row]), "start": rstart + s, "end": rstart + e,
+            "centre": rstart + c}

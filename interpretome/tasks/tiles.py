@@ -188,7 +188,8 @@ def predict_tiles(
     Output: ``track_prediction`` (contig, bin, target) float32 and ``track_coverage`` (contig, bin)
     int32, one row per region (``contig`` = region label, with coordinates ``contig_name``,
     ``contig_index``, ``region_start``, ``region_end``), rows padded with NaN / 0 past their last
-    bin; the geometry in the attrs (``track_window`` ...). Nothing is computed. Raises
+    bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
+    indices into genome coordinates). Nothing is computed. Raises
     ``InputError`` for an unknown contig, a region outside its contig or a window longer than a
     region, ``ValueError`` for inconsistent tiling parameters — before any work.
     """
