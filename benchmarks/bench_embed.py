@@ -39,7 +39,7 @@ def blobs(n: int, d: int = 50, k: int = 10, seed: int = 0):
 
 # --- 1. UMAP ---------------------------------------------------------------------------------------
 
-def bench_umap(sizes) -> list[dict]:
+def bench_umap(sizes, subsample: bool = True) -> list[dict]:
     import dask
     import umap
     import xarray as xr
@@ -62,7 +62,7 @@ def bench_umap(sizes) -> list[dict]:
             ours = embed(ds, method="umap", seed=0, fit_size=None, item_chunk=10_000)["embedding_umap"].values
         t_ours = time.perf_counter() - t0
         t_sub = float("nan")
-        if i == 0:                                 # subsample mode on the smallest size only (time budget)
+        if i == 0 and subsample:                   # subsample mode on the smallest size only (time budget)
             t0 = time.perf_counter()
             with dask.config.set(scheduler="threads", num_workers=2):
                 embed(ds, method="umap", seed=0, fit_size=n // 2, item_chunk=10_000)["embedding_umap"].values
