@@ -28,6 +28,10 @@ GLASBEY = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#e6550d", "#31a354", "#756bb1", "#636363", "#9c9ede", "#cedb9c", "#e7cb94", "#e7969c"]
 
 
+CHUNK = 64_000_000
+"""Points aggregated at once (their x and y as float32/float64 copies: 0.5-1 GB); more are done in chunks."""
+
+
 def color_key(categories) -> dict[str, str]:
     """Return a stable category -> hex colour mapping (cycled past 24 categories)."""
     return {str(c): GLASBEY[i % len(GLASBEY)] for i, c in enumerate(categories)}
@@ -68,7 +72,7 @@ def _ranges(c, chunk: int, first=None):
 
 
 def aggregate(coords, *, labels=None, categories=None, values=None, width: int = 800, height: int = 800,
-              x_range=None, y_range=None, chunk: int = 20_000_000):
+              x_range=None, y_range=None, chunk: int = CHUNK):
     """Return the datashader aggregate of the points, summed chunk by chunk, and the categories.
 
     ``labels`` (n,) gives a ``count_cat`` aggregate (y, x, category); ``values`` (n,) a
@@ -132,7 +136,7 @@ def _legend_image(img, key: dict[str, str], title: str | None):
 
 def datashader_png(coords, out, *, labels=None, values=None, categories=None, width: int = 800,
                    height: int = 800, spread: int = 0, how: str = "eq_hist", cmap=None, legend: bool = True,
-                   title: str | None = None, background: str = "white", chunk: int = 20_000_000) -> Path:
+                   title: str | None = None, background: str = "white", chunk: int = CHUNK) -> Path:
     """Render the points with datashader to a PNG at ``out`` and return its path.
 
     Colour by count (default), by ``labels`` (categorical, legend at the right) or by the mean of
@@ -233,7 +237,7 @@ def scatter_html(coords, out, *, labels=None, hover=None, title: str = "embeddin
         import datashader as ds
         from holoviews.operation.datashader import datashade, rasterize
 
-        x_range, y_range = _ranges(c, 20_000_000)
+        x_range, y_range = _ranges(c, CHUNK)
         data = {"x": np.asarray(c[:, 0]), "y": np.asarray(c[:, 1])}
         if labels is not None:
             data["label"] = pd.Categorical(np.asarray(_raw(labels)).astype(str))
