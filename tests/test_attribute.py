@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 
 from interpretome.engine.models import ModelSpec, get_runtime
 from interpretome.storage.anndata_io import features_to_dataset, read_h5ad, read_images
