@@ -48,6 +48,9 @@ class TorchThreads(_WorkerPlugin):
             torch.set_num_threads(self.threads)
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
+        from .gradients import tune_malloc
+
+        tune_malloc()  # undo the nanny's fixed MALLOC_TRIM_THRESHOLD_ (page faults on every batch)
 
     def teardown(self, worker=None) -> None:
         """Nothing to undo."""
