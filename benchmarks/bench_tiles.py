@@ -5,8 +5,12 @@
    windows every 1,000 bp, forward strand, ``predict_tiles`` written to a zarr store on a 2-worker
    LocalCluster (1 thread each), against the model's pure batched forward limit measured on the
    same workers at the same time of day (pre-encoded one-hot batches of the same size, every
-   worker running forwards at once). Ratio = tiling windows/s / forward-limit windows/s. Peak RSS
-   per worker is the workers' ``ru_maxrss`` after the run.
+   worker running forwards at once). Ratio = tiling windows/s / forward-limit windows/s; the same
+   ratio per CPU-second of the workers, which a shared machine's load distorts less; and the task
+   path alone in one process, interleaved with bare forwards. Peak RSS per worker is the workers'
+   ``ru_maxrss`` after the run. Both the tiling tasks and the forward-limit runs call
+   ``engine.gradients.tune_malloc``: dask starts workers with a fixed malloc trim threshold, which
+   makes every batch's activations mmapped and unmapped again and halves the forward rate.
 2. **Rendering** a 100 M-position track (``bin_size=1``, one value per base) 1,200 px wide: from
    the stored min/max pyramid (``viz.tracks_long.track_points`` + ``shade_points``: opens the
    store, reads one pyramid level, draws it) against datashader ``Canvas.line`` over the
@@ -37,7 +41,10 @@ def _forward_worker(window, batch, seconds):
 
     from interpretome.datasets import random_dna, reference_cnn
 
+    from interpretome.engine.gradients import tune_malloc
+
     torch.set_num_threads(1)
+    tune_malloc()  # as the tiling tasks do: without it dask workers' malloc settings halve the forward rate
     m = reference_cnn(seed=0).eval()
     x = torch.from_numpy(np.eye(5, 4, dtype=np.float32)[random_dna(batch, window)].transpose(0, 2, 1).copy())
     with torch.inference_mode():

@@ -30,6 +30,7 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
 from ..engine.blocks import merge_result
+from ..engine.gradients import tune_malloc
 from ..engine.models import ModelSpec, get_runtime, load_spec
 from ..storage.readers import InputError, encode_bases
 from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, register, validate
@@ -123,6 +124,7 @@ def _groups(gp: np.ndarray, step: int):
 def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, spec,
                  windows, inserts, mode, replicates, seed) -> np.ndarray:
     """Return ``(1, P, T, 1 + 2 W)`` float32: reference, then delta means, then delta stds per window."""
+    tune_malloc()  # see tiles._tile_block
     rt = get_runtime(spec)
     codes = join_span(blocks, c0, p0, p1)
     n_t, n_w = len(spec.target_names), len(windows)
@@ -222,6 +224,7 @@ def genome_sweep(
 
 def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, spec) -> np.ndarray:
     """Return ``(1, P, T, 5)`` float32: the reference, then the delta for bases A, C, G, T."""
+    tune_malloc()  # see tiles._tile_block
     rt = get_runtime(spec)
     codes = join_span(blocks, c0, p0, p1)
     n_t = len(spec.target_names)
