@@ -170,4 +170,5 @@ def plot_sequence_logo(ds: xr.Dataset, sequence, *, target=None, start: int | No
     ax2.axhline(0, color="0.6", lw=0.5)
     ax2.set_ylabel("per base")
     ax2.set_xlabel("position")
+    ax2.set_xlim(pos[0] - 0.5, pos[-1] + 0.5)
     return fig
