@@ -101,7 +101,9 @@ def header(info: dict, command: str, when: _dt.datetime | None = None) -> str:
 
 
 def _issue_number(text: str) -> int:
-    m = re.search(r"^#+\s*Issue\s+(\d+)", text, re.M | re.I)
+    """Return the issue number named in a section's first heading ("## Issue 6 — ...", "... (issue 3)")."""
+    heading = next((line for line in text.splitlines() if line.startswith("#")), "")
+    m = re.search(r"\bissue\s+(\d+)", heading, re.I)
     return int(m.group(1)) if m else 10**6
 
 
