@@ -57,6 +57,12 @@ def test_kinds__attribute_calls_run_attribute(tmp_path):
         kinds.run_attribute_step(input="x.h5ad", model=spec, store="s.zarr", group="a", method="fastshap",
                                  fastshap_train=50, fastshap_epochs=2)
     assert run.call_args.kwargs["fastshap_options"] == {"n_train": 50, "epochs": 2}
+    with mock.patch("interpretome.jobs.attribution.run_attribute", autospec=True), \
+            mock.patch("interpretome.storage.store.open_group", autospec=True, return_value="summary") as opened, \
+            mock.patch("interpretome.storage.attribution_export.export_attributions", autospec=True) as export:
+        kinds.run_attribute_step(input="x.h5ad", model=spec, store="s.zarr", group="attr", export="t.tsv",
+                                 log=lambda msg: None)
+    assert opened.call_args.args == ("s.zarr", "attr_summary") and export.call_args.args == ("summary", "t.tsv")
     assert not JOB_KINDS["attribute"].is_lazy({"method": "fastshap"}) and JOB_KINDS["attribute"].is_lazy({"method": "ig"})
 
 

@@ -128,9 +128,10 @@ if _have("interpretome.jobs.genome"):
 def run_attribute_step(*, input, model, store, group, method="integrated_gradients", target="predicted",
                        baseline="zero", n_steps=50, ig_method="gausslegendre", internal_batch_size=None,
                        background=100, seed=0, nsamples=200, local_smoothing=0.0, layer=None, layer_in_file=None,
-                       by=None, sample_chunk=256, fastshap_train=2000, fastshap_epochs=60, client=None,
+                       by=None, sample_chunk=256, fastshap_train=2000, fastshap_epochs=60, export=None, client=None,
                        overwrite=False, log=print):
-    """Job adapter of ``jobs.attribution.run_attribute`` (a baseline .npy file is loaded as its CLI does)."""
+    """Job adapter of ``jobs.attribution.run_attribute`` (a baseline .npy file is loaded as its CLI does;
+    ``export`` writes the summary table, as ``--export`` does)."""
     import numpy as np
 
     from .attribution import run_attribute
@@ -138,11 +139,17 @@ def run_attribute_step(*, input, model, store, group, method="integrated_gradien
     if baseline not in ("zero", "mean"):
         baseline = np.load(baseline, allow_pickle=False)
     fs = dict(n_train=fastshap_train, epochs=fastshap_epochs) if method == "fastshap" else None
-    return run_attribute(input, model, store, group=group, method=method, target=target, baseline=baseline,
-                         n_steps=n_steps, ig_method=ig_method, internal_batch_size=internal_batch_size,
-                         background=background, seed=seed, nsamples=nsamples, local_smoothing=local_smoothing,
-                         layer=layer, obs_layer=layer_in_file, sample_chunk=sample_chunk, by=by,
-                         fastshap_options=fs, client=client, overwrite=overwrite, log=log)
+    reports = run_attribute(input, model, store, group=group, method=method, target=target, baseline=baseline,
+                            n_steps=n_steps, ig_method=ig_method, internal_batch_size=internal_batch_size,
+                            background=background, seed=seed, nsamples=nsamples, local_smoothing=local_smoothing,
+                            layer=layer, obs_layer=layer_in_file, sample_chunk=sample_chunk, by=by,
+                            fastshap_options=fs, client=client, overwrite=overwrite, log=log)
+    if export:
+        from ..storage.attribution_export import export_attributions
+        from ..storage.store import open_group
+
+        log(f"wrote {export_attributions(open_group(store, f'{group}_summary'), export)}")
+    return reports
 
 
 if _have("interpretome.jobs.attribution"):
@@ -167,6 +174,7 @@ if _have("interpretome.jobs.attribution"):
             Param("by", "str", None, doc="obs column to summarise by (e.g. bulk_labels)"),
             Param("sample_chunk", "int", 256, doc="samples per task"),
             Param("fastshap_train", "int", 2000), Param("fastshap_epochs", "int", 60),
+            Param("export", "str", None, output=True, doc="write the summary table (.tsv/.csv/.parquet)"),
         )))
 
 
