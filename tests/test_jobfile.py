@@ -283,6 +283,7 @@ queue = "gpu"
 walltime = "01:30:00"
 account = "proj42"
 job_extra_directives = ["{extra}"]
+scheduler_options = {{ dashboard_address = "127.0.0.1:0" }}
 """
 
 
