@@ -87,7 +87,7 @@ _MIME_BY_SUFFIX = {".css": "text/css", ".js": "text/javascript", ".png": "image/
                    ".svg": "image/svg+xml", ".woff2": "font/woff2", ".woff": "font/woff", ".json": "application/json"}
 
 
-def _inline_resources(page: str) -> str:
+def inline_resources(page: str) -> str:
     """Return ``page`` (a bokeh / holoviews / panel HTML file) with its network and relative
     resources replaced by the copies shipped with the installed packages, so it renders offline.
 
@@ -141,7 +141,7 @@ def figure_html(path: str | Path) -> str:
         return (f'<figure class="figure"><img class="figure-img" alt="{_esc(path.stem)}" '
                 f'src="data:{_MIME[suffix]};base64,{data}">{cap}</figure>')
     if suffix in (".html", ".htm"):
-        page = _inline_resources(path.read_text(encoding="utf-8"))
+        page = inline_resources(path.read_text(encoding="utf-8"))
         fit = ("try{var h=this.contentDocument.documentElement.scrollHeight;"
                "if(h>60)this.style.height=Math.min(h+20,1400)+'px'}catch(e){}")
         return (f'<figure class="figure"><iframe class="figure-html" title="{_esc(path.stem)}" '

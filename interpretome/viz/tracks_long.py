@@ -201,5 +201,8 @@ def track_html(track: xr.Dataset, contig, path: str | Path, *, genes: pd.DataFra
                                                                  ("start", "@tss{0,0}")]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(file_html(fig, INLINE, f"interpretome track {name}"))
+    from .report import inline_resources
+
+    # inline also what other imported extensions (panel, once holoviews is loaded) add as relative URLs
+    path.write_text(inline_resources(file_html(fig, INLINE, f"interpretome track {name}")))
     return path
