@@ -27,7 +27,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 

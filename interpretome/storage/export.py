@@ -41,7 +41,8 @@ def _track_rows(ds: xr.Dataset):
     return geom, names, starts, ends, order
 
 
-def _target_index(ds: xr.Dataset, target) -> int:
+def target_index(ds: xr.Dataset, target) -> int:
+    """Return the index along ``target`` of ``target`` (None: 0; an int; or a name); ``ExportError`` if absent."""
     if target is None:
         return 0
     if isinstance(target, (int, np.integer)):
@@ -71,7 +72,7 @@ def export_bedgraph(ds: xr.Dataset, path: str | os.PathLike, *, target=None, pie
     import gzip
 
     geom, names, starts, ends, order = _track_rows(ds)
-    t = _target_index(ds, target)
+    t = target_index(ds, target)
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt") as fh:
@@ -101,7 +102,7 @@ def export_bigwig(ds: xr.Dataset, path: str | os.PathLike, chrom_sizes: dict[str
     missing = sorted({n for n in names if n not in chrom_sizes})
     if missing:
         raise ExportError(f"chrom_sizes lacks {missing}: pass the lengths of every contig of the track")
-    t = _target_index(ds, target)
+    t = target_index(ds, target)
     path = Path(path)
     bw = pyBigWig.open(str(path), "w")
     try:

@@ -32,9 +32,9 @@ from dask.highlevelgraph import HighLevelGraph
 from ..engine.blocks import merge_result
 from ..engine.gradients import tune_malloc
 from ..engine.models import ModelSpec, get_runtime, load_spec
-from ..storage.readers import InputError, encode_bases
+from ..storage.readers import InputError
 from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, register, validate
-from .perturb import DEFAULT_WINDOWS, MODES, window_edits
+from .perturb import resolve_windows, window_edits
 from .tiles import _apply, _token, genome_input, join_span, region_coords, span_keys
 
 register("genome_sweep_delta_mean", (CONTIG, WINDOW, POSITION, TARGET), "f",
@@ -179,27 +179,7 @@ def genome_sweep(
     coordinates as in ``predict_tiles``); ``position`` = offset of the span start from the region
     start, every ``stride``. Nothing is computed.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r} is not one of {MODES}")
-    if mode in ("insert", "mask") and int(replicates) != 1:
-        raise ValueError(f"mode {mode!r} is deterministic: replicates must be 1, got {replicates}")
-    if int(replicates) < 1:
-        raise ValueError(f"replicates must be >= 1, got {replicates}")
-    insert_codes = None
-    if mode == "insert":
-        if not inserts or windows is not None:
-            raise ValueError("mode 'insert' needs inserts=[k-mers] (and takes the window lengths from them, no windows=)")
-        labels = [str(s).upper() for s in inserts]
-        insert_codes = [encode_bases(s, "inserts") for s in labels]
-        windows = [len(s) for s in labels]
-    else:
-        if inserts:
-            raise ValueError(f"inserts= is only used by mode='insert', not mode={mode!r}")
-        windows = list(DEFAULT_WINDOWS if windows is None else windows)
-        labels = windows
-    if not windows or any(int(k) != k or int(k) < 1 for k in windows):
-        raise ValueError(f"windows must be positive integers, got {windows}")
-    windows = [int(k) for k in windows]
+    windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
         ds, model, regions, input_length, max(windows), context_step, position_chunk, stride)
     n_t, n_w = len(spec.target_names), len(windows)

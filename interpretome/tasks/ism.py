@@ -13,7 +13,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..engine.blocks import chunk_size, index_array, merge_result
+from ..engine.blocks import chunk_size, merge_result
 from ..engine.models import ModelSpec, get_runtime, load_spec
 from ..storage.schema import BASE, BASES, POSITION, SEQUENCE, TARGET, register, validate
 from .perturb import _check_sequences, reference_predictions

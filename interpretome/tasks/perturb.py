@@ -62,6 +62,39 @@ def window_edits(mode: str, ref: np.ndarray, starts: np.ndarray, k: int, replica
     raise ValueError(f"mode {mode!r} is not one of {MODES}")
 
 
+def resolve_windows(mode: str, windows, inserts, replicates: int):
+    """Return ``(window lengths, window labels, insert codes or None)`` after checking the sweep options.
+
+    ``insert`` mode takes its windows from ``inserts`` (labels are the k-mers); other modes take
+    ``windows`` (default 1, 3, ..., 15; labels are the lengths). Raises ``ValueError`` naming the
+    bad option and the fix. Shared by the short-sequence and the genome sweeps.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    if int(replicates) < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
+    if mode in ("insert", "mask") and int(replicates) != 1:
+        raise ValueError(f"mode {mode!r} is deterministic: replicates must be 1, got {replicates} "
+                         f"(use mode='random' or 'shuffle' for replicated draws)")
+    insert_codes = None
+    if mode == "insert":
+        if not inserts:
+            raise ValueError("mode 'insert' needs inserts=[k-mers], e.g. inserts=['TATAAT', 'TTGACA']")
+        if windows is not None:
+            raise ValueError("mode 'insert' takes its window lengths from inserts=; drop windows=")
+        labels = [str(s).upper() for s in inserts]
+        insert_codes = [encode_bases(s, "inserts") for s in labels]
+        windows = [len(s) for s in labels]
+    else:
+        if inserts:
+            raise ValueError(f"inserts= is only used by mode='insert', not mode={mode!r}")
+        windows = list(DEFAULT_WINDOWS if windows is None else windows)
+        labels = windows
+    if not windows or any(int(k) != k or int(k) < 1 for k in windows):
+        raise ValueError(f"windows must be positive integers, got {windows}")
+    return [int(k) for k in windows], labels, insert_codes
+
+
 def _sweep_block(codes, lengths, seq_ids, positions, *, spec: ModelSpec, windows, inserts, mode,
                  replicates, seed, keep) -> np.ndarray:
     """Return ``(S, W, P, T, Q)`` float32: Q = [delta mean, delta std, replicate predictions...]."""
@@ -139,34 +172,10 @@ def perturbation_sweep(
     Nothing is computed.
     """
     spec = load_spec(model)
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r} is not one of {MODES}")
     stride, replicates, seed = int(stride), int(replicates), int(seed)
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    if replicates < 1:
-        raise ValueError(f"replicates must be >= 1, got {replicates}")
-    if mode in ("insert", "mask") and replicates != 1:
-        raise ValueError(f"mode {mode!r} is deterministic: replicates must be 1, got {replicates} "
-                         f"(use mode='random' or 'shuffle' for replicated draws)")
-    insert_codes = None
-    if mode == "insert":
-        if not inserts:
-            raise ValueError("mode 'insert' needs inserts=[k-mers], e.g. inserts=['TATAAT', 'TTGACA']")
-        if windows is not None:
-            raise ValueError("mode 'insert' takes its window lengths from inserts=; drop windows=")
-        inserts = [str(s).upper() for s in inserts]
-        insert_codes = [encode_bases(s, "inserts") for s in inserts]
-        windows = [len(s) for s in inserts]
-        labels = inserts
-    else:
-        if inserts:
-            raise ValueError(f"inserts= is only used by mode='insert', not mode={mode!r}")
-        windows = list(DEFAULT_WINDOWS if windows is None else windows)
-        labels = windows
-    if not windows or any(int(k) != k or int(k) < 1 for k in windows):
-        raise ValueError(f"windows must be positive integers, got {windows}")
-    windows = [int(k) for k in windows]
+    windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
     codes, lengths, known = _check_sequences(ds)
     lmax = codes.shape[1]
     if known is not None:
@@ -203,7 +212,3 @@ def perturbation_sweep(
     validate(new)
     return merge_result(ds, new, merge)
 
-
-def sweep_params(**kw) -> dict:
-    """Return the JSON parameters identifying a sweep (used for store fingerprints)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}

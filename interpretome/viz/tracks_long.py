@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..storage.export import target_index
 from ..storage.genome import TrackGeometry
 
 PYRAMID_BIN = "pyramid_bin"
@@ -39,17 +40,6 @@ def row_index(ds: xr.Dataset, contig) -> int:
     raise ValueError(f"the track has no contig or region {contig!r}; it has {labels[:10]}")
 
 
-def _target(ds: xr.Dataset, target) -> int:
-    if target is None:
-        return 0
-    if isinstance(target, (int, np.integer)):
-        return int(target)
-    names = [str(t) for t in ds["target"].values]
-    if str(target) not in names:
-        raise ValueError(f"target {target!r} is not in the track (targets: {names})")
-    return names.index(str(target))
-
-
 def track_points(track: xr.Dataset, contig=None, *, start=None, end=None, target=None, width: int = 1200,
                  pyramid: xr.Dataset | None = None, oversample: int = 2) -> tuple[pd.DataFrame, int]:
     """Return ``(points, level)``: the x (genome position), y values to draw and the level read.
@@ -59,7 +49,7 @@ def track_points(track: xr.Dataset, contig=None, *, start=None, end=None, target
     the group's centre. ``start``/``end`` are genome coordinates (0-based) of the view.
     """
     geom = TrackGeometry.from_attrs(track.attrs)
-    i, t = row_index(track, contig), _target(track, target)
+    i, t = row_index(track, contig), target_index(track, target)
     rstart, rend = int(track["region_start"].values[i]), int(track["region_end"].values[i])
     length = rend - rstart
     n = geom.n_bins(length)
@@ -147,7 +137,7 @@ def plot_track(track: xr.Dataset, contig=None, *, genes: pd.DataFrame | None = N
             if len(sel) <= 40:
                 ax.text(g["tss"], yr[1], f" {g['name']}", color="red", fontsize=6, rotation=90, va="bottom",
                         ha="center", clip_on=False)
-    tname = str(track["target"].values[_target(track, target)])
+    tname = str(track["target"].values[target_index(track, target)])
     res = "full resolution" if level == 0 else f"pyramid level {level}"
     ax.set_xlim(lo, hi)
     ax.set_ylim(*yr)
@@ -177,7 +167,7 @@ def track_html(track: xr.Dataset, contig, path: str | Path, *, genes: pd.DataFra
     hi = rend if end is None else min(rend, int(end))
     points, level = track_points(track, i, start=lo, end=hi, target=target, width=max(1, max_points // 2),
                                  pyramid=pyramid, oversample=1)
-    tname = str(track["target"].values[_target(track, target)])
+    tname = str(track["target"].values[target_index(track, target)])
     title = f"{tname} along {name}:{lo + 1:,}-{hi:,}" + ("" if level == 0 else f" (pyramid level {level})")
     fig = figure(width=1100, height=320, title=title, x_axis_label=f"{name} position (bp)", y_axis_label=tname,
                  x_range=(lo, hi), tools="xpan,xwheel_zoom,box_zoom,reset,save", active_scroll="xwheel_zoom")
