@@ -4,7 +4,8 @@ Reference model: Conv1d(4,64,15,pad 7)+ReLU, Conv1d(64,64,9,pad 4)+ReLU, global 
 Linear(64,1); 16 sequences of 1,000 bp; stride 1; k in {5, 10, 20}.
 
 Measured, all in edits (perturbed sequences evaluated) per second:
-* the forward limit: pure batched forward passes, whole machine (2 processes x 1 thread, batch 16);
+* the forward limit: pure batched forward passes, whole machine (2 processes x 1 thread, batch 16),
+  measured on the same interpretome workers (``connect()``: 1 torch thread, glibc malloc tuned);
 * captum ``Occlusion`` (the window replaced by zeros = our ``mask`` mode), perturbations_per_eval
   64 and 256, one process with all threads;
 * tangermeme ``saturation_mutagenesis`` fast=False and fast=True, one process with all threads;
@@ -118,16 +119,15 @@ def ours(client, codes, what, **kw):
 def run(quick: bool = False) -> str:
     """Run every measurement and return the markdown section for RESULTS.md."""
     import torch
-    from distributed import Client, LocalCluster
+
+    from interpretome.engine.cluster import connect
 
     n, length = (4, 500) if quick else (N_SEQ, LENGTH)
     codes = _data(n, length)
     rows = []
     clusters = {}
-    for w in (1, 2):
-        clusters[w] = Client(LocalCluster(n_workers=w, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                          dashboard_address=None, env={"OMP_NUM_THREADS": "1"}))
-        clusters[w].run(lambda: __import__("torch").set_num_threads(1))
+    for w in (1, 2):  # interpretome's own cluster: 1 thread per worker, glibc malloc tuned (both sides alike)
+        clusters[w] = connect(w, log=None)
     fwd = forward_limit(clusters[2], length, seconds=2.0 if quick else 5.0)
     fwd1 = forward_limit(clusters[1], length, seconds=2.0 if quick else 5.0)
     rows.append(("forward limit, 2 processes x 1 thread, batch 16", fwd, "1.00"))
