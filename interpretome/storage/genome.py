@@ -29,18 +29,15 @@ track group's attrs, so exporters and renderers need no model):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.highlevelgraph import HighLevelGraph
 
-from .readers import InputError, _chunks, _read_block, fasta_records, validate_fasta
+from .readers import InputError, fasta_code_array
 from .schema import POSITION, SEQUENCE
 
 
@@ -167,24 +164,8 @@ def read_genome(path: str | os.PathLike, *, position_chunk: int = 1 << 20, valid
     (no ``position`` index coordinate, see the module doc). Attrs: ``source`` (the path).
     ``validate`` scans the file once for bad characters before any work starts.
     """
-    path = Path(path)
-    records = fasta_records(path)
-    if validate:
-        validate_fasta(path)
-    names = tuple(records)
-    lengths = np.array([records[n] for n in names], np.int64)
-    lmax = int(lengths.max())
-    pchunks = _chunks(lmax, min(int(position_chunk), lmax))
-    token = hashlib.sha256(f"{path.resolve()}:{path.stat().st_mtime_ns}:{pchunks}".encode()).hexdigest()[:16]
-    name = f"read-genome-{token}"
-    dsk = {}
-    for i, (n, length) in enumerate(zip(names, lengths)):
-        p0 = 0
-        for j, pc in enumerate(pchunks):
-            dsk[(name, i, j)] = (_read_block, str(path), (n,), (int(length),), p0, p0 + pc)
-            p0 += pc
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    codes = da.Array(graph, name, chunks=((1,) * len(names), pchunks), dtype=np.uint8)
+    names, lengths, codes = fasta_code_array(path, sequence_chunk=1, position_chunk=position_chunk,
+                                             validate=validate)
     return xr.Dataset(
         {"sequence_code": ((SEQUENCE, POSITION), codes), "sequence_length": ((SEQUENCE,), lengths)},
         coords={SEQUENCE: list(names)}, attrs={"source": str(path)},

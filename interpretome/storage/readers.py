@@ -162,6 +162,38 @@ def _chunks(total: int, size: int) -> tuple[int, ...]:
     return tuple(min(size, total - s) for s in range(0, total, size)) or (0,)
 
 
+def fasta_code_array(path: str | os.PathLike, *, sequence_chunk: int, position_chunk: int,
+                     validate: bool = True) -> tuple[tuple[str, ...], np.ndarray, da.Array]:
+    """Return ``(record names, lengths (sequence,) int64, codes (sequence, position) uint8 dask)``.
+
+    Each chunk of ``codes`` is read from the file through its index by its own task (the graph
+    carries the path and coordinates only); rows are padded with N (4) past their length.
+    ``validate`` scans the file once for bad characters before any work starts.
+    """
+    path = Path(path)
+    records = fasta_records(path)
+    if validate:
+        validate_fasta(path)
+    names = tuple(records)
+    lengths = np.array([records[n] for n in names], np.int64)
+    lmax = int(lengths.max())
+    schunks = _chunks(len(names), sequence_chunk)
+    pchunks = _chunks(lmax, min(int(position_chunk), lmax))
+    token = hashlib.sha256(f"{path.resolve()}:{path.stat().st_mtime_ns}:{schunks}:{pchunks}".encode()).hexdigest()[:16]
+    name = f"read-fasta-{token}"
+    dsk = {}
+    s0 = 0
+    for i, sc in enumerate(schunks):
+        p0 = 0
+        for j, pc in enumerate(pchunks):
+            dsk[(name, i, j)] = (_read_block, str(path), names[s0:s0 + sc],
+                                 tuple(int(x) for x in lengths[s0:s0 + sc]), p0, p0 + pc)
+            p0 += pc
+        s0 += sc
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    return names, lengths, da.Array(graph, name, chunks=(schunks, pchunks), dtype=np.uint8)
+
+
 def read_fasta(
     path: str | os.PathLike,
     *,
@@ -176,28 +208,9 @@ def read_fasta(
     Coordinates: ``sequence`` = record names, ``position`` = 0-based offsets. ``validate`` scans the
     file once for bad characters so a bad base fails before any work starts.
     """
-    path = Path(path)
-    records = fasta_records(path)
-    if validate:
-        validate_fasta(path)
-    names = tuple(records)
-    lengths = np.array([records[n] for n in names], np.int64)
-    lmax = int(lengths.max())
-    schunks = _chunks(len(names), sequence_chunk)
-    pchunks = _chunks(lmax, min(position_chunk, lmax))
-    token = hashlib.sha256(f"{path.resolve()}:{path.stat().st_mtime_ns}:{schunks}:{pchunks}".encode()).hexdigest()[:16]
-    name = f"read-fasta-{token}"
-    dsk = {}
-    s0 = 0
-    for i, sc in enumerate(schunks):
-        p0 = 0
-        for j, pc in enumerate(pchunks):
-            dsk[(name, i, j)] = (_read_block, str(path), names[s0:s0 + sc],
-                                 tuple(int(x) for x in lengths[s0:s0 + sc]), p0, p0 + pc)
-            p0 += pc
-        s0 += sc
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    codes = da.Array(graph, name, chunks=(schunks, pchunks), dtype=np.uint8)
+    names, lengths, codes = fasta_code_array(path, sequence_chunk=sequence_chunk, position_chunk=position_chunk,
+                                             validate=validate)
+    lmax = codes.shape[1]
     ds = xr.Dataset(
         {"sequence_code": ((SEQUENCE, POSITION), codes), "sequence_length": ((SEQUENCE,), lengths)},
         coords={SEQUENCE: list(names), POSITION: np.arange(lmax)},
