@@ -1,6 +1,8 @@
 """One writer per store: a lock file holding the writer's pid, host and start time.
 
-``store_lock(path)`` creates ``<store>/.interpretome-lock`` exclusively (``O_CREAT | O_EXCL``) and
+``store_lock(path)`` creates ``<store>.lock`` beside the store (inside it, as
+``<store>/.interpretome-lock``, when the store's folder is read-only for this user — so that zarr
+never meets a file it does not know) exclusively (``O_CREAT | O_EXCL``) and
 keeps its modification time fresh from a heartbeat thread while the write runs. A second writer
 finds the file and refuses with a message naming the holder. A lock is stale — removed, with a
 line saying so — when its process is gone from this host, or when its heartbeat is older than
@@ -21,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-LOCK_NAME = ".interpretome-lock"
+LOCK_SUFFIX = ".lock"
+INNER_LOCK_NAME = ".interpretome-lock"
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0
 
@@ -31,8 +34,12 @@ class StoreLockedError(RuntimeError):
 
 
 def lock_path(path: str | os.PathLike) -> Path:
-    """Return the lock file of the store at ``path``."""
-    return Path(path) / LOCK_NAME
+    """Return the lock file of the store at ``path`` (beside it, or inside a store whose folder is read-only)."""
+    path = Path(path).absolute()
+    parent = path.parent
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK) and path.is_dir():
+        return path / INNER_LOCK_NAME
+    return path.with_name(path.name + LOCK_SUFFIX)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,13 +1,15 @@
 """Chunk manifests: which chunks of a group are written, and the checksum of each chunk's bytes.
 
-Layout inside a group::
+Layout inside a group — itself a small zarr hierarchy, so zarr and xarray read the store
+without warnings and ``xr.open_datatree`` shows the records::
 
-    <group>/.interpretome/done/<variable>/<i.j.k>   one file per written chunk of a lazy variable,
-                                                    JSON {"size": bytes, "sha256": hex} of the
-                                                    chunk file as stored (created after the data)
-    <group>/.interpretome/static.json               the same records for the arrays written when
-                                                    the group was initialised (coordinates, numpy
-                                                    variables): {variable: {chunk key: record}}
+    <group>/.interpretome/                zarr group; attrs "static": the records of the arrays
+                                          written when the group was initialised (coordinates,
+                                          numpy variables): {variable: {chunk key: record}}
+    <group>/.interpretome/done/<variable> zarr array (one element per chunk of the variable,
+                                          dtype S96, uncompressed, one file per element): element
+                                          ``i.j.k`` is ``b"<size>:<sha256>"`` of the stored chunk
+                                          file, written (atomically) after the chunk's data
 
 A chunk counts as written only when its manifest record exists *and* its stored file has the
 recorded size (the quick check of ``info`` and ``open_group``) and, for a full check
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 META_DIR = ".interpretome"
+RECORD_BYTES = 96
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,27 @@ def done_dir(path: Path, group: str, var: str) -> Path:
     return Path(path) / group / META_DIR / "done" / var
 
 
-def static_file(path: Path, group: str) -> Path:
-    """Return the file holding the records of the arrays written at initialisation."""
-    return Path(path) / group / META_DIR / "static.json"
+def _write_json(file: Path, obj: dict) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file, "w") as fh:
+        json.dump(obj, fh)
+
+
+def init_records(path: Path, group: str, lazy: dict[str, tuple[tuple[str, ...], tuple[int, ...]]]) -> None:
+    """Create the group's record hierarchy: ``lazy`` maps a variable to (dims, chunk grid)."""
+    meta = Path(path) / group / META_DIR
+    _write_json(meta / ".zgroup", {"zarr_format": 2})
+    _write_json(meta / "done" / ".zgroup", {"zarr_format": 2})
+    for var, (dims, grid) in lazy.items():
+        adir = meta / "done" / var
+        _write_json(adir / ".zarray", {
+            "zarr_format": 2, "shape": list(grid) or [1], "chunks": [1] * max(len(grid), 1),
+            "dtype": f"|S{RECORD_BYTES}", "compressor": None, "fill_value": "", "order": "C",
+            "filters": None, "dimension_separator": "."})
+        _write_json(adir / ".zattrs", {
+            "_ARRAY_DIMENSIONS": [f"chunk_{d}" for d in dims] or ["chunk"],
+            "description": f"written-chunk records of {var}: b'<bytes>:<sha256>' of each stored chunk "
+                           f"file, empty where the chunk is not written yet"})
 
 
 def chunk_key(index: tuple[int, ...]) -> str:
@@ -109,26 +130,33 @@ def file_record(path: Path) -> dict:
 
 
 def write_marker(marker: Path, record: dict) -> None:
-    """Create a chunk's manifest file atomically (a temporary file renamed into place)."""
+    """Write a chunk's record (``{"size", "sha256"}``) atomically: a temporary file renamed into place."""
     tmp = f"{marker}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh)
+    with open(tmp, "wb") as fh:
+        fh.write(f"{record['size']}:{record['sha256']}".encode().ljust(RECORD_BYTES, b"\0"))
     os.replace(tmp, marker)
 
 
 def read_marker(marker: Path) -> dict | None:
-    """Return a manifest record, ``{}`` for a legacy empty file, None when absent or unreadable."""
+    """Return a chunk's record, ``{}`` for a legacy empty file, None when absent or unreadable."""
     try:
-        text = Path(marker).read_text()
+        raw = Path(marker).read_bytes()
     except OSError:
         return None
-    if not text.strip():
+    text = raw.rstrip(b"\0").decode("ascii", "replace").strip()
+    if not text:
         return {}
-    try:
-        rec = json.loads(text)
-    except ValueError:
+    size, sep, digest = text.partition(":")
+    if not sep or not size.isdigit() or len(digest) != 64:
         return None
-    return rec if isinstance(rec, dict) else None
+    return {"size": int(size), "sha256": digest}
+
+
+def present_records(ddir: Path) -> set[str]:
+    """Return the chunk keys that have a record file in a variable's record folder."""
+    if not ddir.exists():
+        return set()
+    return {f for f in os.listdir(ddir) if ".tmp" not in f and not f.startswith(".")}
 
 
 def check_file(file: Path, record: dict | None, full: bool) -> str | None:
@@ -154,9 +182,16 @@ def record_static(path: Path, group: str, variables: list[str]) -> None:
         sep = meta.get("dimension_separator") or "."
         out[v] = {chunk_key(i): file_record(chunk_file(adir, i, sep)) for i in chunk_keys(meta)
                   if chunk_file(adir, i, sep).exists()}
-    f = static_file(path, group)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    write_marker(f, out)
+    _write_json(Path(path) / group / META_DIR / ".zattrs", {"static": out})
+
+
+def read_static(path: Path, group: str) -> dict:
+    """Return the records of the arrays written at initialisation ({} when none were recorded)."""
+    f = Path(path) / group / META_DIR / ".zattrs"
+    try:
+        return json.loads(f.read_text()).get("static") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def scan_group(path: Path, group: str, lazy_vars: list[str], *, full: bool) -> GroupScan:
@@ -177,7 +212,7 @@ def scan_group(path: Path, group: str, lazy_vars: list[str], *, full: bool) -> G
         meta = array_meta(adir)
         sep = meta.get("dimension_separator") or "."
         ddir = done_dir(path, group, v)
-        present = {f for f in os.listdir(ddir) if ".tmp" not in f} if ddir.exists() else set()
+        present = present_records(ddir)
         keys = chunk_keys(meta)
         scan.total[v] = len(keys)
         good = scan.done.setdefault(v, set())
@@ -192,9 +227,7 @@ def scan_group(path: Path, group: str, lazy_vars: list[str], *, full: bool) -> G
                 scan.damaged.append(Damage(group, v, key, problem))
             else:
                 good.add(key)
-    sfile = static_file(path, group)
-    static = (read_marker(sfile) or {}) if sfile.exists() else {}
-    for v, records in static.items():
+    for v, records in read_static(path, group).items():
         adir = path / group / v
         if not (adir / ".zarray").exists():
             scan.damaged.append(Damage(group, v, "-", "array metadata (.zarray) is missing"))

@@ -191,13 +191,9 @@ def _set_group_attrs(path: Path, group: str, info: dict) -> None:
 
 
 def _consolidate(path: Path) -> None:
-    import warnings
-
     import zarr
 
-    with warnings.catch_warnings():  # the manifest folders are not zarr nodes, by design
-        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-        zarr.consolidate_metadata(str(path), zarr_format=ZARR_FORMAT)
+    zarr.consolidate_metadata(str(path), zarr_format=ZARR_FORMAT)
 
 
 def _ensure_root(path: Path) -> None:
@@ -302,7 +298,7 @@ def _holds_result(path: Path, group: str, info: dict) -> bool:
     if info.get("complete"):
         return True
     done = path / group / manifest.META_DIR / "done"
-    return done.exists() and any(any(".tmp" not in f for f in os.listdir(d)) for d in done.iterdir() if d.is_dir())
+    return done.exists() and any(manifest.present_records(d) for d in done.iterdir() if d.is_dir())
 
 
 def _init_group(ds: xr.Dataset, path: Path, group: str, lazy_vars: list[str], info: dict) -> None:
@@ -317,6 +313,7 @@ def _init_group(ds: xr.Dataset, path: Path, group: str, lazy_vars: list[str], in
     ds.to_zarr(str(path), group=group, mode="w", compute=False, zarr_format=ZARR_FORMAT,
                consolidated=False, encoding=encoding, write_empty_chunks=True)
     manifest.record_static(path, group, [v for v in ds.variables if v not in lazy_vars])
+    manifest.init_records(path, group, {v: (ds[v].dims, ds[v].data.numblocks) for v in lazy_vars})
     _set_group_attrs(path, group, info)
     _consolidate(path)
 
@@ -468,7 +465,6 @@ def _write_locked(ds, path, group, task, params, fp, provenance, overwrite, clie
     for v in lazy_vars:
         arr = ds[v].data
         done_dir = manifest.done_dir(path, group, v)
-        done_dir.mkdir(parents=True, exist_ok=True)
         done = scan.done.get(v, set())
         blocks = arr.to_delayed(optimize_graph=False)
         starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in arr.chunks]
@@ -555,7 +551,7 @@ def group_state(path: str | os.PathLike, group: str, *, full: bool = False) -> t
     lazy = info.get("lazy")
     if lazy is None:  # a group written before the manifest records: the chunked variables have done dirs
         base = path / group / manifest.META_DIR / "done"
-        lazy = sorted(d.name for d in base.iterdir()) if base.exists() else []
+        lazy = sorted(d.name for d in base.iterdir() if d.is_dir()) if base.exists() else []
     scan = manifest.scan_group(path, group, list(lazy), full=full)
     damage = list(scan.damaged)
     if info.get("complete"):
