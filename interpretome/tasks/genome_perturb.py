@@ -31,7 +31,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ..engine.blocks import merge_result
 from ..engine.gradients import tune_malloc
-from ..engine.models import ModelSpec, get_runtime, load_spec
+from ..engine.models import ModelSpec, get_runtime, load_spec, outputs_of
 from ..storage.readers import InputError
 from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, register, validate
 from .perturb import resolve_windows, window_edits
@@ -104,7 +104,7 @@ def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, st
                 keys, c0 = span_keys(codes, row, p0, p1)
                 dsk[(name, i, j) + (0,) * len(shape_tail)] = (_apply, fn, [keys, c0, p0, p1], dict(
                     q=q, rstart=r.start, rlen=r.end - r.start, contig_length=int(lengths[row]), contig_index=row,
-                    w=w, span=span, step=step, **kw))
+                    w=w, span=span, step=step, label=r.label, **kw))
             p += c
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     return da.Array(graph, name, chunks=((1,) * len(regs), pchunks) + tuple((s,) for s in shape_tail),
@@ -115,13 +115,18 @@ def _nan(shape):
     return np.full(shape, np.nan, np.float32)
 
 
+def _context(label: str, cs: int, w: int) -> str:
+    """Return how an error names a context window: region label and genome span."""
+    return f"region {label!r}, context window [{cs}, {cs + w})"
+
+
 def _groups(gp: np.ndarray, step: int):
     g = gp // step
     cuts = np.flatnonzero(np.diff(g)) + 1
     return np.split(np.arange(len(gp)), cuts)
 
 
-def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, spec,
+def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, label, spec,
                  windows, inserts, mode, replicates, seed) -> np.ndarray:
     """Return ``(1, P, T, 1 + 2 W)`` float32: reference, then delta means, then delta stds per window."""
     tune_malloc()  # see tiles._tile_block
@@ -136,20 +141,21 @@ def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_i
     for grp in _groups(gp, step):
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
-        ref_pred = rt.predict(ctx[None, :])[0]
-        out[0, inside[grp], :, 0] = ref_pred
-        for wi, k in enumerate(windows):
-            fit = grp[q[inside[grp]] + k <= rlen]
-            if not fit.size:
-                continue
-            starts = gp[fit]
-            new = window_edits(mode, shifted, starts, k, replicates, seed, contig_index,
-                               inserts[wi] if inserts is not None else None)
-            r = new.shape[1]
-            pred = rt.predict_edits(ctx, np.repeat(starts - cs, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
-            delta = pred - ref_pred[None, None, :]
-            out[0, inside[fit], :, 1 + wi] = delta.mean(axis=1)
-            out[0, inside[fit], :, 1 + n_w + wi] = delta.std(axis=1)
+        with outputs_of(_context(label, cs, w)):
+            ref_pred = rt.predict(ctx[None, :])[0]
+            out[0, inside[grp], :, 0] = ref_pred
+            for wi, k in enumerate(windows):
+                fit = grp[q[inside[grp]] + k <= rlen]
+                if not fit.size:
+                    continue
+                starts = gp[fit]
+                new = window_edits(mode, shifted, starts, k, replicates, seed, contig_index,
+                                   inserts[wi] if inserts is not None else None)
+                r = new.shape[1]
+                pred = rt.predict_edits(ctx, np.repeat(starts - cs, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
+                delta = pred - ref_pred[None, None, :]
+                out[0, inside[fit], :, 1 + wi] = delta.mean(axis=1)
+                out[0, inside[fit], :, 1 + n_w + wi] = delta.std(axis=1)
     return out
 
 
@@ -202,7 +208,8 @@ def genome_sweep(
     return merge_result(ds, new, merge)
 
 
-def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, spec) -> np.ndarray:
+def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, label,
+               spec) -> np.ndarray:
     """Return ``(1, P, T, 5)`` float32: the reference, then the delta for bases A, C, G, T."""
     tune_malloc()  # see tiles._tile_block
     rt = get_runtime(spec)
@@ -215,14 +222,15 @@ def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_ind
     for grp in _groups(gp, step):
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
-        ref_pred = rt.predict(ctx[None, :])[0]
         local = gp[grp] - cs
         alt = np.tile(np.arange(4, dtype=np.uint8), len(grp))
         starts = np.repeat(local, 4)
         keep = alt != ctx[starts]
         delta = np.zeros((len(grp) * 4, n_t), np.float32)
-        if keep.any():
-            delta[keep] = rt.predict_edits(ctx, starts[keep], alt[keep][:, None]) - ref_pred[None, :]
+        with outputs_of(_context(label, cs, w)):
+            ref_pred = rt.predict(ctx[None, :])[0]
+            if keep.any():
+                delta[keep] = rt.predict_edits(ctx, starts[keep], alt[keep][:, None]) - ref_pred[None, :]
         out[0, inside[grp], :, 0] = ref_pred
         out[0, inside[grp], :, 1:] = delta.reshape(len(grp), 4, n_t).transpose(0, 2, 1)
     return out
