@@ -17,11 +17,9 @@ import argparse
 import os
 from typing import Any, Callable
 
+from ..errors import ClusterError
+
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-class ClusterError(RuntimeError):
-    """A cluster cannot be started or reached as asked."""
 
 
 try:

@@ -42,39 +42,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import ModelOutputError, ModelSpecError, NonFiniteOutputError
 from ..storage.schema import BASES, CODE_N
 
 INPUT_KINDS = ("onehot", "kmer", "dense", "image")
 ACTIVATIONS = ("none", "sigmoid", "softmax")
-
-
-class ModelSpecError(ValueError):
-    """A model spec cannot be resolved (bad factory path, missing file, bad option)."""
-
-
-class ModelOutputError(ValueError):
-    """A model's output disagrees with the declared targets, or is not finite."""
-
-
-class NonFiniteOutputError(ModelOutputError):
-    """A NaN or infinite value in a model output (or in a result computed from it).
-
-    ``row`` is the batch row (or, once re-raised by ``outputs_of``, the row of the caller's input),
-    ``target`` the output's name, ``value`` the bad value as text ("nan", "inf", "-inf"), ``item``
-    the sequence or sample it belongs to once a task has named it (None before), ``what`` the kind
-    of value ("model output", "attribution").
-    """
-
-    def __init__(self, row: int, target: str, value: str, item: str | None = None, what: str = "model output"):
-        self.row, self.target, self.value, self.item, self.what = int(row), str(target), str(value), item, what
-        where = item if item is not None else f"batch row {self.row}"
-        super().__init__(
-            f"{where}: the {what} for target {self.target!r} is {self.value}. Non-finite model outputs are never "
-            f"stored as results: fix the model, its weights or its inputs, or pass allow_nonfinite=True "
-            f"(--allow-nonfinite) to keep them as they are")
-
-    def __reduce__(self):  # picklable across dask workers despite the keyword constructor
-        return (type(self), (self.row, self.target, self.value, self.item, self.what))
 
 
 def require_finite(values: np.ndarray, names, row0: int = 0, what: str = "model output") -> None:
@@ -181,6 +153,14 @@ class KmerTokenizer:
 
 
 # --- the spec --------------------------------------------------------------------------------------
+
+def _first_mismatch(error: Exception) -> str:
+    """Return a one-line summary of torch's ``load_state_dict`` error (first problem and a count)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    details = [ln for ln in lines[1:] if ln] or lines[:1]
+    more = f", and {len(details) - 1} more" if len(details) > 1 else ""
+    return (details[0][:200] + more) if details else "state_dict does not match"
+
 
 def _import_factory(path: str) -> Callable:
     if ":" not in path:
@@ -414,8 +394,8 @@ class ModelSpec:
                     model.load_state_dict(_load_state(self.weights, self.trust_pickle))
                 except RuntimeError as e:
                     raise ModelSpecError(f"weights {self.weights!r} do not fit {self.factory!r} with kwargs "
-                                         f"{self.kwargs}: check that weights= (--weights) was saved from this "
-                                         f"factory with these kwargs= (--model-kwargs). {e}") from e
+                                         f"{self.kwargs} ({_first_mismatch(e)}): check that weights= (--weights) "
+                                         f"was saved from this factory with these kwargs= (--model-kwargs)") from e
         return model.to(device).eval()
 
     def output_name(self, index: int) -> str:

@@ -23,14 +23,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..errors import StoreLockedError
+
 LOCK_SUFFIX = ".lock"
 INNER_LOCK_NAME = ".interpretome-lock"
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0
-
-
-class StoreLockedError(RuntimeError):
-    """Another live run is writing the same store."""
 
 
 def lock_path(path: str | os.PathLike) -> Path:

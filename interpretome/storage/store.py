@@ -40,6 +40,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from ..errors import StoreError
 from . import manifest
 from .lock import StoreLockedError, check_unlocked, store_lock
 from .manifest import Damage
@@ -47,10 +48,6 @@ from .progress import ChunkProgress
 
 ZARR_FORMAT = 2
 _ATTR = "interpretome"
-
-
-class StoreError(RuntimeError):
-    """A store cannot be written as asked (conflicting parameters, unwritable location ...)."""
 
 
 @dataclass
@@ -75,7 +72,8 @@ class PlannedWrite:
 
     ``chunks``: chunks of the dask-backed variables; ``done``: those already in the store's
     manifest (same parameters); ``nbytes``: bytes of all data variables (uncompressed);
-    ``graph_tasks``: tasks in the dask graph; ``state``: new | resume | complete | conflict.
+    ``graph_tasks``: tasks in the dask graph; ``state``: new | resume | complete | damaged |
+    conflict; ``changes``: for a conflict, ``key: stored -> new`` lines (parameters, or chunking).
     """
 
     group: str
@@ -86,6 +84,7 @@ class PlannedWrite:
     graph_tasks: int
     state: str
     variables: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)
 
 
 _PLAN: contextvars.ContextVar[list | None] = contextvars.ContextVar("interpretome_plan", default=None)
@@ -293,7 +292,7 @@ def _grid_changes(path: Path, group: str, ds: xr.Dataset, lazy_vars: list[str]) 
     return out
 
 
-def _holds_result(path: Path, group: str, info: dict) -> bool:
+def holds_result(path: Path, group: str, info: dict) -> bool:
     """Return whether a group holds any written result (complete, or at least one chunk manifest)."""
     if info.get("complete"):
         return True
@@ -384,7 +383,7 @@ def write_dataset(
     fp = fingerprint({"task": task, "params": params})
     plan = _PLAN.get()
     if plan is not None:
-        plan.append(_plan_write(ds, path, group, task, fp))
+        plan.append(_plan_write(ds, path, group, task, params, fp))
         return WriteReport(group, 0, 0, 0.0)
 
     ds = ds.copy()
@@ -408,7 +407,7 @@ def _write_locked(ds, path, group, task, params, fp, provenance, overwrite, clie
                   lazy_vars, t0) -> WriteReport:
     """The body of ``write_dataset`` under the store's lock."""
     info = group_info(path, group) if (path / group).exists() else None
-    if info is not None and not overwrite and _holds_result(path, group, info):
+    if info is not None and not overwrite and holds_result(path, group, info):
         if info.get("fingerprint") != fp:
             changes = _diff({"task": info.get("task"), **(info.get("params") or {})},
                             {"task": task, **_jsonable(params)})
@@ -506,7 +505,7 @@ def _write_locked(ds, path, group, task, params, fp, provenance, overwrite, clie
     return WriteReport(group, n_new, total - n_new, seconds, per_var)
 
 
-def _plan_write(ds: xr.Dataset, path: Path, group: str, task: str, fp: str) -> PlannedWrite:
+def _plan_write(ds: xr.Dataset, path: Path, group: str, task: str, params: dict, fp: str) -> PlannedWrite:
     """Return the PlannedWrite of ``ds`` (chunk counts from the lazy graph; nothing is computed).
 
     Raises ``StoreError`` when a live run holds the store's lock.
@@ -519,25 +518,27 @@ def _plan_write(ds: xr.Dataset, path: Path, group: str, task: str, fp: str) -> P
     lazy = {v: a.numblocks for v, a in regular.items()}
     chunks = int(sum(int(np.prod(n)) for n in lazy.values()))
     info = group_info(path, group) if (path / group).exists() else None
-    done, state = 0, "new"
-    if info is not None and not _holds_result(path, group, info):
+    done, state, changes = 0, "new", []
+    if info is not None and not holds_result(path, group, info):
         info = None
     if info is not None and info.get("fingerprint") != fp:
         state = "conflict"
+        changes = _diff({"task": info.get("task"), **(info.get("params") or {})}, {"task": task, **_jsonable(params)})
     elif info is not None:
-        regrid = [v for v, a in regular.items()
-                  if _stored_chunks(path, group, v) not in (None, tuple(a.chunksize))]
+        regrid = [f"chunks of {v}: {_stored_chunks(path, group, v)} -> {tuple(a.chunksize)}"
+                  for v, a in regular.items() if _stored_chunks(path, group, v) not in (None, tuple(a.chunksize))]
         scan = manifest.scan_group(path, group, list(lazy), full=False)
         done = scan.n_done
         if regrid and not info.get("complete"):
-            state = "conflict"
+            state, changes = "conflict", regrid
         elif scan.damaged:
             state = "damaged"
         else:
             state = "complete" if info.get("complete") else "resume"
     graph = ds.__dask_graph__()
     return PlannedWrite(group, task, chunks, min(done, chunks), int(sum(v.nbytes for v in ds.data_vars.values())),
-                        len(graph) if graph is not None else 0, state, {v: tuple(n) for v, n in lazy.items()})
+                        len(graph) if graph is not None else 0, state, {v: tuple(n) for v, n in lazy.items()},
+                        changes)
 
 
 def group_state(path: str | os.PathLike, group: str, *, full: bool = False) -> tuple[str, list[Damage]]:
@@ -667,9 +668,14 @@ def store_summary(path: str | os.PathLike) -> str:
         params = info.get("params") or {}
         if params:
             lines.append("  params: " + json.dumps(params, sort_keys=True)[:400])
-        model = (info.get("provenance") or {}).get("model")
+        prov = info.get("provenance") or {}
+        model = prov.get("model")
         if model:
-            lines.append(f"  model: {model.get('source')} weights {model.get('weights_sha256', '-')[:19]}")
+            digest = params.get("model_digest") or prov.get("model_digest") or "-"
+            lines.append(f"  model: {model.get('source')} weights file {model.get('weights_sha256', '-')[:16]} "
+                         f"parameters {digest}")
+        for name, digest in (params.get("input_digests") or prov.get("inputs") or {}).items():
+            lines.append(f"  input: {name} {digest}")
         ds = xr.open_zarr(str(path), group=g, consolidated=False)
         for v in ds.data_vars:
             doc = REGISTRY[v].doc if v in REGISTRY else ""

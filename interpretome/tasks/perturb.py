@@ -23,8 +23,8 @@ import xarray as xr
 from ..engine import rng
 from ..engine.blocks import chunk_size, index_array, merge_result, require_vars, as_dask
 from ..engine.models import ModelSpec, get_runtime, item_name, load_spec, outputs_of
-from ..storage.readers import encode_bases
-from ..storage.schema import CODE_N, POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, register, validate
+from ..storage.alphabet import CODE_N, encode_bases
+from ..storage.schema import POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, register, validate
 
 MODES = ("random", "shuffle", "insert", "mask")
 DEFAULT_WINDOWS = (1, 3, 5, 7, 9, 11, 13, 15)
