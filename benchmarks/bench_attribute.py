@@ -132,7 +132,7 @@ def _fastshap_rows(quick: bool) -> list[str]:
     import shap
     import torch
 
-    from interpretome.engine.gradients import head_module
+    from interpretome.engine.heads import head_module
     from interpretome.engine.models import ModelSpec, get_runtime
     from interpretome.tasks.fastshap import _load, exact_shapley, explain_with, validate_fastshap
 

@@ -1,4 +1,9 @@
-"""The ``interpretome`` command line: a thin layer over the jobs (one module per family)."""
+"""The ``interpretome`` command line: a thin layer over the jobs.
+
+The compute subcommands are generated from the declared job kinds (``jobs.registry``,
+``jobs.commands``); the others (demo, info/verify/render, export-track, run, report) come from
+the modules in ``COMMAND_MODULES``.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,12 @@ from . import __version__
 
 COMMAND_MODULES = (
     "interpretome.jobs.demo",
-    "interpretome.jobs.dna",
     "interpretome.jobs.stores",
     "interpretome.jobs.genome",
-    "interpretome.jobs.embedding",
-    "interpretome.jobs.coefficients",
-    "interpretome.jobs.attribution",
-    "interpretome.jobs.runner",
+    "interpretome.jobs.jobfile",
     "interpretome.jobs.report",
 )
-"""Modules whose ``register(subparsers)`` adds subcommands; each sets ``func`` on its parser."""
+"""Modules whose ``register(subparsers)`` adds the subcommands that are not job kinds."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interpretome", description=__doc__)
     parser.add_argument("--version", action="version", version=f"interpretome {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .jobs.commands import add_kind_command
+    from .jobs.registry import job_kinds
+
+    for kind in job_kinds().values():
+        add_kind_command(sub, kind)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

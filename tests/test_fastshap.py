@@ -31,6 +31,7 @@ def test_exact_shapley__linear_game_planted_truth():
     np.testing.assert_allclose(phi2[:, 2, 0], 0, atol=1e-6)
 
 
+@pytest.mark.graph
 def test_fastshap__fidelity_above_threshold_and_chunk_invariant(client2):
     x = np.random.default_rng(0).normal(size=(900, 6)).astype(np.float32)
     ds = features_to_dataset(x, sample_chunk=300)
@@ -56,6 +57,7 @@ def test_fastshap__lazy_and_bad_inputs(no_compute):
         fastshap(features_to_dataset(x), small_spec(), target="predicted")
 
 
+@pytest.mark.graph
 def test_fastshap__untrusted_below_min_fidelity():
     from interpretome.tasks.fastshap import validate_fastshap
 

@@ -172,6 +172,7 @@ def test_check_model__errors_name_the_problem_and_the_fix(tmp_path):
 
 # --- 3. non-finite outputs ---------------------------------------------------------------------------
 
+@pytest.mark.graph
 def test_nan_output__sweep_and_ism_name_the_sequence():
     ds = _sequences()
     sweep = perturbation_sweep(ds, _t_nan_spec(), windows=[3], stride=5, replicates=2, merge=False)
@@ -185,6 +186,7 @@ def test_nan_output__sweep_and_ism_name_the_sequence():
         ism["ism_delta"].compute(scheduler="sync")
 
 
+@pytest.mark.graph
 def test_nan_output__fast_path_edits_are_checked():
     spec = ModelSpec(factory="tests.test_integrity_model:nan_bias_cnn", targets=("a", "b"), batch_size=8)
     assert get_runtime(spec).split is not None  # the receptive-field fast path applies
@@ -200,6 +202,7 @@ def test_nan_output__fast_path_edits_are_checked():
         res["ism_delta"].compute(scheduler="sync")
 
 
+@pytest.mark.graph
 def test_nan_output__tiles_and_attribution_name_the_sequence():
     genome = sequences_to_dataset({"chrA": decode_bases(random_dna(1, 120, seed=4)[0]), "chrT": "T" * 120})
     tiles = predict_tiles(genome, _t_nan_spec(), window=40, stride=20, merge=False)
@@ -210,6 +213,7 @@ def test_nan_output__tiles_and_attribution_name_the_sequence():
         attr["sequence_attribution"].compute(scheduler="sync")
 
 
+@pytest.mark.graph
 def test_nan_output__dense_attribution_and_fastshap_name_the_sample():
     from interpretome.storage.anndata_io import features_to_dataset
     from interpretome.tasks.fastshap import fastshap
@@ -227,6 +231,7 @@ def test_nan_output__dense_attribution_and_fastshap_name_the_sample():
         res["fastshap_attribution"].compute(scheduler="sync")
 
 
+@pytest.mark.graph
 def test_nan_output__allowed_when_the_spec_says_so():
     ds = _sequences()
     spec = _t_nan_spec(allow_nonfinite=True)
@@ -241,6 +246,7 @@ def test_nan_output__allowed_when_the_spec_says_so():
     assert np.isnan(attr["sequence_attribution_output"].values[1, 1])
 
 
+@pytest.mark.graph
 def test_softmax_over_one_output_is_refused():
     with pytest.raises(ModelSpecError, match=r"activation='softmax' over a model with one output is always 1.*"
                                              r"--activation sigmoid"):

@@ -66,7 +66,7 @@ def reference(tmp_path):
 def test_resume_with_other_chunking_refuses_and_same_chunking_resumes(tmp_path, monkeypatch, reference):
     store = tmp_path / "s.zarr"
     real = _interrupt_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt, match=r"interrupted: 3 of 12 chunks of group 'g' are stored .* "
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted: at least 3 of 12 chunks of group 'g' are stored .* "
                                                 r"run the same command again to resume"), \
             dask.config.set(scheduler="sync"):
         _write(store)
@@ -201,7 +201,7 @@ def test_second_writer_is_refused_and_stale_lock_is_removed(tmp_path):
 
 def test_disk_estimate_counts_a_block_per_file(tmp_path, monkeypatch):
     ds = _dataset(1)
-    need = store_mod._needed_bytes(ds, tmp_path / "s.zarr")
+    need = store_mod.needed_bytes(ds, tmp_path / "s.zarr")
     data = sum(v.nbytes for v in ds.variables.values())
     assert need >= data + 2 * 24 * 2 * 4096  # 48 chunks: a data file and a manifest file each
     seen = {}
@@ -290,12 +290,14 @@ def test_ctrl_c_stops_with_one_line_and_exit_130_then_resumes(tmp_path):
     assert proc.returncode == 130, (out, err)
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("sweep: ")]  # progress lines
     assert len(lines) == 1, err
-    assert re.fullmatch(r"interpretome sweep: interrupted: (\d+) of 96 chunks of group 'sweep' are stored in "
+    assert re.fullmatch(r"interpretome sweep: interrupted: at least (\d+) of 96 chunks of group 'sweep' are stored in "
                         r"'.*s\.zarr'; run the same command again to resume", lines[0]), lines[0]
-    stored = int(re.search(r"interrupted: (\d+) of", lines[0]).group(1))
+    stored = int(re.search(r"interrupted: at least (\d+) of", lines[0]).group(1))
     assert 0 < stored < 96 and "Traceback" not in out + err
     assert not lock_path(store).exists()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"sweep: {96 - stored} of 96 chunks to compute ({stored} already in the store)" in done.stdout
+    # chunks that were being written when Ctrl-C came may still land: at least `stored` are there
+    resumed = re.search(r"sweep: (\d+) of 96 chunks to compute \((\d+) already in the store\)", done.stdout)
+    assert resumed and int(resumed.group(2)) >= stored and int(resumed.group(1)) + int(resumed.group(2)) == 96
     assert verify_store(store)["sweep"][0] == "complete"

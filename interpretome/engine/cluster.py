@@ -46,7 +46,7 @@ class TorchThreads(_WorkerPlugin):
             torch.set_num_threads(self.threads)
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
-        from .gradients import tune_malloc
+        from .process import tune_malloc
 
         tune_malloc()  # undo the nanny's fixed MALLOC_TRIM_THRESHOLD_ (page faults on every batch)
         ignore_interrupts()
@@ -117,6 +117,20 @@ def _local_cuda_cluster(**kwargs):
     return LocalCUDACluster(ip="127.0.0.1", threads_per_worker=1, dashboard_address="127.0.0.1:0", **kwargs)
 
 
+def jobqueue_config(table: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+    """Return the dask-jobqueue keywords of a ``[cluster.jobqueue]`` table (or ``connect(jobqueue=)``).
+
+    Workers run ``threads`` threads each (``processes = cores // threads`` unless set) and the
+    job script exports the thread limits, so torch and BLAS do not oversubscribe the node.
+    """
+    cfg = dict(table)
+    cfg.setdefault("processes", max(1, int(cfg.get("cores", 1)) // max(1, threads)))
+    prologue = list(cfg.get("job_script_prologue") or [])
+    prologue += [f"export {v}={threads}" for v in THREAD_ENV if not any(v in line for line in prologue)]
+    cfg["job_script_prologue"] = prologue
+    return cfg
+
+
 def jobqueue_cluster(config: dict[str, Any], *, scale: bool = True):
     """Return a started dask-jobqueue cluster from ``config``.
 
@@ -134,9 +148,7 @@ def jobqueue_cluster(config: dict[str, Any], *, scale: bool = True):
     if system not in classes:
         raise ClusterError(f"unknown jobqueue system {system!r}: use one of {sorted(classes)}")
     jobs = int(config.pop("jobs", 1))
-    config.setdefault("processes", config.get("cores", 1))
-    config.setdefault("job_script_prologue", [f"export {v}=1" for v in THREAD_ENV])
-    cluster = classes[system](**config)
+    cluster = classes[system](**jobqueue_config(config))
     if scale:
         cluster.scale(jobs=jobs)
     return cluster

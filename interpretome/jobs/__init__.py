@@ -1,11 +1,12 @@
 """Jobs: inputs -> task graph -> store -> figures, one module per family of analyses.
 
-Each module exposes ``register(subparsers)`` adding its CLI subcommands (see ``interpretome.cli``)
-and may add renderers to ``RENDERERS`` (task name -> function drawing a stored group).
-Shared here: the model flags, the store-writing step with provenance (the model's digest and
-the input files' digests are part of every result's fingerprint), the plan-first check every
-compute subcommand runs before it starts a cluster (``run_command``), the translation of error
-messages into flag spelling (``cli_command``) and the render registry.
+Each family module (``dna``, ``genome``, ``attribution``, ``embedding``, ``coefficients``)
+declares its job kinds (``KINDS``, see ``jobs.declare``) and its renderers (``RENDERERS``);
+``jobs.registry`` collects them, ``jobs.commands`` generates their subcommands and
+``jobs.jobfile`` their job-file steps. Shared here: the model flags, the store-writing step with
+provenance (the model's digest and the input files' digests are part of every result's
+fingerprint), the plan-first check every compute subcommand runs before it starts a cluster
+(``run_command``) and the translation of error messages into flag spelling (``cli_command``).
 """
 
 from __future__ import annotations
@@ -29,13 +30,18 @@ from ..engine.models import KmerTokenizer, ModelSpec, load_spec
 from ..storage.store import (StoreError, WriteReport, check_writable, file_digest, group_info, planning, provenance,
                              write_dataset)
 
-RENDERERS: dict[str, Callable[..., list[Path]]] = {}
-"""task name (as stored in the group's attrs) -> ``fn(store, group, out_dir, **options) -> [paths]``."""
+def add_model_arguments(p: argparse.ArgumentParser, input_kind: str = "onehot", *, optional: bool = False) -> None:
+    """Add the ModelSpec flags to a subcommand parser.
 
-
-def add_model_arguments(p: argparse.ArgumentParser, input_kind: str = "onehot") -> None:
-    """Add the ModelSpec flags to a subcommand parser."""
+    ``optional``: a kind that may use a model (``embed``: the model's nn.Embedding) gets only
+    ``--model``, ``--model-kwargs`` and ``--weights``, none of them required.
+    """
     g = p.add_argument_group("model")
+    if optional:
+        g.add_argument("--model", default=None, help="'package.module:factory' or a .json spec file")
+        g.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the model factory")
+        g.add_argument("--weights", default=None, help="state_dict for the model factory")
+        return
     g.add_argument("--model", required=True,
                    help="'package.module:factory', a TorchScript file, or a .json spec file")
     g.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the factory")
@@ -82,6 +88,18 @@ def model_from_args(args: argparse.Namespace) -> ModelSpec:
             over[name] = getattr(args, name)
     over = {k: v for k, v in over.items() if v is not None}
     return load_spec(args.model, **over).check()
+
+
+def optional_model_from_args(args: argparse.Namespace) -> ModelSpec | None:
+    """Return the ModelSpec of ``--model`` (``--model-kwargs``, ``--weights``), or None without ``--model``."""
+    if not args.model:
+        return None
+    try:
+        kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-kwargs is not valid JSON ({e}): e.g. --model-kwargs '{{\"dim\": 8}}'") from e
+    return load_spec(args.model, **({"kwargs": kwargs} if kwargs else {}),
+                     **({"weights": args.weights} if args.weights else {}))
 
 
 
@@ -369,7 +387,7 @@ def run_command(args: argparse.Namespace, job: Callable[..., object]) -> bool:
     cluster of the cluster flags starts and ``job`` runs on it, recorded in the store's run history.
     """
     from ..engine.cluster import connect_from_args
-    from .runner import recording_run
+    from .history import recording_run
 
     with identity_scope():
         plan = plan_first(lambda: job(log=_quiet))
@@ -405,6 +423,7 @@ def cli_message(message: str, args: argparse.Namespace) -> str:
     """
     flags = {d: "--" + d.replace("_", "-") for d in vars(args) if not d.startswith("_")}
     flags.update({k: v for k, v in _FLAG_ALIASES.items() if v[2:].replace("-", "_") in flags})
+    flags.update({k: v for k, v in getattr(args, "_flags", {}).items() if v.startswith("-")})
     text = re.sub(r"\b[a-z_]+=[^\s()]* \((--[^)]*)\)", r"\1", message)  # x=True (--x), k='v' (--k v)
     text = re.sub(r"(--[a-z-]+) \([a-z_]+=True in Python\)", r"\1", text)
 

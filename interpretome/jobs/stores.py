@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..storage.store import StoreError, group_info, list_groups, store_summary, verify_store
-from . import RENDERERS
+from .registry import renderers
 
 
 def render_store(store, out_dir, *, groups=None, **options) -> list[Path]:
@@ -18,14 +18,14 @@ def render_store(store, out_dir, *, groups=None, **options) -> list[Path]:
         info = group_info(store, g)
         if info is None:
             raise StoreError(f"store {str(store)!r} has no group {g!r}; it has {list_groups(store)}")
-        fn = RENDERERS.get(info.get("task"))
+        fn = renderers().get(info.get("task"))
         if fn is None or not info.get("complete"):
             continue
         paths += fn(store, g, out_dir, **options)
     return paths
 
 
-def _parse_markers(items) -> dict[str, float]:
+def parse_markers(items) -> dict[str, float]:
     out = {}
     for item in items or []:
         label, sep, pos = item.partition("=")
@@ -33,6 +33,13 @@ def _parse_markers(items) -> dict[str, float]:
             raise ValueError(f"--marker {item!r} must look like LABEL=POSITION, e.g. --marker TSS=150")
         out[label] = float(pos)
     return out
+
+
+def add_selection_arguments(p) -> None:
+    """Add ``--group``, ``--sequence`` and ``--marker`` (what ``render`` and ``report`` draw)."""
+    p.add_argument("--group", action="append", default=None, help="only these groups (repeatable)")
+    p.add_argument("--sequence", action="append", default=None, help="sequence names to draw (repeatable)")
+    p.add_argument("--marker", action="append", default=None, help="LABEL=POSITION vertical marker, e.g. TSS=150")
 
 
 def _info_cmd(args) -> int:
@@ -62,7 +69,7 @@ def _verify_cmd(args) -> int:
 def _render_cmd(args) -> int:
     out = args.out or str(Path(args.store).with_suffix("")) + "_figures"
     paths = render_store(args.store, out, groups=args.group, sequences=args.sequence,
-                         markers=_parse_markers(args.marker), start=args.start, end=args.end)
+                         markers=parse_markers(args.marker), start=args.start, end=args.end)
     for p in paths:
         print(p)
     return 0
@@ -80,9 +87,7 @@ def register(sub) -> None:
     p = sub.add_parser("render", help="draw the figures of a result store (PNG)")
     p.add_argument("store")
     p.add_argument("-o", "--out", default=None, help="output folder (default STORE_figures)")
-    p.add_argument("--group", action="append", default=None, help="only these groups (repeatable)")
-    p.add_argument("--sequence", action="append", default=None, help="sequence names to draw (repeatable)")
-    p.add_argument("--marker", action="append", default=None, help="LABEL=POSITION vertical marker, e.g. TSS=150")
+    add_selection_arguments(p)
     p.add_argument("--start", type=int, default=None, help="first position of a zoomed region")
     p.add_argument("--end", type=int, default=None, help="end of a zoomed region")
     p.set_defaults(func=_render_cmd)

@@ -1,8 +1,8 @@
 """Inputs for embeddings: every reader returns a Dataset with ``item_vector`` (item, feature).
 
-- ``from_embedding_layer(spec)``: the weight of an ``nn.Embedding`` of a ModelSpec-built model,
-  one row per token, ``item`` = the vocabulary (k-mer strings); label helpers ``first_bases``,
-  ``last_bases``, ``gc_fraction`` colour k-mers as Genomic-ULMFiT does.
+- k-mer vocabularies: label helpers ``first_bases``, ``last_bases``, ``gc_fraction`` colour k-mers
+  as Genomic-ULMFiT does (a model's ``nn.Embedding`` is read by ``tasks.embedding_layer``, which
+  builds the model: storage never does).
 - ``read_array(path)``: a 2-D ``.npy`` (memory-mapped) or zarr array, lazily chunked.
 - ``read_anndata(path, obsm=...)``: an ``.obsm`` key (or ``X``) of an AnnData ``.h5ad``, with
   ``obs`` columns as ``item_label`` / ``item_batch`` and extra item coordinates.
@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .readers import InputError
+from ..errors import InputError
+from .alphabet import is_dna
 from .schema import CLASS, FEATURE, ITEM
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
@@ -33,73 +34,23 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
 
 # --- k-mer vocabularies ----------------------------------------------------------------------------
 
-def _is_kmer(token: str) -> bool:
-    return bool(token) and set(token) <= set("ACGTN")
-
-
 def first_bases(tokens, n: int = 1, special: str = "special") -> np.ndarray:
     """Return the first ``n`` bases of each k-mer token (``special`` for non-k-mer tokens such as xxpad)."""
     if n < 1:
         raise ValueError(f"first_bases needs n >= 1, got {n}")
-    return np.array([t[:n] if _is_kmer(t) else special for t in map(str, tokens)], dtype=object)
+    return np.array([t[:n] if is_dna(t) else special for t in map(str, tokens)], dtype=object)
 
 
 def last_bases(tokens, n: int = 1, special: str = "special") -> np.ndarray:
     """Return the last ``n`` bases of each k-mer token (``special`` for non-k-mer tokens)."""
     if n < 1:
         raise ValueError(f"last_bases needs n >= 1, got {n}")
-    return np.array([t[-n:] if _is_kmer(t) else special for t in map(str, tokens)], dtype=object)
+    return np.array([t[-n:] if is_dna(t) else special for t in map(str, tokens)], dtype=object)
 
 
 def gc_fraction(tokens) -> np.ndarray:
     """Return the G+C fraction of each k-mer token (NaN for non-k-mer tokens), float64."""
-    return np.array([(t.count("G") + t.count("C")) / len(t) if _is_kmer(t) else np.nan for t in map(str, tokens)])
-
-
-def from_embedding_layer(model, *, layer: str | None = None, vocab=None) -> xr.Dataset:
-    """Return ``item_vector`` (item, feature) = the weight of an ``nn.Embedding`` of ``model``.
-
-    ``model`` is a ModelSpec (or anything ``load_spec`` takes) or a built ``torch.nn.Module``.
-    ``layer`` names the embedding module (``model.named_modules()`` name); by default the only
-    ``nn.Embedding``. ``item`` is the vocabulary: ``vocab``, else the spec's k-mer tokenizer
-    vocabulary, else the token ids. Also sets ``item_label`` to the first base of each k-mer.
-    """
-    import torch.nn as nn
-
-    if isinstance(model, nn.Module):
-        module, spec_vocab = model, None
-    else:
-        from ..engine.models import get_runtime, load_spec
-
-        spec = load_spec(model)
-        module = get_runtime(spec).model  # this process's model: the one model_digest(spec) describes
-        spec_vocab = spec.kmer.vocab if getattr(spec, "kmer", None) is not None else None
-    found = {name: m for name, m in module.named_modules() if isinstance(m, nn.Embedding)}
-    if not found:
-        raise InputError(f"the model has no nn.Embedding layer (modules: {[n for n, _ in module.named_modules()][:8]}); "
-                         f"embed another input (npy, zarr, h5ad)")
-    if layer is None:
-        if len(found) > 1:
-            raise InputError(f"the model has several nn.Embedding layers {sorted(found)}: pick one with layer=")
-        layer = next(iter(found))
-    if layer not in found:
-        raise InputError(f"layer {layer!r} is not an nn.Embedding of the model; its embeddings are {sorted(found)}")
-    weight = found[layer].weight.detach().cpu().numpy().astype(np.float32)
-    n = weight.shape[0]
-    tokens = list(vocab) if vocab is not None else (list(spec_vocab) if spec_vocab is not None else None)
-    if tokens is None:
-        from ..engine.models import KmerTokenizer
-
-        default = KmerTokenizer().vocab
-        tokens = list(default) if len(default) == n else [str(i) for i in range(n)]
-    if len(tokens) != n:
-        raise InputError(f"the vocabulary has {len(tokens)} tokens but embedding {layer!r} has {n} rows: pass "
-                         f"the model's own vocabulary (itos) as vocab=")
-    ds = xr.Dataset({"item_vector": ((ITEM, FEATURE), weight),
-                     "item_label": ((ITEM,), first_bases(tokens, 1).astype(str))},
-                    coords={ITEM: np.asarray(tokens, dtype=str)})
-    ds.attrs["source"] = f"nn.Embedding {layer}"
-    return ds
+    return np.array([(t.count("G") + t.count("C")) / len(t) if is_dna(t) else np.nan for t in map(str, tokens)])
 
 
 # --- finite rows (shared by embed and clustering_scores) ------------------------------------------

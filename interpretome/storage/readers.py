@@ -26,7 +26,7 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
 from ..errors import InputError
-from .alphabet import CODE_LUT, CODE_N, decode_bases, encode_bases  # noqa: F401 (re-exported)
+from .alphabet import CODE_N, decode_bases, encode_bases  # noqa: F401 (decode_bases: re-exported)
 from .schema import POSITION, SEQUENCE
 
 def cache_dir() -> Path:

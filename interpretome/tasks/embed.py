@@ -17,7 +17,8 @@ How it runs (nothing is computed here; the graph is returned):
 
 numba (umap-learn, pynndescent) compiles on first use; compiled code is cached on disk under
 ``<cache_dir>/numba`` (``NUMBA_CACHE_DIR``) for every jitted function of umap and pynndescent,
-including the functions umap jits at call time, so a second process does not recompile.
+including the functions umap jits at call time, so a second process does not recompile (the
+cache and GPU detection are process tuning: ``engine.process``).
 
 Backends: ``backend="cpu" | "gpu" | "auto"``; ``resolve_backend`` decides (``"auto"`` picks the
 GPU when cuML and a CUDA device are present *on the worker that fits*). cuML's t-SNE has no
@@ -28,8 +29,6 @@ error with ``backend="gpu"``.
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,102 +39,15 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
+from ..engine.process import gpu_available, numba_cache
 from ..storage.embedding_io import check_finite_rows
-from ..storage.readers import cache_dir
-from ..storage.schema import CLASS, COMPONENT, FEATURE, ITEM, register, validate
+from ..storage.schema import CLASS, COMPONENT, FEATURE, ITEM, validate
 
 METHODS = ("umap", "tsne", "pca")
 BACKENDS = ("auto", "cpu", "gpu")
 
-register("item_vector", (ITEM, FEATURE), "f", "the vector of each item that is embedded (k-mer, cell, patch ...)")
-register("item_label", (ITEM,), "UOiub", "categorical label of each item (cell type, annotation ...)")
-register("item_batch", (ITEM,), "UOiub", "batch (or donor, slide ...) of each item")
-register("item_annotation", (ITEM, CLASS), "f", "annotation scores per item and class (e.g. area fractions)")
-register("item_keep", (ITEM,), "b", "True for items kept by a filter (e.g. the background-annotation filter)")
-register("item_argmax", (ITEM,), "UO", "name of the annotation class with the largest score of each item")
-register("embedding_fitted", (ITEM,), "b", "True for the items the reducer was fitted on (seeded subsample); "
-         "the others were placed with the fitted reducer's transform")
-for _m in METHODS:
-    register(f"embedding_{_m}", (ITEM, COMPONENT), "f", f"{_m.upper()} coordinates of each item")
-
-
-# --- numba cache ---------------------------------------------------------------------------------
-
-_NUMBA_LOCK = threading.RLock()
-_CACHED_MODULES: set[str] = set()
-
-
-def numba_cache_dir() -> str:
-    """Return (and create) the directory where numba caches compiled code (``NUMBA_CACHE_DIR``)."""
-    d = os.environ.get("NUMBA_CACHE_DIR") or str(cache_dir() / "numba")
-    os.makedirs(d, exist_ok=True)
-    os.environ["NUMBA_CACHE_DIR"] = d
-    return d
-
-
-def _enable_module_caching(prefixes=("umap", "pynndescent")) -> int:
-    """Turn on disk caching for every module-level numba dispatcher of ``prefixes``; return how many."""
-    import sys
-
-    from numba.core.registry import CPUDispatcher
-
-    n = 0
-    for name in list(sys.modules):
-        if not name.startswith(prefixes) or name in _CACHED_MODULES:
-            continue
-        _CACHED_MODULES.add(name)
-        for obj in list(vars(sys.modules[name]).values()):
-            if isinstance(obj, CPUDispatcher) and type(obj._cache).__name__ == "NullCache":
-                with contextlib.suppress(Exception):  # functions numba cannot cache stay uncached
-                    obj.enable_caching()
-                    n += 1
-    return n
-
-
-@contextlib.contextmanager
-def numba_cache():
-    """Context in which numba caches compiled code on disk, including functions jitted at call time.
-
-    umap-learn jits some functions inside its calls (``numba.njit(f, ...)`` in ``optimize_layout_*``)
-    and most of its module functions without ``cache=True``; inside this context those get
-    ``cache=True`` so a second process loads them instead of compiling (~15 s -> ~1 s here).
-    """
-    import numba
-    import numba.core.config
-
-    numba.core.config.CACHE_DIR = numba_cache_dir()
-    with _NUMBA_LOCK:
-        original = numba.njit
-
-        def njit(*args, **kwargs):
-            kwargs.setdefault("cache", True)
-            return original(*args, **kwargs)
-
-        numba.njit = njit
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=UserWarning)
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                import umap  # noqa: F401  (imports pynndescent too)
-                import umap.layouts  # noqa: F401
-                _enable_module_caching()
-                yield
-        finally:
-            numba.njit = original
-
 
 # --- backends ------------------------------------------------------------------------------------
-
-def gpu_available() -> bool:
-    """Return True when cuML imports and CUDA reports at least one device in this process."""
-    try:
-        import cuml  # noqa: F401
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
 
 def resolve_backend(backend: str = "auto", method: str = "umap", subsample: bool = False) -> str:
     """Return ``"cpu"`` or ``"gpu"`` for ``backend`` (``auto``, ``cpu`` or ``gpu``).

@@ -33,13 +33,12 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
-from ..engine.models import ModelSpec, get_runtime, item_name, load_spec, outputs_of, require_finite
-from ..storage.schema import FEATURE, SAMPLE, TARGET, register, validate
+from ..engine.heads import activate, item_name, outputs_of, require_finite
+from ..engine.runtime import get_runtime
+from ..engine.spec import ModelSpec, load_spec
+from ..storage.schema import FEATURE, SAMPLE, TARGET, validate
 
 EXACT_MAX = 12
-
-register("fastshap_attribution", (SAMPLE, FEATURE, TARGET), "f", "FastSHAP Shapley-value estimate of each feature per target")
-register("fastshap_fidelity", (), "f", "Pearson correlation of FastSHAP with exact Shapley values of the surrogate game (NaN: not validated)")
 
 
 def _mlp(n_in: int, n_out: int, hidden: int, depth: int = 2):
@@ -89,8 +88,6 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
     (unless the spec allows it).
     """
     import torch
-
-    from ..engine.gradients import activate
 
     rt = get_runtime(spec)
     x = np.asarray(x, np.float32)
@@ -256,8 +253,6 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     then explained by the trained explainer. Output: ``fastshap_attribution`` (sample, feature,
     target) and ``fastshap_fidelity`` (see the module doc); ``min_fidelity=None`` skips the check.
     """
-    from .attribute import _probe, resolve_targets
-
     spec = load_spec(model)
     if spec.input_kind != "dense":
         raise ValueError(f"FastSHAP here explains dense-feature models; the spec's input_kind is {spec.input_kind!r}")
@@ -265,8 +260,9 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     x = ds["features"].data
     x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
     n, f = x.shape
-    n_out = _probe(spec, (f,), f"{f} input features")
-    names, idx = resolve_targets(spec, target, n_out)
+    rt = get_runtime(spec)
+    n_out = rt.probe_shape((f,), f"{f} input features")
+    names, idx = rt.output.resolve(target, n_out)
     if idx is None:
         raise ValueError("FastSHAP explains fixed targets: pass target='all', a class name or a list of them")
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
@@ -298,14 +294,13 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
 
 def validate_fastshap(model: ModelSpec | str | dict, x, *, target="all", **options) -> dict:
     """Train FastSHAP on ``x`` ``(N, F)`` (F <= EXACT_MAX) in this process and return its state with ``fidelity``."""
-    from .attribute import _probe, resolve_targets
-
     spec = load_spec(model)
     x = np.asarray(x, np.float32)
     if x.shape[1] > EXACT_MAX:
         raise ValueError(f"validation enumerates 2^F subsets: use a model with at most {EXACT_MAX} features "
                          f"(got {x.shape[1]})")
-    n_out = _probe(spec, (x.shape[1],), f"{x.shape[1]} input features")
-    _, idx = resolve_targets(spec, target, n_out)
+    rt = get_runtime(spec)
+    n_out = rt.probe_shape((x.shape[1],), f"{x.shape[1]} input features")
+    _, idx = rt.output.resolve(target, n_out)
     with dask.config.set(scheduler="sync"), outputs_of(lambda r: f"row {r} of x"):
         return train_fastshap(x, spec, targets=tuple(int(i) for i in idx), **options)

@@ -30,23 +30,12 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
 from ..engine.blocks import merge_result
-from ..engine.gradients import tune_malloc
+from ..engine.process import tune_malloc
 from ..engine.models import ModelSpec, get_runtime, load_spec, outputs_of
-from ..storage.readers import InputError
-from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, register, validate
+from ..engine.regions import apply_kwargs, genome_input, graph_token, join_span, region_coords, span_keys
+from ..errors import InputError
+from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, validate
 from .perturb import resolve_windows, window_edits
-from .tiles import _apply, _token, genome_input, join_span, region_coords, span_keys
-
-register("genome_sweep_delta_mean", (CONTIG, WINDOW, POSITION, TARGET), "f",
-         "mean over replicates of (perturbed - reference) prediction of the genomic context window; span starts at position")
-register("genome_sweep_delta_std", (CONTIG, WINDOW, POSITION, TARGET), "f",
-         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
-register("genome_sweep_reference", (CONTIG, POSITION, TARGET), "f",
-         "prediction of the unperturbed genomic context window used at each position")
-register("genome_ism_delta", (CONTIG, POSITION, BASE, TARGET), "f",
-         "prediction of the context window with base at position minus its reference prediction; 0 at the reference base")
-register("genome_ism_reference", (CONTIG, POSITION, TARGET), "f",
-         "prediction of the unmutated genomic context window used at each position")
 
 
 class _Shifted:
@@ -69,7 +58,7 @@ def context_starts(positions: np.ndarray, contig_length: int, input_length: int,
     return np.clip(centre - input_length // 2, 0, contig_length - input_length)
 
 
-def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride):
+def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, sequence_var, length_var):
     spec = load_spec(model)
     w, step, stride = int(input_length), int(context_step), int(stride)
     if w < 1 or step < 1 or stride < 1:
@@ -77,7 +66,7 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
     if step - 1 + span > w:
         raise ValueError(f"context_step {step} with edits of {span} bp needs {step - 1 + span} bp of context, more "
                          f"than input_length {w}: lower context_step")
-    codes, lengths, names, regs, rows = genome_input(ds, regions)
+    codes, lengths, names, regs, rows = genome_input(ds, regions, sequence_var, length_var)
     for r, row in zip(regs, rows):
         if lengths[row] < w:
             raise InputError(f"input_length {w} is longer than contig {r.contig!r} ({int(lengths[row])} bp): "
@@ -102,7 +91,7 @@ def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, st
                 cs = context_starts(gp[[0, -1]], int(lengths[row]), w, span, step)
                 p0, p1 = int(cs[0]), int(cs[1]) + w
                 keys, c0 = span_keys(codes, row, p0, p1)
-                dsk[(name, i, j) + (0,) * len(shape_tail)] = (_apply, fn, [keys, c0, p0, p1], dict(
+                dsk[(name, i, j) + (0,) * len(shape_tail)] = (apply_kwargs, fn, [keys, c0, p0, p1], dict(
                     q=q, rstart=r.start, rlen=r.end - r.start, contig_length=int(lengths[row]), contig_index=row,
                     w=w, span=span, step=step, label=r.label, **kw))
             p += c
@@ -173,11 +162,14 @@ def genome_sweep(
     inserts=None,
     context_step: int = 1,
     position_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = False,
 ) -> xr.Dataset:
     """Return the lazy perturbation sweep of ``model`` along the contigs (or ``regions``) of ``ds``.
 
-    Input: ``sequence_code`` / ``sequence_length`` (e.g. ``read_genome``). ``input_length`` is the
+    Input: ``ds[sequence_var]`` / ``ds[length_var]`` (a ``sequence_code`` / ``sequence_length``,
+    e.g. from ``read_genome``). ``input_length`` is the
     model's input window; ``windows``/``stride``/``replicates``/``mode``/``seed``/``inserts`` as in
     ``perturbation_sweep``; ``context_step`` groups positions sharing a context (module doc).
     Output: ``genome_sweep_delta_mean`` / ``genome_sweep_delta_std`` (contig, window, position,
@@ -187,9 +179,9 @@ def genome_sweep(
     """
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride)
+        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride, sequence_var, length_var)
     n_t, n_w = len(spec.target_names), len(windows)
-    name = "genome-sweep-" + _token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
+    name = "genome-sweep-" + graph_token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
                                     replicates, seed)
     out = _graph(name, _sweep_block, codes, regs, rows, lengths, positions, pchunks, w, max(windows), step,
                  (n_t, 1 + 2 * n_w), _nan, spec=spec, windows=tuple(windows), inserts=insert_codes, mode=mode,
@@ -244,6 +236,8 @@ def genome_ism(
     regions=None,
     context_step: int = 1,
     position_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = False,
 ) -> xr.Dataset:
     """Return the lazy saturation mutagenesis of ``model`` along the contigs (or ``regions``) of ``ds``.
@@ -253,9 +247,9 @@ def genome_ism(
     reference base — and ``genome_ism_reference`` (contig, position, target). Nothing is computed.
     """
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, 1, context_step, position_chunk, 1)
+        ds, model, regions, input_length, 1, context_step, position_chunk, 1, sequence_var, length_var)
     n_t = len(spec.target_names)
-    name = "genome-ism-" + _token(spec, w, step, codes.name, regs, pchunks)
+    name = "genome-ism-" + graph_token(spec, w, step, codes.name, regs, pchunks)
     out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, (n_t, 5), _nan,
                  spec=spec)
     new = xr.Dataset(

@@ -15,12 +15,8 @@ import xarray as xr
 
 from ..engine.blocks import chunk_size, merge_result
 from ..engine.models import ModelSpec, get_runtime, item_name, load_spec, outputs_of
-from ..storage.schema import BASE, BASES, POSITION, SEQUENCE, TARGET, register, validate
-from .perturb import _check_sequences, reference_predictions
-
-register("ism_delta", (SEQUENCE, POSITION, BASE, TARGET), "f",
-         "prediction with base at position minus the reference prediction; 0 at the reference base")
-register("ism_reference", (SEQUENCE, TARGET), "f", "prediction for the unmutated sequence")
+from ..storage.schema import BASE, BASES, POSITION, SEQUENCE, TARGET, validate
+from .perturb import reference_predictions, sequence_input
 
 
 def _ism_block(codes, lengths, seq_ids, names, positions, *, spec: ModelSpec) -> np.ndarray:
@@ -54,16 +50,19 @@ def saturation_mutagenesis(
     start: int | None = None,
     end: int | None = None,
     position_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = True,
 ) -> xr.Dataset:
     """Return the lazy ISM of ``model`` over positions ``[start, end)`` of every sequence in ``ds``.
 
-    Input: ``sequence_code`` (sequence, position) uint8 and ``sequence_length`` (sequence).
+    Input: ``ds[sequence_var]`` (a ``sequence_code``: (sequence, position) uint8) and
+    ``ds[length_var]`` (a ``sequence_length``: (sequence,)).
     Output: ``ism_delta`` (sequence, position, base, target) and ``ism_reference`` (sequence,
     target); position chunks follow the input's (or ``position_chunk``). Nothing is computed.
     """
     spec = load_spec(model)
-    codes, lengths, _, seq_ids, names = _check_sequences(ds)
+    codes, lengths, _, seq_ids, names = sequence_input(ds, sequence_var, length_var)
     lmax = codes.shape[1]
     start = 0 if start is None else int(start)
     end = lmax if end is None else int(end)

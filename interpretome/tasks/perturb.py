@@ -24,18 +24,10 @@ from ..engine import rng
 from ..engine.blocks import chunk_size, index_array, merge_result, require_vars, as_dask
 from ..engine.models import ModelSpec, get_runtime, item_name, load_spec, outputs_of
 from ..storage.alphabet import CODE_N, encode_bases
-from ..storage.schema import POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, register, validate
+from ..storage.schema import POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, require, validate
 
 MODES = ("random", "shuffle", "insert", "mask")
 DEFAULT_WINDOWS = (1, 3, 5, 7, 9, 11, 13, 15)
-
-register("sweep_reference", (SEQUENCE, TARGET), "f", "prediction for the unperturbed sequence")
-register("sweep_delta_mean", (SEQUENCE, WINDOW, POSITION, TARGET), "f",
-         "mean over replicates of (perturbed - reference) prediction, window starting at position; NaN where it does not fit")
-register("sweep_delta_std", (SEQUENCE, WINDOW, POSITION, TARGET), "f",
-         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
-register("sweep_prediction", (SEQUENCE, WINDOW, POSITION, REPLICATE, TARGET), "f",
-         "raw prediction of each perturbed replicate")
 
 
 def window_edits(mode: str, ref: np.ndarray, starts: np.ndarray, k: int, replicates: int, seed: int,
@@ -155,15 +147,21 @@ def item_labels(ds: xr.Dataset, dim: str, chunks) -> da.Array:
     return as_dask(values.astype(str), (chunks,))
 
 
-def _check_sequences(ds: xr.Dataset):
+def sequence_input(ds: xr.Dataset, sequence_var: str = "sequence_code", length_var: str = "sequence_length"):
     """Return ``(codes, lengths, known lengths or None, sequence indices, sequence names)``, the last
-    four as dask arrays chunked like the codes' sequences."""
-    require_vars(ds, ("sequence_code", "sequence_length"), "interpretome.read_fasta or sequences_to_dataset")
-    codes = ds["sequence_code"].data
+    four as dask arrays chunked like the codes' sequences.
+
+    ``ds[sequence_var]`` must fit the registered ``sequence_code`` (sequence, position) uint8 and
+    ``ds[length_var]`` ``sequence_length`` (sequence) int (checked on metadata, nothing computed).
+    """
+    require_vars(ds, (sequence_var, length_var), "interpretome.read_fasta or sequences_to_dataset")
+    require(ds, sequence_var, "sequence_code", "interpretome.read_fasta or sequences_to_dataset")
+    require(ds, length_var, "sequence_length", "interpretome.read_fasta or sequences_to_dataset")
+    codes = ds[sequence_var].data
     if not isinstance(codes, da.Array):
         codes = da.from_array(np.asarray(codes), chunks=(64, -1))
-    lengths = as_dask(ds["sequence_length"].data, (codes.chunks[0],))
-    known = None if isinstance(ds["sequence_length"].data, da.Array) else np.asarray(ds["sequence_length"].values)
+    lengths = as_dask(ds[length_var].data, (codes.chunks[0],))
+    known = None if isinstance(ds[length_var].data, da.Array) else np.asarray(ds[length_var].values)
     seq_ids = index_array(codes.shape[0], codes.chunks[0])
     return codes, lengths, known, seq_ids, item_labels(ds, SEQUENCE, codes.chunks[0])
 
@@ -180,11 +178,14 @@ def perturbation_sweep(
     inserts=None,
     keep_replicates: bool = False,
     position_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = True,
 ) -> xr.Dataset:
     """Return the lazy sweep of ``model`` over the sequences of ``ds`` (see the module doc).
 
-    Input: ``sequence_code`` (sequence, position) uint8 and ``sequence_length`` (sequence).
+    Input: ``ds[sequence_var]`` (a ``sequence_code``: (sequence, position) uint8) and
+    ``ds[length_var]`` (a ``sequence_length``: (sequence,)).
     Output variables: ``sweep_reference`` (sequence, target); ``sweep_delta_mean`` and
     ``sweep_delta_std`` (sequence, window, position, target) — position is the window's first
     base; with ``keep_replicates`` also ``sweep_prediction`` (sequence, window, position,
@@ -198,7 +199,7 @@ def perturbation_sweep(
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
-    codes, lengths, known, seq_ids, names = _check_sequences(ds)
+    codes, lengths, known, seq_ids, names = sequence_input(ds, sequence_var, length_var)
     lmax = codes.shape[1]
     if known is not None:
         for k in windows:

@@ -41,15 +41,8 @@ import xarray as xr
 
 from ..engine.blocks import require_vars
 from ..storage.embedding_io import after_check, check_finite_rows, finite_rows_check
-from ..storage.schema import CLASS, FOLD, ITEM, METRIC, register, validate
+from ..storage.schema import CLASS, FOLD, ITEM, METRIC, validate
 
-register("score_value", (METRIC,), "f", "clustering score of the embedding per metric (asw_label, asw_batch, "
-         "davies_bouldin_*, calinski_harabasz_*)")
-register("score_silhouette_label", (ITEM,), "f", "silhouette of each item with the label as clusters (NaN if not sampled)")
-register("score_silhouette_batch", (ITEM,), "f", "silhouette of each item with the batch as clusters (NaN if not sampled)")
-register("score_silhouette_class", (CLASS,), "f", "mean silhouette (label as clusters) of the items of each label")
-register("score_sampled", (ITEM,), "b", "True for the items the scores were computed on (seeded subsample)")
-register("score_fold", (FOLD, METRIC), "f", "clustering score per fold (or split, or model) and metric")
 
 CONVENTIONS = ("sklearn", "scib")
 METRICS = ("euclidean", "cosine")
