@@ -30,6 +30,7 @@ FOLD = "fold"
 METRIC = "metric"
 MODEL = "model"
 CLASS = "class"
+STRAND = "strand"
 
 BASES = ("A", "C", "G", "T")
 """The order of the one-hot channels and of the ``base`` coordinate."""
@@ -40,25 +41,37 @@ CODE_N = 4
 
 @dataclass(frozen=True)
 class Variable:
-    """One registered variable: its name, dims, numpy dtype kind ('f', 'i', 'u', 'b', 'U', 'O')."""
+    """One registered variable: its name, dims, numpy dtype kind ('f', 'i', 'u', 'b', 'U', 'O').
+
+    ``optional`` names dims of ``dims`` that the variable may lack (e.g. ``strand``, present only
+    when both strands are kept); the others keep their order.
+    """
 
     name: str
     dims: tuple[str, ...]
     kind: str
     doc: str
+    optional: tuple[str, ...] = ()
+
+    def allowed_dims(self) -> tuple[tuple[str, ...], ...]:
+        """Return the dims the variable may have: all of ``dims``, or those without ``optional``."""
+        if not self.optional:
+            return (self.dims,)
+        return self.dims, tuple(d for d in self.dims if d not in self.optional)
 
 
 REGISTRY: dict[str, Variable] = {}
 
 
-def register(name: str, dims: tuple[str, ...], kind: str, doc: str) -> Variable:
+def register(name: str, dims: tuple[str, ...], kind: str, doc: str, optional: tuple[str, ...] = ()) -> Variable:
     """Register a variable and return it; re-registering the same definition is a no-op.
 
-    Raises ``ValueError`` when ``name`` is already registered with other dims or kind.
+    ``optional``: dims of ``dims`` the variable may lack (see ``Variable``). Raises ``ValueError``
+    when ``name`` is already registered with other dims or kind.
     """
-    var = Variable(name, tuple(dims), kind, doc)
+    var = Variable(name, tuple(dims), kind, doc, tuple(optional))
     old = REGISTRY.get(name)
-    if old is not None and (old.dims, old.kind) != (var.dims, var.kind):
+    if old is not None and (old.dims, old.kind, old.optional) != (var.dims, var.kind, var.optional):
         raise ValueError(
             f"variable {name!r} is already registered with dims {old.dims} kind {old.kind!r}; "
             f"pick another name for dims {var.dims} kind {var.kind!r}"
@@ -82,8 +95,9 @@ def validate(ds: xr.Dataset, names: list[str] | tuple[str, ...] | None = None) -
                 raise ValueError(f"variable {name!r} is not registered in interpretome.storage.schema")
             continue
         da = ds[name]
-        if tuple(da.dims) != spec.dims:
-            raise ValueError(f"variable {name!r} has dims {tuple(da.dims)}; the registry says {spec.dims}")
+        if tuple(da.dims) not in spec.allowed_dims():
+            extra = f" (optional: {spec.optional})" if spec.optional else ""
+            raise ValueError(f"variable {name!r} has dims {tuple(da.dims)}; the registry says {spec.dims}{extra}")
         if np.dtype(da.dtype).kind not in spec.kind:
             raise ValueError(
                 f"variable {name!r} has dtype {da.dtype} (kind {np.dtype(da.dtype).kind!r}); "
@@ -95,7 +109,8 @@ def validate(ds: xr.Dataset, names: list[str] | tuple[str, ...] | None = None) -
 def describe(name: str) -> str:
     """Return a one-line description ``name (dims) kind: doc`` of a registered variable."""
     v = REGISTRY[name]
-    return f"{v.name} ({', '.join(v.dims)}) {v.kind}: {v.doc}"
+    dims = ", ".join(f"{d}?" if d in v.optional else d for d in v.dims)
+    return f"{v.name} ({dims}) {v.kind}: {v.doc}"
 
 
 # Inputs ---------------------------------------------------------------------------------------

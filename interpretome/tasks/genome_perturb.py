@@ -24,6 +24,8 @@ here: the result's ``position`` axis (offsets within regions) is not the genome'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -32,21 +34,198 @@ from dask.highlevelgraph import HighLevelGraph
 from ..engine.blocks import merge_result
 from ..engine.gradients import tune_malloc
 from ..engine.models import ModelSpec, get_runtime, load_spec
+from ..storage.genome import TrackGeometry
 from ..storage.readers import InputError
-from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, register, validate
+from ..storage.schema import BASE, BASES, CONTIG, POSITION, STRAND, TARGET, WINDOW, register, validate
 from .perturb import resolve_windows, window_edits
-from .tiles import _apply, _token, genome_input, join_span, region_coords, span_keys
+from .tiles import (_apply, _token, check_output, edits_on_strand, genome_input, padded_span, predict_on_strand,
+                    region_coords, span_keys)
 
-register("genome_sweep_delta_mean", (CONTIG, WINDOW, POSITION, TARGET), "f",
-         "mean over replicates of (perturbed - reference) prediction of the genomic context window; span starts at position")
-register("genome_sweep_delta_std", (CONTIG, WINDOW, POSITION, TARGET), "f",
-         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
-register("genome_sweep_reference", (CONTIG, POSITION, TARGET), "f",
-         "prediction of the unperturbed genomic context window used at each position")
-register("genome_ism_delta", (CONTIG, POSITION, BASE, TARGET), "f",
-         "prediction of the context window with base at position minus its reference prediction; 0 at the reference base")
-register("genome_ism_reference", (CONTIG, POSITION, TARGET), "f",
-         "prediction of the unmutated genomic context window used at each position")
+REDUCTIONS = ("at_edit", "total", "delta_score")
+"""Profile-model reductions of one edit's effect (module doc)."""
+STRANDS = ("+", "-", "both")
+PADS = ("N", "none")
+_VALUES = {"at_edit": ("profile_at_edit",), "total": ("profile_total",), "delta_score": ("delta_gain", "delta_loss")}
+_VALUE_DOCS = {
+    "delta": "prediction of the edited context window minus its reference prediction",
+    "profile_at_edit": "change of the profile at the output bin covering the edited base (NaN: no bin covers it)",
+    "profile_total": "change of the profile summed over the model's whole output window",
+    "delta_gain": "max over output bins within +/- delta_distance bases of the edit of (edited - reference) "
+                  "(SpliceAI delta score, gain)",
+    "delta_loss": "max over output bins within +/- delta_distance bases of the edit of (reference - edited) "
+                  "(SpliceAI delta score, loss)",
+}
+
+_ISM_DIMS = (CONTIG, POSITION, BASE, TARGET, STRAND)
+_SWEEP_DIMS = (CONTIG, WINDOW, POSITION, TARGET, STRAND)
+_REF_DIMS = (CONTIG, POSITION, TARGET, STRAND)
+register("genome_sweep_delta_mean", _SWEEP_DIMS, "f",
+         "mean over replicates of (perturbed - reference) prediction of the genomic context window; span starts at position",
+         optional=(STRAND,))
+register("genome_sweep_delta_std", _SWEEP_DIMS, "f",
+         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction", optional=(STRAND,))
+register("genome_sweep_reference", _REF_DIMS, "f",
+         "prediction of the unperturbed genomic context window used at each position (profile models: the "
+         "reference profile at the bin covering the position)", optional=(STRAND,))
+register("genome_ism_delta", _ISM_DIMS, "f",
+         "prediction of the context window with base at position minus its reference prediction; 0 at the reference base",
+         optional=(STRAND,))
+register("genome_ism_reference", _REF_DIMS, "f",
+         "prediction of the unmutated genomic context window used at each position (profile models: the reference "
+         "profile at the bin covering the position)", optional=(STRAND,))
+for _r in REDUCTIONS:
+    for _v in _VALUES[_r]:
+        register(f"genome_ism_{_v}", _ISM_DIMS, "f", f"profile models, base at position substituted: {_VALUE_DOCS[_v]}; "
+                 "0 at the reference base", optional=(STRAND,))
+        register(f"genome_sweep_{_v}_mean", _SWEEP_DIMS, "f",
+                 f"profile models, mean over replicates: {_VALUE_DOCS[_v]}; span starts at position", optional=(STRAND,))
+        register(f"genome_sweep_{_v}_std", _SWEEP_DIMS, "f",
+                 f"profile models, standard deviation (ddof 0) over replicates of: {_VALUE_DOCS[_v]}", optional=(STRAND,))
+
+
+# --- what is stored of one edit: scalar deltas or profile reductions ------------------------------------
+
+@dataclass(frozen=True)
+class ScalarReadout:
+    """A scalar model ``(N, T)``: the stored value of an edit is its delta."""
+
+    window: int
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Return the value names (``delta``)."""
+        return ("delta",)
+
+    def check(self, o: np.ndarray) -> np.ndarray:
+        """Return ``o`` after checking it is ``(N, T)``."""
+        return check_output(o, TrackGeometry(self.window, 1), "genome perturbation")
+
+    def reference(self, ref: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Return the stored reference ``(E, T)`` for edits starting at ``lo`` of a ``ref`` (T,) window."""
+        return np.broadcast_to(ref, (len(lo),) + ref.shape)
+
+    def valid(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Return ``(E, V)`` bool: which values an edit of window bases ``[lo, hi]`` has."""
+        return np.ones((len(lo), 1), bool)
+
+    def reduce(self, pred: np.ndarray, ref: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Return ``(E, T, V)`` float32: the values of edits with outputs ``pred`` (E, T)."""
+        return (pred - ref[None])[..., None].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ProfileReadout:
+    """A profile model ``(N, T, L_out)``: each edit reduced to ``reductions`` (module doc).
+
+    ``geom`` places output bin ``k`` on window bases ``[crop + k*bin_size, crop + (k+1)*bin_size)``;
+    an edit of window bases ``[lo, hi]`` is read at the bin covering base ``(lo + hi) // 2``
+    (``at_edit``) and over the bins overlapping ``[lo - distance, hi + distance]`` (``delta_score``).
+    """
+
+    geom: TrackGeometry
+    reductions: tuple[str, ...]
+    distance: int
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Return the value names, in storage order (``delta_score`` gives gain and loss)."""
+        return tuple(v for r in self.reductions for v in _VALUES[r])
+
+    def check(self, o: np.ndarray) -> np.ndarray:
+        """Return ``o`` after checking it is ``(N, T, L_out)`` of the geometry."""
+        return check_output(o, self.geom, "the profile perturbation")
+
+    def _bin(self, lo, hi):
+        c = (np.asarray(lo) + np.asarray(hi)) // 2
+        k = (c - self.geom.crop) // self.geom.bin_size
+        return np.clip(k, 0, self.geom.out_length - 1), (c >= self.geom.crop) & (k < self.geom.out_length)
+
+    def _near(self, lo, hi):
+        """Return ``(E, L_out)`` bool: output bins overlapping ``[lo - distance, hi + distance]``."""
+        b0 = self.geom.crop + np.arange(self.geom.out_length) * self.geom.bin_size
+        return ((b0[None, :] <= np.asarray(hi)[:, None] + self.distance)
+                & (b0[None, :] + self.geom.bin_size - 1 >= np.asarray(lo)[:, None] - self.distance))
+
+    def reference(self, ref: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Return ``(E, T)``: the reference profile ``ref`` (T, L_out) at the bin covering base ``lo``."""
+        k, ok = self._bin(lo, lo)
+        return np.where(ok[:, None], ref[:, k].T, np.nan)
+
+    def valid(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Return ``(E, V)`` bool: which values an edit of window bases ``[lo, hi]`` has."""
+        cols = {"at_edit": [self._bin(lo, hi)[1]], "total": [np.ones(len(lo), bool)],
+                "delta_score": [self._near(lo, hi).any(axis=1)] * 2}
+        return np.stack([c for r in self.reductions for c in cols[r]], axis=1)
+
+    def reduce(self, pred: np.ndarray, ref: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Return ``(E, T, V)`` float32: the reductions of edits with profiles ``pred`` (E, T, L_out)."""
+        diff = pred.astype(np.float64) - ref[None]
+        cols = []
+        for r in self.reductions:
+            if r == "at_edit":
+                k, ok = self._bin(lo, hi)
+                cols.append(np.where(ok[:, None], diff[np.arange(len(k)), :, k], np.nan))
+            elif r == "total":
+                cols.append(diff.sum(axis=-1))
+            else:
+                near = self._near(lo, hi)[:, None, :]
+                some = near.any(axis=-1)
+                cols.append(np.where(some, np.where(near, diff, -np.inf).max(axis=-1), np.nan))
+                cols.append(np.where(some, np.where(near, -diff, -np.inf).max(axis=-1), np.nan))
+        return np.stack(cols, axis=-1).astype(np.float32)
+
+
+def make_readout(input_length: int, bin_size, crop: int, crop_right, reductions, delta_distance: int, strand: str):
+    """Return the readout of a scalar (``bin_size`` None) or profile model, checking its options.
+
+    Raises ``ValueError`` naming the option to fix.
+    """
+    if bin_size is None:
+        if reductions is not None or crop or crop_right:
+            raise ValueError("reductions=/crop= only apply to profile models: pass bin_size= (bases per output bin) "
+                             "too, or drop them for a scalar model")
+        return ScalarReadout(int(input_length))
+    crop_right = int(crop) if crop_right is None else int(crop_right)
+    geom = TrackGeometry(int(input_length), int(bin_size), int(bin_size), int(crop), crop_right)
+    reductions = tuple(REDUCTIONS if reductions is None else ([reductions] if isinstance(reductions, str) else reductions))
+    bad = [r for r in reductions if r not in REDUCTIONS]
+    if bad or not reductions or len(set(reductions)) != len(reductions):
+        raise ValueError(f"reductions {list(reductions)} must be distinct names from {REDUCTIONS}")
+    if int(delta_distance) < 0:
+        raise ValueError(f"delta_distance must be >= 0 bases, got {delta_distance}")
+    if strand != "+" and geom.crop != geom.crop_right:
+        raise ValueError(f"strand {strand!r} maps reverse-complement profiles back by mirroring, which needs "
+                         f"crop == crop_right (got {geom.crop} and {geom.crop_right})")
+    return ProfileReadout(geom, reductions, int(delta_distance))
+
+
+def _edit_values(rt, readout, ctx, ref, starts, new, lo, hi, strand) -> np.ndarray:
+    """Return ``(E, T, V)`` values of edits ``new`` at ``starts`` of ``ctx``, one model batch at a time.
+
+    Only one batch of model outputs (a profile: batch x T x L_out) is held at once.
+    """
+    bs = max(1, int(rt.spec.batch_size))
+    out = np.empty((len(starts), len(ref), len(readout.names)), np.float32)
+    for i in range(0, len(starts), bs):
+        sl = slice(i, i + bs)
+        pred = readout.check(edits_on_strand(rt, ctx, starts[sl], new[sl], strand))
+        out[sl] = readout.reduce(pred, ref, lo[sl], hi[sl])
+    return out
+
+
+def _strands(strand: str) -> tuple[str, ...]:
+    if strand not in STRANDS:
+        raise ValueError(f"strand {strand!r} is not one of {STRANDS}")
+    return ("+", "-") if strand == "both" else (strand,)
+
+
+def _pad(pad, readout) -> bool:
+    if pad is None:
+        return isinstance(readout, ProfileReadout)
+    if pad not in PADS:
+        raise ValueError(f"pad {pad!r} is not one of {PADS} ('N': contig ends padded with N, 'none': contexts "
+                         f"shifted inward)")
+    return pad == "N"
 
 
 class _Shifted:
@@ -59,17 +238,21 @@ class _Shifted:
         return self.codes[np.asarray(idx) - self.offset]
 
 
-def context_starts(positions: np.ndarray, contig_length: int, input_length: int, span: int, step: int) -> np.ndarray:
+def context_starts(positions: np.ndarray, contig_length: int, input_length: int, span: int, step: int,
+                   pad: bool = False) -> np.ndarray:
     """Return the genome start of the context window of each genome position (see the module doc).
 
-    ``span`` is the longest edit (max k); ``step`` the context step.
+    ``span`` is the longest edit (max k); ``step`` the context step. ``pad``: windows stay centred
+    and may reach past the contig ends (read as N); otherwise they are shifted inward.
     """
     g = np.asarray(positions, np.int64) // step
     centre = g * step + (step - 1 + span) // 2
+    if pad:
+        return centre - input_length // 2
     return np.clip(centre - input_length // 2, 0, contig_length - input_length)
 
 
-def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride):
+def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, pad):
     spec = load_spec(model)
     w, step, stride = int(input_length), int(context_step), int(stride)
     if w < 1 or step < 1 or stride < 1:
@@ -79,9 +262,9 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
                          f"than input_length {w}: lower context_step")
     codes, lengths, names, regs, rows = genome_input(ds, regions)
     for r, row in zip(regs, rows):
-        if lengths[row] < w:
+        if lengths[row] < w and not pad:
             raise InputError(f"input_length {w} is longer than contig {r.contig!r} ({int(lengths[row])} bp): "
-                             f"use a shorter input or drop that contig")
+                             f"use a shorter input, pad='N', or drop that contig")
     n_pos = -(-max(r.end - r.start for r in regs) // stride)
     positions = np.arange(n_pos, dtype=np.int64) * stride
     pc = int(position_chunk or max(1, codes.chunks[1][0] // stride))
@@ -89,22 +272,23 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
     return spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks
 
 
-def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, step, shape_tail, empty, **kw):
+def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, step, pad, shape_tail, **kw):
     dsk = {}
     for i, (r, row) in enumerate(zip(regs, rows)):
         p = 0
         for j, c in enumerate(pchunks):
             q = positions[p:p + c]
             gp = r.start + q[q < r.end - r.start]
+            key = (name, i, j) + (0,) * len(shape_tail)
             if not gp.size:
-                dsk[(name, i, j) + (0,) * len(shape_tail)] = (empty, (1, c) + shape_tail)
+                dsk[key] = (_nan, (1, c) + shape_tail)
             else:
-                cs = context_starts(gp[[0, -1]], int(lengths[row]), w, span, step)
+                cs = context_starts(gp[[0, -1]], int(lengths[row]), w, span, step, pad)
                 p0, p1 = int(cs[0]), int(cs[1]) + w
-                keys, c0 = span_keys(codes, row, p0, p1)
-                dsk[(name, i, j) + (0,) * len(shape_tail)] = (_apply, fn, [keys, c0, p0, p1], dict(
+                keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
+                dsk[key] = (_apply, fn, [keys, c0, p0, p1], dict(
                     q=q, rstart=r.start, rlen=r.end - r.start, contig_length=int(lengths[row]), contig_index=row,
-                    w=w, span=span, step=step, **kw))
+                    w=w, span=span, step=step, pad=pad, **kw))
             p += c
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     return da.Array(graph, name, chunks=((1,) * len(regs), pchunks) + tuple((s,) for s in shape_tail),
@@ -121,36 +305,81 @@ def _groups(gp: np.ndarray, step: int):
     return np.split(np.arange(len(gp)), cuts)
 
 
-def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, spec,
-                 windows, inserts, mode, replicates, seed) -> np.ndarray:
-    """Return ``(1, P, T, 1 + 2 W)`` float32: reference, then delta means, then delta stds per window."""
+def _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step, pad, spec):
+    """Return ``(runtime, codes of [p0, p1), inside, genome positions, context starts)`` of one block."""
     tune_malloc()  # see tiles._tile_block
-    rt = get_runtime(spec)
-    codes = join_span(blocks, c0, p0, p1)
-    n_t, n_w = len(spec.target_names), len(windows)
-    out = np.full((1, len(q), n_t, 1 + 2 * n_w), np.nan, np.float32)
+    codes = padded_span(blocks, c0, p0, p1, contig_length)
     inside = np.flatnonzero(q < rlen)
     gp = rstart + q[inside]
-    cs_all = context_starts(gp, contig_length, w, span, step)
+    return get_runtime(spec), codes, inside, gp, context_starts(gp, contig_length, w, span, step, pad)
+
+
+def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, spec,
+                 readout, strands, windows, inserts, mode, replicates, seed) -> np.ndarray:
+    """Return ``(1, P, T, S, 1 + 2 V W)`` float32: reference, then means (V, W), then stds (V, W)."""
+    rt, codes, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step,
+                                                 pad, spec)
+    n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
+    out = np.full((1, len(q), n_t, len(strands), 1 + 2 * n_v * n_w), np.nan, np.float32)
     shifted = _Shifted(codes, p0)
     for grp in _groups(gp, step):
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
-        ref_pred = rt.predict(ctx[None, :])[0]
-        out[0, inside[grp], :, 0] = ref_pred
-        for wi, k in enumerate(windows):
-            fit = grp[q[inside[grp]] + k <= rlen]
-            if not fit.size:
-                continue
-            starts = gp[fit]
-            new = window_edits(mode, shifted, starts, k, replicates, seed, contig_index,
-                               inserts[wi] if inserts is not None else None)
-            r = new.shape[1]
-            pred = rt.predict_edits(ctx, np.repeat(starts - cs, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
-            delta = pred - ref_pred[None, None, :]
-            out[0, inside[fit], :, 1 + wi] = delta.mean(axis=1)
-            out[0, inside[fit], :, 1 + n_w + wi] = delta.std(axis=1)
+        for si, strand in enumerate(strands):
+            ref = readout.check(predict_on_strand(rt, ctx[None, :], strand))[0]
+            out[0, inside[grp], :, si, 0] = readout.reference(ref, gp[grp] - cs)
+            for wi, k in enumerate(windows):
+                fit = grp[q[inside[grp]] + k <= rlen]
+                if not fit.size:
+                    continue
+                starts = gp[fit]
+                new = window_edits(mode, shifted, starts, k, replicates, seed, contig_index,
+                                   inserts[wi] if inserts is not None else None)
+                r = new.shape[1]
+                lo = np.repeat(starts - cs, r)
+                vals = _edit_values(rt, readout, ctx, ref, lo, new.reshape(-1, k), lo, lo + k - 1, strand)
+                vals = vals.reshape(len(starts), r, n_t, n_v)
+                out[0, inside[fit], :, si, 1 + wi:1 + n_v * n_w:n_w] = vals.mean(axis=1)
+                out[0, inside[fit], :, si, 1 + n_v * n_w + wi::n_w] = vals.std(axis=1)
     return out
+
+
+def _region_axis(regs, rows, positions, pchunks):
+    """Return the coordinates of a (contig, position) result: region rows and genome positions.
+
+    When every region starts at the same base (whole contigs, one region), ``position`` holds
+    0-based genome coordinates; otherwise it holds offsets from each region start and the 2-D
+    ``genome_position`` (contig, position) coordinate the genome coordinates.
+    """
+    starts = np.asarray([r.start for r in regs], np.int64)
+    coords = region_coords(regs, rows)
+    if (starts == starts[0]).all():
+        return coords | {POSITION: positions + starts[0]}, "genome"
+    gpos = da.from_array(starts[:, None], chunks=1) + da.from_array(positions, chunks=(pchunks,))[None, :]
+    return coords | {POSITION: positions, "genome_position": ((CONTIG, POSITION), gpos)}, "region_start"
+
+
+def _finish(ds, variables, coords, strands, attrs, merge):
+    """Return the result Dataset: ``variables`` name -> (dims with strand last, array), strand dropped if single."""
+    out = {}
+    for name, (dims, arr) in variables.items():
+        if len(strands) == 1:
+            out[name] = (dims[:-1], arr[..., 0])
+        else:
+            out[name] = (dims, arr)
+    if len(strands) > 1:
+        coords = coords | {STRAND: list(strands)}
+    new = xr.Dataset(out, coords=coords, attrs=attrs)
+    validate(new)
+    return merge_result(ds, new, merge)
+
+
+def _profile_attrs(readout, strand, pad) -> dict:
+    attrs = {"strand": strand, "pad": "N" if pad else "none"}
+    if isinstance(readout, ProfileReadout):
+        attrs |= {"bin_size": readout.geom.bin_size, "crop": readout.geom.crop, "crop_right": readout.geom.crop_right,
+                  "reductions": list(readout.reductions), "delta_distance": readout.distance}
+    return attrs
 
 
 def genome_sweep(
@@ -166,65 +395,97 @@ def genome_sweep(
     seed: int = 0,
     inserts=None,
     context_step: int = 1,
+    bin_size: int | None = None,
+    crop: int = 0,
+    crop_right: int | None = None,
+    reductions=None,
+    delta_distance: int = 50,
+    strand: str = "+",
+    pad: str | None = None,
     position_chunk: int | None = None,
     merge: bool = False,
 ) -> xr.Dataset:
     """Return the lazy perturbation sweep of ``model`` along the contigs (or ``regions``) of ``ds``.
 
-    Input: ``sequence_code`` / ``sequence_length`` (e.g. ``read_genome``). ``input_length`` is the
-    model's input window; ``windows``/``stride``/``replicates``/``mode``/``seed``/``inserts`` as in
-    ``perturbation_sweep``; ``context_step`` groups positions sharing a context (module doc).
-    Output: ``genome_sweep_delta_mean`` / ``genome_sweep_delta_std`` (contig, window, position,
-    target), ``genome_sweep_reference`` (contig, position, target), one row per region (region
-    coordinates as in ``predict_tiles``); ``position`` = offset of the span start from the region
-    start, every ``stride``. Nothing is computed.
+    Parameters
+    ----------
+    ds : Dataset
+        ``sequence_code`` (sequence, position) and ``sequence_length`` (sequence), e.g. ``read_genome``.
+    model : ModelSpec, str or dict
+        The model; ``input_length`` is its input window (bp).
+    regions, windows, stride, replicates, mode, seed, inserts
+        As in ``perturbation_sweep``; regions as in ``predict_tiles``.
+    context_step : int
+        Positions sharing one context window (module doc).
+    bin_size, crop, crop_right : int
+        A profile model's output geometry (as in ``predict_tiles``); ``bin_size=None``: a scalar model.
+    reductions : sequence of str
+        Profile models: which of ``REDUCTIONS`` to store (default all); a span ``[s, s + k)`` is read
+        at the bin covering base ``s + (k - 1) // 2`` and within ``delta_distance`` bases of the span.
+    strand : {'+', '-', 'both'}
+        Read the contexts forward, reverse-complemented (outputs flipped back), or both (a
+        trailing ``strand`` dim).
+    pad : {'N', 'none'}
+        'N' (default for profile models): contexts stay centred at contig ends, past which they
+        read N; 'none' (default for scalar models): they shift inward.
+
+    Returns
+    -------
+    Dataset
+        Scalar models: ``genome_sweep_delta_mean`` / ``genome_sweep_delta_std`` (contig, window,
+        position, target[, strand]); profile models: ``genome_sweep_<value>_mean`` / ``_std`` for
+        the values of ``reductions`` (``profile_at_edit``, ``profile_total``, ``delta_gain``,
+        ``delta_loss``); both: ``genome_sweep_reference`` (contig, position, target[, strand]).
+        One row per region (region coordinates as in ``predict_tiles``); ``position`` = span start
+        (see ``_region_axis``), every ``stride``. Nothing is computed.
     """
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
+    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, strand)
+    strands, pad = _strands(strand), _pad(pad, readout)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride)
-    n_t, n_w = len(spec.target_names), len(windows)
+        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride, pad)
+    n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
     name = "genome-sweep-" + _token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
-                                    replicates, seed)
-    out = _graph(name, _sweep_block, codes, regs, rows, lengths, positions, pchunks, w, max(windows), step,
-                 (n_t, 1 + 2 * n_w), _nan, spec=spec, windows=tuple(windows), inserts=insert_codes, mode=mode,
-                 replicates=int(replicates), seed=int(seed))
-    dims4 = (CONTIG, WINDOW, POSITION, TARGET)
-    new = xr.Dataset(
-        {"genome_sweep_reference": ((CONTIG, POSITION, TARGET), out[..., 0]),
-         "genome_sweep_delta_mean": (dims4, da.moveaxis(out[..., 1:1 + n_w], -1, 1)),
-         "genome_sweep_delta_std": (dims4, da.moveaxis(out[..., 1 + n_w:], -1, 1))},
-        coords=region_coords(regs, rows) | {WINDOW: labels, "window_length": (WINDOW, windows),
-                                            POSITION: positions, TARGET: spec.target_names},
-        attrs={"sweep_mode": mode, "sweep_stride": stride, "sweep_replicates": int(replicates), "sweep_seed": int(seed),
-               "input_length": w, "context_step": step, "position_origin": "region_start"},
-    )
-    validate(new)
-    return merge_result(ds, new, merge)
+                                    replicates, seed, readout, strands, pad)
+    out = _graph(name, _sweep_block, codes, regs, rows, lengths, positions, pchunks, w, max(windows), step, pad,
+                 (n_t, len(strands), 1 + 2 * n_v * n_w), spec=spec, readout=readout, strands=strands,
+                 windows=tuple(windows), inserts=insert_codes, mode=mode, replicates=int(replicates), seed=int(seed))
+    variables = {"genome_sweep_reference": (_REF_DIMS, out[..., 0])}
+    for v, value in enumerate(readout.names):
+        for stat, off in (("mean", 1), ("std", 1 + n_v * n_w)):
+            arr = out[..., off + v * n_w:off + (v + 1) * n_w]  # (contig, position, target, strand, window)
+            variables[f"genome_sweep_{value}_{stat}"] = (_SWEEP_DIMS, da.moveaxis(arr, -1, 1))
+    coords, origin = _region_axis(regs, rows, positions, pchunks)
+    attrs = {"sweep_mode": mode, "sweep_stride": stride, "sweep_replicates": int(replicates), "sweep_seed": int(seed),
+             "input_length": w, "context_step": step, "position_origin": origin, **_profile_attrs(readout, strand, pad)}
+    return _finish(ds, variables, coords | {WINDOW: labels, "window_length": (WINDOW, windows), TARGET: spec.target_names},
+                   strands, attrs, merge)
 
 
-def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, spec) -> np.ndarray:
-    """Return ``(1, P, T, 5)`` float32: the reference, then the delta for bases A, C, G, T."""
-    tune_malloc()  # see tiles._tile_block
-    rt = get_runtime(spec)
-    codes = join_span(blocks, c0, p0, p1)
-    n_t = len(spec.target_names)
-    out = np.full((1, len(q), n_t, 5), np.nan, np.float32)
-    inside = np.flatnonzero(q < rlen)
-    gp = rstart + q[inside]
-    cs_all = context_starts(gp, contig_length, w, span, step)
+def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, spec,
+               readout, strands) -> np.ndarray:
+    """Return ``(1, P, T, S, 1 + 4 V)`` float32: the reference, then per value the bases A, C, G, T."""
+    rt, codes, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step,
+                                                 pad, spec)
+    n_t, n_v = len(spec.target_names), len(readout.names)
+    out = np.full((1, len(q), n_t, len(strands), 1 + 4 * n_v), np.nan, np.float32)
     for grp in _groups(gp, step):
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
-        ref_pred = rt.predict(ctx[None, :])[0]
         local = gp[grp] - cs
         alt = np.tile(np.arange(4, dtype=np.uint8), len(grp))
         starts = np.repeat(local, 4)
         keep = alt != ctx[starts]
-        delta = np.zeros((len(grp) * 4, n_t), np.float32)
-        if keep.any():
-            delta[keep] = rt.predict_edits(ctx, starts[keep], alt[keep][:, None]) - ref_pred[None, :]
-        out[0, inside[grp], :, 0] = ref_pred
-        out[0, inside[grp], :, 1:] = delta.reshape(len(grp), 4, n_t).transpose(0, 2, 1)
+        for si, strand in enumerate(strands):
+            ref = readout.check(predict_on_strand(rt, ctx[None, :], strand))[0]
+            vals = np.where(readout.valid(starts, starts)[:, None, :], 0.0, np.nan).astype(np.float32)
+            vals = np.broadcast_to(vals, (len(starts), n_t, n_v)).copy()
+            if keep.any():
+                vals[keep] = _edit_values(rt, readout, ctx, ref, starts[keep], alt[keep][:, None], starts[keep],
+                                          starts[keep], strand)
+            out[0, inside[grp], :, si, 0] = readout.reference(ref, local)
+            out[0, inside[grp], :, si, 1:] = vals.reshape(len(grp), 4, n_t, n_v).transpose(0, 2, 3, 1).reshape(
+                len(grp), n_t, 4 * n_v)
     return out
 
 
@@ -235,26 +496,49 @@ def genome_ism(
     input_length: int,
     regions=None,
     context_step: int = 1,
+    bin_size: int | None = None,
+    crop: int = 0,
+    crop_right: int | None = None,
+    reductions=None,
+    delta_distance: int = 50,
+    strand: str = "+",
+    pad: str | None = None,
     position_chunk: int | None = None,
     merge: bool = False,
 ) -> xr.Dataset:
     """Return the lazy saturation mutagenesis of ``model`` along the contigs (or ``regions``) of ``ds``.
 
     Every base of every region is substituted by A, C, G and T inside its genomic context window
-    (module doc). Output: ``genome_ism_delta`` (contig, position, base, target) — 0 at the
-    reference base — and ``genome_ism_reference`` (contig, position, target). Nothing is computed.
+    (module doc); the ``base`` coordinate is the forward-strand base, whatever ``strand``.
+
+    Parameters
+    ----------
+    ds, model, input_length, regions, context_step
+        As in ``genome_sweep``.
+    bin_size, crop, crop_right, reductions, delta_distance, strand, pad
+        As in ``genome_sweep``; an edit of base ``p`` is read at the bin covering ``p`` and over
+        the bins within ``delta_distance`` bases of it.
+
+    Returns
+    -------
+    Dataset
+        Scalar models: ``genome_ism_delta`` (contig, position, base, target[, strand]); profile
+        models: ``genome_ism_<value>`` for the values of ``reductions`` (``profile_at_edit``,
+        ``profile_total``, ``delta_gain``, ``delta_loss``), same dims; all 0 at the reference base.
+        ``genome_ism_reference`` (contig, position, target[, strand]). ``position``: the edited
+        base (see ``_region_axis``). Nothing is computed.
     """
+    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, strand)
+    strands, pad = _strands(strand), _pad(pad, readout)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, 1, context_step, position_chunk, 1)
+        ds, model, regions, input_length, 1, context_step, position_chunk, 1, pad)
     n_t = len(spec.target_names)
-    name = "genome-ism-" + _token(spec, w, step, codes.name, regs, pchunks)
-    out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, (n_t, 5), _nan,
-                 spec=spec)
-    new = xr.Dataset(
-        {"genome_ism_delta": ((CONTIG, POSITION, BASE, TARGET), da.moveaxis(out[..., 1:], -1, 2)),
-         "genome_ism_reference": ((CONTIG, POSITION, TARGET), out[..., 0])},
-        coords=region_coords(regs, rows) | {POSITION: positions, BASE: list(BASES), TARGET: spec.target_names},
-        attrs={"input_length": w, "context_step": step, "position_origin": "region_start"},
-    )
-    validate(new)
-    return merge_result(ds, new, merge)
+    name = "genome-ism-" + _token(spec, w, step, codes.name, regs, pchunks, readout, strands, pad)
+    out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, pad,
+                 (n_t, len(strands), 1 + 4 * len(readout.names)), spec=spec, readout=readout, strands=strands)
+    variables = {"genome_ism_reference": (_REF_DIMS, out[..., 0])}
+    for v, value in enumerate(readout.names):  # (contig, position, target, strand, base) -> base third
+        variables[f"genome_ism_{value}"] = (_ISM_DIMS, da.moveaxis(out[..., 1 + 4 * v:5 + 4 * v], -1, 2))
+    coords, origin = _region_axis(regs, rows, positions, pchunks)
+    attrs = {"input_length": w, "context_step": step, "position_origin": origin, **_profile_attrs(readout, strand, pad)}
+    return _finish(ds, variables, coords | {BASE: list(BASES), TARGET: spec.target_names}, strands, attrs, merge)

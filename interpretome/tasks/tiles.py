@@ -99,24 +99,71 @@ def reverse_complement(codes: np.ndarray) -> np.ndarray:
     return np.where(codes < CODE_N, 3 - codes, CODE_N).astype(np.uint8)[..., ::-1]
 
 
+def padded_span(blocks, c0: int, p0: int, p1: int, length: int) -> np.ndarray:
+    """Return codes ``[p0, p1)`` of a contig of ``length`` bp, N (code 4) outside ``[0, length)``.
+
+    ``blocks`` are the consecutive row blocks starting at ``c0`` that cover the part of
+    ``[p0, p1)`` inside the contig.
+    """
+    a, b = max(int(p0), 0), min(int(p1), int(length))
+    core = join_span(blocks, c0, a, b) if b > a else np.zeros(0, np.uint8)
+    if a == p0 and b == p1:
+        return core
+    return np.concatenate([np.full(a - p0, CODE_N, np.uint8), core, np.full(p1 - b, CODE_N, np.uint8)])
+
+
+def _flip_back(out: np.ndarray) -> np.ndarray:
+    """Return a reverse-complement prediction in forward orientation (a profile's length axis reversed)."""
+    return np.ascontiguousarray(out[..., ::-1]) if out.ndim == 3 else out
+
+
+def predict_on_strand(rt, x: np.ndarray, strand: str) -> np.ndarray:
+    """Return the model outputs of windows ``x`` (N, W) read on ``strand`` ('+' or '-'), forward-oriented.
+
+    ``-``: the windows are reverse-complemented, predicted, and a profile output ``(N, T, L_out)``
+    is reversed along its length so that bin ``k`` lies where the forward bin ``k`` does.
+    """
+    if strand == "+":
+        return rt.predict(x)
+    return _flip_back(rt.predict(np.ascontiguousarray(reverse_complement(x))))
+
+
+def edits_on_strand(rt, ref: np.ndarray, starts: np.ndarray, new: np.ndarray, strand: str) -> np.ndarray:
+    """Return ``rt.predict_edits(ref, starts, new)`` with the edited windows read on ``strand``.
+
+    Edits are given in forward coordinates (``starts`` (E,), ``new`` (E, k) codes); on ``-`` the
+    window is reverse-complemented and each edit becomes the reverse complement of ``new`` at
+    ``len(ref) - start - k`` (a substitution by A is one by T there), and the output is turned
+    back as in ``predict_on_strand``.
+    """
+    if strand == "+":
+        return rt.predict_edits(ref, starts, new)
+    k = new.shape[1]
+    rc = np.ascontiguousarray(reverse_complement(ref))
+    return _flip_back(rt.predict_edits(rc, len(ref) - np.asarray(starts, np.int64) - k,
+                                       np.ascontiguousarray(reverse_complement(new))))
+
+
+def check_output(o: np.ndarray, geom: TrackGeometry, what: str = "the track") -> np.ndarray:
+    """Return ``o`` after checking that it is a profile ``(N, T, L_out)`` of ``geom`` or ``(N, T)``.
+
+    Raises ``ModelOutputError`` naming the parameter to fix.
+    """
+    if geom.profile and (o.ndim != 3 or o.shape[-1] != geom.out_length):
+        raise ModelOutputError(
+            f"{what} expects a profile model output (N, T, {geom.out_length}) for window {geom.window}, "
+            f"bin_size {geom.bin_size}, crop {geom.crop}/{geom.crop_right}, but the model returned "
+            f"{tuple(o.shape)}: fix bin_size=/crop= (or drop bin_size= for a scalar model)")
+    if not geom.profile and o.ndim != 2:
+        raise ModelOutputError(
+            f"the model returned a profile {tuple(o.shape)} but no bin_size= was given: pass bin_size= "
+            f"and crop= for a profile model (output bins of bin_size bases after cropping)")
+    return o
+
+
 def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> np.ndarray:
     """Return ``(N, T)`` or ``(N, T, L_out)`` predictions of windows ``x`` (N, W) on ``strand``."""
-    outs = []
-    if strand in ("+", "both"):
-        outs.append(rt.predict(x))
-    if strand in ("-", "both"):
-        r = rt.predict(np.ascontiguousarray(reverse_complement(x)))
-        outs.append(r[..., ::-1] if r.ndim == 3 else r)
-    for o in outs:
-        if geom.profile and (o.ndim != 3 or o.shape[-1] != geom.out_length):
-            raise ModelOutputError(
-                f"the track expects a profile model output (N, T, {geom.out_length}) for window {geom.window}, "
-                f"bin_size {geom.bin_size}, crop {geom.crop}/{geom.crop_right}, but the model returned "
-                f"{tuple(o.shape)}: fix bin_size=/crop= (or drop bin_size= for a scalar model)")
-        if not geom.profile and o.ndim != 2:
-            raise ModelOutputError(
-                f"the model returned a profile {tuple(o.shape)} but no bin_size= was given: pass bin_size= "
-                f"and crop= for a profile model (output bins of bin_size bases after cropping)")
+    outs = [check_output(predict_on_strand(rt, x, s), geom) for s in ("+", "-") if strand in (s, "both")]
     return outs[0] if len(outs) == 1 else (outs[0].astype(np.float64) + outs[1]) / 2
 
 
