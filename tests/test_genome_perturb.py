@@ -140,3 +140,149 @@ def test_genome_perturb__bad_inputs(genome):
         genome_sweep(ds, SPEC, input_length=W, windows=[10], context_step=60)
     with pytest.raises(ValueError, match="replicates must be 1"):
         genome_sweep(ds, SPEC, input_length=W, mode="mask", replicates=2)
+
+
+# --- profile models, strands, padding ------------------------------------------------------------------
+
+def _profile_spec(crop, bin_size):
+    return ModelSpec(factory="interpretome.datasets:profile_cnn",
+                     kwargs={"channels": 8, "outputs": 2, "crop": crop, "bin_size": bin_size}, targets=("p", "q"),
+                     batch_size=5)
+
+
+def _forward(spec, codes: np.ndarray, strand: str) -> np.ndarray:
+    """Direct model call on one window of codes (N = zero column); '-': reverse complement, output flipped."""
+    import torch
+
+    from interpretome.datasets import profile_cnn
+
+    model = profile_cnn(**spec.kwargs).eval()
+    if strand == "-":
+        codes = np.where(codes < 4, 3 - codes, 4)[::-1]
+    x = torch.zeros(1, 4, len(codes))
+    for i, c in enumerate(codes):
+        if c < 4:
+            x[0, c, i] = 1
+    with torch.no_grad():
+        out = model(x)[0].numpy().astype(np.float64)
+    return out[:, ::-1] if strand == "-" else out
+
+
+def _loop_reductions(diff, lo, hi, crop, bin_size, distance):
+    """Plain statement of the reductions of one edit's profile change ``diff`` (T, L_out)."""
+    n_out = diff.shape[1]
+    c = (lo + hi) // 2
+    at = np.full(diff.shape[0], np.nan)
+    for k in range(n_out):
+        if crop + k * bin_size <= c < crop + (k + 1) * bin_size:
+            at = diff[:, k]
+    near = [k for k in range(n_out) if crop + k * bin_size <= hi + distance
+            and crop + (k + 1) * bin_size - 1 >= lo - distance]
+    gain = np.array([max(diff[t, k] for k in near) for t in range(diff.shape[0])]) if near else np.full(2, np.nan)
+    loss = np.array([max(-diff[t, k] for k in near) for t in range(diff.shape[0])]) if near else np.full(2, np.nan)
+    return {"profile_at_edit": at, "profile_total": diff.sum(axis=1), "delta_gain": gain, "delta_loss": loss}
+
+
+def _padded_window(seq, cs):
+    """The ``W`` bases from genome start ``cs`` (may be < 0 or run past the end), N outside the contig."""
+    return np.array([seq[i] if 0 <= i < len(seq) else 4 for i in range(cs, cs + W)], np.uint8)
+
+
+@pytest.mark.parametrize("crop,bin_size,strand,pad", [(8, 4, "+", "N"), (10, 1, "-", "N"), (8, 4, "+", "none"),
+                                                      (8, 4, "both", "N")])
+def test_genome_ism__profile_reductions_equal_plain_loop(genome, crop, bin_size, strand, pad):
+    path, codes = genome
+    spec = _profile_spec(crop, bin_size)
+    ds = read_genome(path, position_chunk=64)
+    regions = ["chr1:196-215", "chr2:1-12", "chr2:141-150"]  # the N run, both contig ends
+    res = genome_ism(ds, spec, input_length=W, regions=regions, bin_size=bin_size, crop=crop, delta_distance=7,
+                     strand=strand, pad=pad, position_chunk=6, merge=False).compute()
+    strands = ["+", "-"] if strand == "both" else [strand]
+    names = ["profile_at_edit", "profile_total", "delta_gain", "delta_loss"]
+    n_at_edit_nan = 0
+    for i, (contig, s0, s1) in enumerate([("chr1", 195, 215), ("chr2", 0, 12), ("chr2", 140, 150)]):
+        seq = codes[contig]
+        for p in range(s0, s1):
+            cs = p - W // 2 if pad == "N" else _ctx_start(p, len(seq), 1, 1)
+            win = _padded_window(seq, cs)
+            for si, sd in enumerate(strands):
+                ref = _forward(spec, win, sd)
+                for b in range(4):
+                    edited = win.copy()
+                    edited[p - cs] = b
+                    want = _loop_reductions(_forward(spec, edited, sd) - ref, p - cs, p - cs, crop, bin_size, 7)
+                    for n in names:
+                        got = res[f"genome_ism_{n}"].values[i, p - s0, b]
+                        got = got[:, si] if strand == "both" else got
+                        np.testing.assert_allclose(got, want[n], rtol=1e-4, atol=1e-5, err_msg=f"{n} {contig}:{p} {b}")
+                n_at_edit_nan += np.isnan(want["profile_at_edit"]).any()
+    assert (n_at_edit_nan > 0) == (pad == "none")  # without padding, edits in the cropped ends have no bin
+    if strand == "both":
+        assert list(res["strand"].values) == ["+", "-"] and res["genome_ism_profile_total"].dims[-1] == "strand"
+    assert res.attrs["pad"] == pad and res.attrs["reductions"] == ["at_edit", "total", "delta_score"]
+
+
+def test_genome_sweep__profile_reductions_equal_plain_loop(genome):
+    path, codes = genome
+    spec = _profile_spec(8, 4)
+    ds = read_genome(path, position_chunk=50)
+    res = genome_sweep(ds, spec, input_length=W, regions=["chr2:121-150"], windows=[1, 4], stride=2, mode="random",
+                       replicates=2, seed=3, bin_size=4, crop=8, reductions=["total", "delta_score"],
+                       delta_distance=5, strand="-", position_chunk=4, merge=False).compute()
+    assert "genome_sweep_profile_at_edit_mean" not in res and "genome_sweep_delta_mean" not in res
+    seq = codes["chr2"]
+    for j, p in enumerate(range(120, 150, 2)):
+        cs = p + 4 // 2 - W // 2  # the _ctx_start rule for spans of 4, not clipped: N past the end
+        win = _padded_window(seq, cs)
+        ref = _forward(spec, win, "-")
+        for w, k in enumerate([1, 4]):
+            if p + k > 150:
+                assert np.isnan(res["genome_sweep_profile_total_mean"].values[0, w, j]).all()
+                continue
+            per_rep = []
+            for r in range(2):
+                edited = win.copy()
+                edited[p - cs:p - cs + k] = rng.random_bases(3, 1, k, p, r, np.arange(k))
+                per_rep.append(_loop_reductions(_forward(spec, edited, "-") - ref, p - cs, p - cs + k - 1, 8, 4, 5))
+            for n in ("profile_total", "delta_gain", "delta_loss"):
+                vals = np.array([d[n] for d in per_rep])
+                np.testing.assert_allclose(res[f"genome_sweep_{n}_mean"].values[0, w, j], vals.mean(0), rtol=1e-4,
+                                           atol=1e-5)
+                np.testing.assert_allclose(res[f"genome_sweep_{n}_std"].values[0, w, j], vals.std(0), rtol=1e-3,
+                                           atol=1e-5)
+
+
+def test_genome_ism__profile_chunk_invariant_batched_and_bad_options(genome, monkeypatch):
+    """Chunking changes nothing; the model sees at most one batch of edits per call (memory bound)."""
+    from interpretome.engine.models import Runtime
+
+    path, _ = genome
+    spec = _profile_spec(8, 4)
+    real, sizes = Runtime.predict_edits, []
+
+    def counted(self, ref, starts, new):
+        sizes.append(len(starts))
+        return real(self, ref, starts, new)
+
+    monkeypatch.setattr(Runtime, "predict_edits", counted)
+    grouped = genome_ism(read_genome(path), spec, input_length=W, regions=["chr2:1-40"], bin_size=4, crop=8,
+                         context_step=8, merge=False)["genome_ism_profile_total"].values
+    assert max(sizes) == spec.batch_size and sum(sizes) == 3 * 40  # 8 positions x 3 edits per context
+    assert np.isfinite(grouped).all()
+    runs = [genome_ism(read_genome(path, position_chunk=pc), spec, input_length=W, regions=["chr2:91-150"], bin_size=4,
+                       crop=8, strand="both", position_chunk=c, merge=False)["genome_ism_delta_gain"].values
+            for pc, c in [(1 << 20, None), (37, 5)]]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5, atol=1e-6)
+    ds = read_genome(path)
+    with pytest.raises(ValueError, match="reductions .* must be distinct names from"):
+        genome_ism(ds, spec, input_length=W, bin_size=4, crop=8, reductions=["peak"])
+    with pytest.raises(ValueError, match="only apply to profile models: pass bin_size="):
+        genome_ism(ds, spec, input_length=W, reductions=["total"])
+    with pytest.raises(ValueError, match="needs crop == crop_right"):
+        genome_ism(ds, spec, input_length=W, bin_size=4, crop=8, crop_right=4, strand="-")
+    with pytest.raises(ValueError, match="strand 'x' is not one of"):
+        genome_sweep(ds, SPEC, input_length=W, strand="x")
+    from interpretome.engine.models import ModelOutputError
+
+    with pytest.raises(ModelOutputError, match="pass bin_size="):  # a profile model read as scalar
+        genome_ism(ds, spec, input_length=W, regions=["chr2:1-3"]).compute()
