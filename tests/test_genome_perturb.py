@@ -286,3 +286,51 @@ def test_genome_ism__profile_chunk_invariant_batched_and_bad_options(genome, mon
 
     with pytest.raises(ModelOutputError, match="pass bin_size="):  # a profile model read as scalar
         genome_ism(ds, spec, input_length=W, regions=["chr2:1-3"]).compute()
+
+
+def test_genome_ism__sel_position_is_the_edited_genome_base(genome):
+    """Off-by-one check: ``.sel(contig=, position=p)`` is the effect of editing base p (0-based) of the FASTA."""
+    path, codes = genome
+    ds = read_genome(path, position_chunk=64)
+    res = genome_ism(ds, SPEC, input_length=W, regions=["chr1:101-120"], merge=False).compute()  # 1-based, inclusive
+    assert res.attrs["position_origin"] == "genome" and list(res["position"].values) == list(range(100, 120))
+    rt = get_runtime(SPEC)
+    seq = codes["chr1"]
+    for p in (100, 111, 119):
+        cs = _ctx_start(p, len(seq), 1, 1)
+        ctx = seq[cs:cs + W]
+        edited = np.repeat(ctx[None], 4, axis=0)
+        edited[np.arange(4), p - cs] = np.arange(4)
+        want = rt.predict(edited) - rt.predict(ctx[None])
+        got = res["genome_ism_delta"].sel(contig="chr1:101-120", position=p).values
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert got[seq[p]].tolist() == [0.0, 0.0]  # the reference base
+    whole = genome_ism(ds, SPEC, input_length=W, regions=["chr2"], merge=False)
+    assert whole["position"].values[0] == 0 and whole.sel(contig="chr2", position=149)["genome_ism_delta"].shape == (4, 2)
+    # regions with different starts: offsets along position, genome coordinates in genome_position
+    two = genome_ism(ds, SPEC, input_length=W, regions=["chr1:101-110", "chr2:21-25"], merge=False)
+    assert two.attrs["position_origin"] == "region_start"
+    np.testing.assert_array_equal(two["genome_position"].values, [np.arange(100, 110), np.arange(20, 30)])
+
+
+def test_cli__profile_genome_ism_both_strands(genome, client2, tmp_path):
+    from interpretome.cli import main
+    from interpretome.storage.store import group_info, open_group
+
+    path, _ = genome
+    store = str(tmp_path / "p.zarr")
+    model = ["--model", "interpretome.datasets:profile_cnn", "--model-kwargs",
+             '{"channels": 8, "outputs": 2, "crop": 8, "bin_size": 4}', "--targets", "p,q",
+             "--scheduler", client2.scheduler.address]
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr2:1-10",
+                 "--bin-size", "4", "--crop", "8", "--reduction", "total", "--reduction", "delta_score",
+                 "--delta-distance", "9", "--strand", "both", *model]) == 0
+    got = open_group(store, "genome_ism")
+    want = genome_ism(read_genome(path), _profile_spec(8, 4), input_length=W, regions=["chr2:1-10"], bin_size=4,
+                      crop=8, reductions=["total", "delta_score"], delta_distance=9, strand="both", merge=False)
+    assert sorted(got.data_vars) == ["genome_ism_delta_gain", "genome_ism_delta_loss", "genome_ism_profile_total",
+                                     "genome_ism_reference"]
+    for v in got.data_vars:
+        np.testing.assert_allclose(got[v].values, want[v].values, rtol=1e-5, atol=1e-6)
+    assert got["genome_ism_delta_gain"].dims == ("contig", "position", "base", "target", "strand")
+    assert group_info(store, "genome_ism")["params"]["pad"] is None and got.attrs["pad"] == "N"

@@ -17,7 +17,8 @@ from ..storage.annotation import annotation_dataset, genes_from_dataset, read_an
 from ..storage.export import export_bedgraph, export_bigwig
 from ..storage.genome import as_regions, read_genome
 from ..storage.store import group_info, list_groups, open_group
-from ..tasks.genome_perturb import genome_ism, genome_sweep
+from ..tasks.genome_perturb import PADS, REDUCTIONS, genome_ism, genome_sweep
+from ..tasks.genome_perturb import STRANDS as PERTURB_STRANDS
 from ..tasks.perturb import MODES
 from ..tasks.tiles import STRANDS, predict_tiles, track_pyramid
 from ..viz.tracks import plot_ism, plot_sweep, save
@@ -97,49 +98,79 @@ def render_tiles(store, group, out_dir, *, sequences=None, start=None, end=None,
     return paths
 
 
+def _profile_params(bin_size, crop, crop_right, reductions, delta_distance, strand, pad) -> dict:
+    """Return the profile / strand / padding options of a genome perturbation (stored with the params)."""
+    return dict(bin_size=bin_size, crop=crop, crop_right=crop_right,
+                reductions=list(reductions) if reductions else None, delta_distance=delta_distance, strand=strand,
+                pad=pad)
+
+
 def run_genome_sweep(fasta, model, store, *, input_length, regions=None, group="genome_sweep", windows=None,
-                     stride=1, replicates=1, mode="random", seed=0, inserts=None, context_step=1,
+                     stride=1, replicates=1, mode="random", seed=0, inserts=None, context_step=1, bin_size=None,
+                     crop=0, crop_right=None, reductions=None, delta_distance=50, strand="+", pad=None,
                      position_chunk=None, client=None, overwrite=False, log=print):
-    """Sweep ``model`` along ``fasta`` (or ``regions``) into ``store/group``; return the WriteReport."""
+    """Sweep ``model`` along ``fasta`` (or ``regions``) into ``store/group``; return the WriteReport.
+
+    ``bin_size``... ``pad`` as in ``tasks.genome_perturb.genome_sweep`` (profile models, strands,
+    contig-end padding).
+    """
     ds = read_genome(fasta)
     regions = as_regions(regions) or None
     params = dict(input_length=input_length, regions=[r.label for r in regions] if regions else None,
                   windows=windows, stride=stride, replicates=replicates, mode=mode, seed=seed, inserts=inserts,
-                  context_step=context_step)
+                  context_step=context_step,
+                  **_profile_params(bin_size, crop, crop_right, reductions, delta_distance, strand, pad))
     res = genome_sweep(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
     return store_result(res, store, group, task="genome_sweep", params=params, model=model, inputs=[fasta],
                         client=client, overwrite=overwrite, log=log)
 
 
 def run_genome_ism(fasta, model, store, *, input_length, regions=None, group="genome_ism", context_step=1,
+                   bin_size=None, crop=0, crop_right=None, reductions=None, delta_distance=50, strand="+", pad=None,
                    position_chunk=None, client=None, overwrite=False, log=print):
-    """Saturation mutagenesis of ``model`` along ``regions`` of ``fasta`` into ``store/group``."""
+    """Saturation mutagenesis of ``model`` along ``regions`` of ``fasta`` into ``store/group``.
+
+    ``bin_size``... ``pad`` as in ``tasks.genome_perturb.genome_ism``.
+    """
     ds = read_genome(fasta)
     regions = as_regions(regions) or None
     params = dict(input_length=input_length, regions=[r.label for r in regions] if regions else None,
-                  context_step=context_step)
+                  context_step=context_step,
+                  **_profile_params(bin_size, crop, crop_right, reductions, delta_distance, strand, pad))
     res = genome_ism(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
     return store_result(res, store, group, task="genome_ism", params=params, model=model, inputs=[fasta],
                         client=client, overwrite=overwrite, log=log)
 
 
 def _as_sequences(ds, names):
-    ds = ds.rename({"contig": "sequence", **{k: v for k, v in names.items() if k in ds.variables}})
-    return ds
+    """Return a genome perturbation result shaped for the foundation's figures (rows as ``sequence``).
+
+    ``names`` maps the first stored variable found to the name the figure reads; a ``strand`` dim
+    is read on ``+``.
+    """
+    if "strand" in ds.dims:
+        ds = ds.sel(strand="+")
+    for old, new in names.items():
+        if old in ds.variables:
+            return ds.rename({"contig": "sequence", old: new})
+    raise ValueError(f"the group holds none of {list(names)}")
 
 
 def render_genome_sweep(store, group, out_dir, *, sequences=None, markers=None, **_):
     """Draw the sweep of each region (default: the first 4) with the foundation's sweep figure."""
-    ds = _as_sequences(open_group(store, group), {"genome_sweep_delta_mean": "sweep_delta_mean",
-                                                  "genome_sweep_delta_std": "sweep_delta_std"})
+    ds = open_group(store, group)
+    value = next(n.removeprefix("genome_sweep_").removesuffix("_mean") for n in ds.data_vars if n.endswith("_mean"))
+    ds = _as_sequences(ds, {f"genome_sweep_{value}_mean": "sweep_delta_mean"}).rename(
+        {f"genome_sweep_{value}_std": "sweep_delta_std"})
     picks = sequences or [str(s) for s in ds["sequence"].values[:4]]
     return [save(plot_sweep(ds, s, markers=markers), Path(out_dir) / f"{group}_{str(s).replace(':', '_')}.png")
             for s in picks]
 
 
 def render_genome_ism(store, group, out_dir, *, sequences=None, start=None, end=None, **_):
-    """Draw the ISM heatmap of each region (default: the first 4)."""
-    ds = _as_sequences(open_group(store, group), {"genome_ism_delta": "ism_delta"})
+    """Draw the ISM heatmap of each region (default: the first 4; a profile model's first reduction)."""
+    ds = _as_sequences(open_group(store, group), {f"genome_ism_{v}": "ism_delta" for v in
+                                                  ("delta", "profile_at_edit", "profile_total", "delta_gain")})
     picks = sequences or [str(s) for s in ds["sequence"].values[:4]]
     return [save(plot_ism(ds, s, start=start, end=end), Path(out_dir) / f"{group}_{str(s).replace(':', '_')}.png")
             for s in picks]
@@ -186,6 +217,11 @@ def _tiles_cmd(args) -> int:
     return 0
 
 
+def _profile_args(args) -> dict:
+    return dict(bin_size=args.bin_size, crop=args.crop, crop_right=args.crop_right, reductions=args.reduction,
+                delta_distance=args.delta_distance, strand=args.strand, pad=args.pad)
+
+
 def _sweep_cmd(args) -> int:
     model = model_from_args(args)
     windows = [int(k) for k in args.windows.split(",")] if args.windows else None
@@ -194,7 +230,8 @@ def _sweep_cmd(args) -> int:
         run_genome_sweep(args.fasta, model, args.store, input_length=args.input_length, regions=_regions_from_args(args),
                          group=args.group, windows=windows, stride=args.stride, replicates=args.replicates,
                          mode=args.mode, seed=args.seed, inserts=inserts, context_step=args.context_step,
-                         position_chunk=args.position_chunk, client=client, overwrite=args.overwrite)
+                         position_chunk=args.position_chunk, client=client, overwrite=args.overwrite,
+                         **_profile_args(args))
     return 0
 
 
@@ -203,7 +240,7 @@ def _ism_cmd(args) -> int:
     with connect_from_args(args) as client:
         run_genome_ism(args.fasta, model, args.store, input_length=args.input_length, regions=_regions_from_args(args),
                        group=args.group, context_step=args.context_step, position_chunk=args.position_chunk,
-                       client=client, overwrite=args.overwrite)
+                       client=client, overwrite=args.overwrite, **_profile_args(args))
     return 0
 
 
@@ -217,6 +254,23 @@ def _export_cmd(args) -> int:
         sizes = {str(n): int(x) for n, x in track.attrs.get("genome_contigs", [])}
         print(export_bigwig(track, args.bigwig, sizes, target=args.target))
     return 0
+
+
+def _perturb_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the profile-model, strand and padding options of ``genome-sweep`` / ``genome-ism``."""
+    p.add_argument("--bin-size", type=int, default=None, help="profile models: bases per output bin")
+    p.add_argument("--crop", type=int, default=0, help="profile models: bases cropped at the window start")
+    p.add_argument("--crop-right", type=int, default=None, help="profile models: bases cropped at the end (default --crop)")
+    p.add_argument("--reduction", action="append", default=None, choices=REDUCTIONS,
+                   help="profile models: what to store of each edit, repeatable (default all): at_edit = change at "
+                        "the bin covering the edit, total = change of the summed profile, delta_score = SpliceAI "
+                        "max gain and max loss within --delta-distance")
+    p.add_argument("--delta-distance", type=int, default=50, help="bases either side of the edit for delta_score")
+    p.add_argument("--strand", default="+", choices=PERTURB_STRANDS,
+                   help="forward, reverse complement (outputs flipped back), or both (a strand dimension)")
+    p.add_argument("--pad", default=None, choices=PADS,
+                   help="contig ends: N = pad with N so every base has a centred context (default for profile "
+                        "models), none = shift the context inward (default for scalar models)")
 
 
 def register(sub) -> None:
@@ -246,12 +300,14 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--inserts", default=None, help="comma-separated k-mers for --mode insert")
     p.add_argument("--context-step", type=int, default=1, help="positions sharing one context window")
+    _perturb_arguments(p)
     p.set_defaults(func=_sweep_cmd)
 
     p = sub.add_parser("genome-ism", help="saturation mutagenesis along regions, in genomic context")
     _common(p, "genome_ism")
     p.add_argument("--input-length", type=int, required=True, help="model input length (bp)")
     p.add_argument("--context-step", type=int, default=1, help="positions sharing one context window")
+    _perturb_arguments(p)
     p.set_defaults(func=_ism_cmd)
 
     p = sub.add_parser("export-track", help="export a stored track as bedGraph / bigWig")

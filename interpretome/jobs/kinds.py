@@ -59,29 +59,39 @@ def run_tiles_step(*, fasta, model, store, group, window, stride=None, regions=N
 
 def run_genome_sweep_step(*, fasta, model, store, group, input_length, regions=None, bed=None, windows=None,
                           stride=1, replicates=1, mode="random", seed=0, inserts=None, context_step=1,
-                          position_chunk=None, client=None, overwrite=False, log=print):
-    """Job adapter of ``jobs.genome.run_genome_sweep``."""
+                          position_chunk=None, client=None, overwrite=False, log=print, **profile):
+    """Job adapter of ``jobs.genome.run_genome_sweep`` (``profile``: the ``_PERTURB_PARAMS`` options)."""
     from .genome import run_genome_sweep
 
     return run_genome_sweep(fasta, model, store, input_length=input_length, regions=_regions(regions, bed),
                             group=group, windows=windows, stride=stride, replicates=replicates, mode=mode,
                             seed=seed, inserts=inserts, context_step=context_step, position_chunk=position_chunk,
-                            client=client, overwrite=overwrite, log=log)
+                            client=client, overwrite=overwrite, log=log, **profile)
 
 
 def run_genome_ism_step(*, fasta, model, store, group, input_length, regions=None, bed=None, context_step=1,
-                        position_chunk=None, client=None, overwrite=False, log=print):
-    """Job adapter of ``jobs.genome.run_genome_ism``."""
+                        position_chunk=None, client=None, overwrite=False, log=print, **profile):
+    """Job adapter of ``jobs.genome.run_genome_ism`` (``profile``: the ``_PERTURB_PARAMS`` options)."""
     from .genome import run_genome_ism
 
     return run_genome_ism(fasta, model, store, input_length=input_length, regions=_regions(regions, bed),
                           group=group, context_step=context_step, position_chunk=position_chunk, client=client,
-                          overwrite=overwrite, log=log)
+                          overwrite=overwrite, log=log, **profile)
 
 
 if _have("interpretome.jobs.genome"):
     _STRANDS = _choices("interpretome.tasks.tiles", "STRANDS", ("+", "-", "both"))
     _MODES = _choices("interpretome.tasks.perturb", "MODES", ("random", "shuffle", "insert", "mask"))
+    _PERTURB_PARAMS = (
+        Param("bin_size", "int", None, doc="profile models: bases per output bin"),
+        Param("crop", "int", 0, doc="profile models: bases cropped at the window start"),
+        Param("crop_right", "int", None, doc="profile models: bases cropped at the end (default crop)"),
+        Param("reductions", "list[str]", None, doc="profile models: at_edit, total, delta_score (default all)"),
+        Param("delta_distance", "int", 50, doc="bases either side of the edit for delta_score"),
+        Param("strand", "str", "+", choices=_choices("interpretome.tasks.genome_perturb", "STRANDS", ("+", "-", "both")),
+              doc="forward, reverse complement, or both (a strand dimension)"),
+        Param("pad", "str", None, choices=("N", "none"), doc="contig ends: N-padded (profile default) or shifted inward"),
+    )
     register_kind(JobKind(
         "tiles", "interpretome.jobs.kinds:run_tiles_step", group="tracks",
         doc="tiled prediction along a genome (track, min/max pyramid, gene starts)", params=(
@@ -110,6 +120,7 @@ if _have("interpretome.jobs.genome"):
             Param("mode", "str", "random", choices=_MODES), Param("seed", "int", 0),
             Param("inserts", "list[str]", None, doc="k-mers to insert (mode = 'insert')"),
             Param("context_step", "int", 1, doc="positions sharing one context window"),
+            *_PERTURB_PARAMS,
             Param("position_chunk", "int", None, doc="positions per task"),
         )))
     register_kind(JobKind(
@@ -119,6 +130,7 @@ if _have("interpretome.jobs.genome"):
             Param("input_length", "int", required=True, doc="model input length (bp)"),
             *_REGION_PARAMS,
             Param("context_step", "int", 1, doc="positions sharing one context window"),
+            *_PERTURB_PARAMS,
             Param("position_chunk", "int", None, doc="positions per task"),
         )))
 
