@@ -61,7 +61,7 @@ def _loop_scalar(seq: str, window: int, stride: int, strand: str) -> np.ndarray:
             w = seq[s:s + window]
             f = model(_onehot(w)[None])[0].numpy()
             r = model(_onehot(_rc(w))[None])[0].numpy()
-            out.append({"+": f, "-": r, "both": (f + r) / 2}[strand])
+            out.append({"+": f, "-": r, "mean": (f + r) / 2, "both": np.stack([f, r], axis=-1)}[strand])
     return np.array(out)
 
 
@@ -74,20 +74,20 @@ def _loop_profile(seq: str, window: int, stride: int, strand: str, bin_size=4, c
         starts.append(tail)
     n_out = (window - 2 * crop) // bin_size
     n_bins = starts[-1] // bin_size + n_out
-    sums, counts = np.zeros((n_bins, 2)), np.zeros(n_bins)
+    sums, counts = np.zeros((n_bins, 2) + ((2,) if strand == "both" else ())), np.zeros(n_bins)
     with torch.no_grad():
         for s in starts:
             w = seq[s:s + window]
             f = model(_onehot(w)[None])[0].numpy()
             r = model(_onehot(_rc(w))[None])[0].numpy()[:, ::-1]
-            p = {"+": f, "-": r, "both": (f + r) / 2}[strand]
+            p = {"+": f, "-": r, "mean": (f + r) / 2, "both": np.stack([f, r], axis=-1)}[strand]
             for k in range(n_out):
                 sums[s // bin_size + k] += p[:, k]
                 counts[s // bin_size + k] += 1
-    return sums / counts[:, None]
+    return sums / counts.reshape((-1,) + (1,) * (sums.ndim - 1))
 
 
-@pytest.mark.parametrize("strand", ["+", "-", "both"])
+@pytest.mark.parametrize("strand", ["+", "-", "mean", "both"])
 def test_predict_tiles__scalar_equals_plain_loop(genome, strand):
     path, seqs = genome
     ds = read_genome(path, position_chunk=97)
@@ -101,7 +101,7 @@ def test_predict_tiles__scalar_equals_plain_loop(genome, strand):
         assert (res["track_coverage"].values[i, :len(want)] == 1).all()
 
 
-@pytest.mark.parametrize("strand", ["+", "-", "both"])
+@pytest.mark.parametrize("strand", ["+", "-", "mean", "both"])
 def test_predict_tiles__profile_equals_plain_loop(genome, strand):
     path, seqs = genome
     ds = read_genome(path, position_chunk=64)
@@ -120,7 +120,7 @@ def test_predict_tiles__identical_under_chunkings(genome):
     of another size (1 ulp of float32); the stitching adds nothing to that.
     """
     path, _ = genome
-    for spec, kw in [(PROFILE, dict(window=96, stride=40, bin_size=4, crop=8, strand="both")),
+    for spec, kw in [(PROFILE, dict(window=96, stride=40, bin_size=4, crop=8, strand="mean")),
                      (SCALAR, dict(window=100, stride=30))]:
         runs = {}
         for bs in (1, 16):
@@ -179,6 +179,29 @@ def test_predict_tiles__lazy(genome, no_compute):
     assert isinstance(res["track_prediction"].data, da.Array) and isinstance(res["track_coverage"].data, da.Array)
     assert isinstance(pyr["track_pyramid_min"].data, da.Array)
     assert "sequence_code" in res  # merged into the input by default
+
+
+def test_predict_tiles__both_strands_pyramid_and_export(genome, tmp_path):
+    """strand='both' keeps a trailing strand dim through the pyramid; exports and figures pick one strand."""
+    from interpretome.viz.tracks_long import track_points
+
+    path, seqs = genome
+    ds = read_genome(path, position_chunk=100)
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand="both", merge=False).compute()
+    assert res["track_prediction"].dims == ("contig", "bin", "target", "strand")
+    mean = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand="mean", merge=False).compute()
+    np.testing.assert_allclose(res["track_prediction"].mean("strand").values, mean["track_prediction"].values,
+                               rtol=1e-5, atol=1e-6)
+    pyr = pyramid_level(track_pyramid(res, factor=4, min_groups=4).compute(), 1)
+    minus = res["track_prediction"].sel(strand="-").values
+    np.testing.assert_allclose(pyr["track_pyramid_max"].sel(strand="-").values[0, :3], np.nanmax(
+        minus[0, :12].reshape(3, 4, 2), axis=1), rtol=1e-6)
+    bg = export_bedgraph(res, tmp_path / "m.bedgraph", target="q", strand="-")
+    vals = [float(ln.split("\t")[3]) for ln in bg.read_text().splitlines()[1:]]
+    n1 = TrackGeometry.from_attrs(res.attrs).n_bins(LENGTHS["chr1"])
+    np.testing.assert_allclose(vals[:n1], minus[0, :n1, 1], rtol=1e-5)
+    pts, _ = track_points(res, "chr2", strand="-", start=100, end=140)
+    np.testing.assert_allclose(pts["y"].to_numpy(), minus[1, 23:33, 0], rtol=1e-6)
 
 
 def test_predict_tiles__reads_only_the_blocks_it_needs(genome):
@@ -365,11 +388,11 @@ def test_cli__tiles_export_and_genome_ism(genome, client2, tmp_path, capsys):
     model = ["--model", "interpretome.datasets:reference_cnn", "--model-kwargs", '{"channels": 8, "outputs": 2}',
              "--targets", "a,b", "--scheduler", client2.scheduler.address]
     assert main(["tiles", str(path), "-o", store, "--window", "100", "--stride", "50", "--region", "chr1:1-600",
-                 "--region", "chr2", "--annotation", str(gtf), "--strand", "both", "--figures",
+                 "--region", "chr2", "--annotation", str(gtf), "--strand", "mean", "--figures",
                  str(tmp_path / "figs"), *model]) == 0
     track = open_group(store, "tracks")
     assert list(track["contig"].values) == ["chr1:1-600", "chr2"]
-    want = _loop_scalar(seqs["chr1"][:600], 100, 50, "both")
+    want = _loop_scalar(seqs["chr1"][:600], 100, 50, "mean")
     np.testing.assert_allclose(track["track_prediction"].values[0, :len(want)], want, rtol=1e-5, atol=1e-6)
     assert main(["export-track", store, "--bedgraph", str(tmp_path / "t.bg"), "--bigwig", str(tmp_path / "t.bw")]) == 0
     assert (tmp_path / "t.bw").stat().st_size > 0 and (tmp_path / "t.bg").read_text().count("\n") > 10

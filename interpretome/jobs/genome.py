@@ -282,7 +282,9 @@ def register(sub) -> None:
     p.add_argument("--bin-size", type=int, default=None, help="profile models: bases per output bin")
     p.add_argument("--crop", type=int, default=0, help="profile models: bases cropped at the window start")
     p.add_argument("--crop-right", type=int, default=None, help="profile models: bases cropped at the end (default --crop)")
-    p.add_argument("--strand", default="+", choices=STRANDS, help="forward, reverse complement, or their mean")
+    p.add_argument("--strand", default="+", choices=STRANDS,
+                   help="forward, reverse complement, both (a strand dimension) or mean (their average: halves a "
+                        "stranded model's scores)")
     p.add_argument("--annotation", default=None, help="GTF / GFF3 / BED of genes: starts stored and drawn")
     p.add_argument("--feature", default="gene", help="annotation feature type to keep (default gene)")
     p.add_argument("--bin-chunk", type=int, default=None, help="bins per task")
@@ -329,7 +331,7 @@ def step_genome(ctx) -> list[Path]:
     from ..datasets import data_path, demo_model_spec
 
     fasta, gtf = data_path("yeast_chrI.fna.gz"), data_path("yeast_chrI.gtf.gz")
-    run_tiles(fasta, demo_model_spec(batch_size=256), ctx.store, window=200, stride=50, strand="both",
+    run_tiles(fasta, demo_model_spec(batch_size=256), ctx.store, window=200, stride=50, strand="mean",
               annotation=gtf, group="yeast_chrI", bin_chunk=1200, client=ctx.client, overwrite=ctx.overwrite,
               log=ctx.log)
     out = Path(ctx.out) / "figures"

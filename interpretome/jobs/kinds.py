@@ -80,7 +80,7 @@ def run_genome_ism_step(*, fasta, model, store, group, input_length, regions=Non
 
 
 if _have("interpretome.jobs.genome"):
-    _STRANDS = _choices("interpretome.tasks.tiles", "STRANDS", ("+", "-", "both"))
+    _STRANDS = _choices("interpretome.tasks.tiles", "STRANDS", ("+", "-", "both", "mean"))
     _MODES = _choices("interpretome.tasks.perturb", "MODES", ("random", "shuffle", "insert", "mask"))
     _PERTURB_PARAMS = (
         Param("bin_size", "int", None, doc="profile models: bases per output bin"),
@@ -102,7 +102,8 @@ if _have("interpretome.jobs.genome"):
             Param("bin_size", "int", None, doc="profile models: bases per output bin"),
             Param("crop", "int", 0, doc="profile models: bases cropped at the window start"),
             Param("crop_right", "int", None, doc="profile models: bases cropped at the end (default crop)"),
-            Param("strand", "str", "+", choices=_STRANDS, doc="forward, reverse complement, or their mean"),
+            Param("strand", "str", "+", choices=_STRANDS,
+                  doc="forward, reverse complement, both (a strand dimension) or mean (their average)"),
             Param("annotation", "str", None, file=True, doc="GTF / GFF3 / BED of genes: starts stored and drawn"),
             Param("feature", "str", "gene", doc="annotation feature type to keep"),
             Param("pyramid", "bool", True, doc="also store the min/max pyramid"),

@@ -41,6 +41,17 @@ def _track_rows(ds: xr.Dataset):
     return geom, names, starts, ends, order
 
 
+def strand_view(ds: xr.Dataset | None, strand=None) -> xr.Dataset | None:
+    """Return ``ds`` on one strand when it has a ``strand`` dim (``strand`` None: the first, '+')."""
+    if ds is None or "strand" not in ds.dims:
+        return ds
+    names = [str(s) for s in ds["strand"].values]
+    pick = names[0] if strand is None else str(strand)
+    if pick not in names:
+        raise ExportError(f"strand {strand!r} is not in the track (strands: {names})")
+    return ds.sel(strand=pick)
+
+
 def target_index(ds: xr.Dataset, target) -> int:
     """Return the index along ``target`` of ``target`` (None: 0; an int; or a name); ``ExportError`` if absent."""
     if target is None:
@@ -67,10 +78,14 @@ def _pieces(ds, geom, row, start, end, t, piece):
 
 
 def export_bedgraph(ds: xr.Dataset, path: str | os.PathLike, *, target=None, piece: int = 1 << 20,
-                    track_line: bool = True) -> Path:
-    """Write one target of a track as bedGraph and return the path (``.gz`` suffix: gzipped)."""
+                    track_line: bool = True, strand=None) -> Path:
+    """Write one target of a track as bedGraph and return the path (``.gz`` suffix: gzipped).
+
+    ``strand``: which strand of a two-strand track (default the first, '+').
+    """
     import gzip
 
+    ds = strand_view(ds, strand)
     geom, names, starts, ends, order = _track_rows(ds)
     t = target_index(ds, target)
     path = Path(path)
@@ -86,12 +101,13 @@ def export_bedgraph(ds: xr.Dataset, path: str | os.PathLike, *, target=None, pie
 
 
 def export_bigwig(ds: xr.Dataset, path: str | os.PathLike, chrom_sizes: dict[str, int], *, target=None,
-                  piece: int = 1 << 20) -> Path:
+                  piece: int = 1 << 20, strand=None) -> Path:
     """Write one target of a track as bigWig (needs pyBigWig) and return the path.
 
     ``chrom_sizes`` maps every contig to its full length (the bigWig header), e.g.
-    ``storage.readers.fasta_records(fasta)``.
+    ``storage.readers.fasta_records(fasta)``; ``strand`` as in ``export_bedgraph``.
     """
+    ds = strand_view(ds, strand)
     try:
         import pyBigWig
     except ImportError as e:

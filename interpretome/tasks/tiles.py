@@ -14,7 +14,9 @@ placement):
   the chunking); the last window starts at the largest multiple of ``bin_size`` that fits.
 
 ``strand``: ``"+"`` predicts the windows as they are, ``"-"`` their reverse complements (a
-profile then read back in forward orientation), ``"both"`` the mean of the two.
+profile then read back in forward orientation), ``"both"`` keeps the two as a trailing ``strand``
+dim (``["+", "-"]``) and ``"mean"`` stores their mean (note: averaging a stranded model — one that
+scores a site on one strand only — halves its scores; keep ``"both"`` for such models).
 
 Each task predicts one block of bins of one region: it depends only on the ``sequence_code``
 chunks that the block's windows touch (the block plus a halo of one window), so a 250 Mb contig
@@ -40,18 +42,19 @@ from ..engine.blocks import merge_result, require_vars
 from ..engine.gradients import tune_malloc
 from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec
 from ..storage.genome import Region, TrackGeometry, resolve_regions
-from ..storage.schema import BIN, CODE_N, CONTIG, SEQUENCE, TARGET, register, validate
+from ..storage.schema import BIN, CODE_N, CONTIG, SEQUENCE, STRAND, TARGET, register, validate
 
 PYRAMID_BIN = "pyramid_bin"
-STRANDS = ("+", "-", "both")
+STRANDS = ("+", "-", "both", "mean")
 
-register("track_prediction", (CONTIG, BIN, TARGET), "f",
-         "tiled model prediction along a contig or region; bins placed by the track geometry attrs; NaN = not predicted")
+register("track_prediction", (CONTIG, BIN, TARGET, STRAND), "f",
+         "tiled model prediction along a contig or region; bins placed by the track geometry attrs; NaN = not "
+         "predicted; strand only with strand='both'", optional=(STRAND,))
 register("track_coverage", (CONTIG, BIN), "i", "number of windows averaged into each bin (0 = not predicted)")
-register("track_pyramid_min", (CONTIG, PYRAMID_BIN, TARGET), "f",
-         "minimum of track_prediction over factor**level consecutive bins, all levels concatenated")
-register("track_pyramid_max", (CONTIG, PYRAMID_BIN, TARGET), "f",
-         "maximum of track_prediction over factor**level consecutive bins, all levels concatenated")
+register("track_pyramid_min", (CONTIG, PYRAMID_BIN, TARGET, STRAND), "f",
+         "minimum of track_prediction over factor**level consecutive bins, all levels concatenated", optional=(STRAND,))
+register("track_pyramid_max", (CONTIG, PYRAMID_BIN, TARGET, STRAND), "f",
+         "maximum of track_prediction over factor**level consecutive bins, all levels concatenated", optional=(STRAND,))
 
 
 # --- genome input -----------------------------------------------------------------------------------
@@ -161,21 +164,26 @@ def check_output(o: np.ndarray, geom: TrackGeometry, what: str = "the track") ->
     return o
 
 
-def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> np.ndarray:
-    """Return ``(N, T)`` or ``(N, T, L_out)`` predictions of windows ``x`` (N, W) on ``strand``."""
-    outs = [check_output(predict_on_strand(rt, x, s), geom) for s in ("+", "-") if strand in (s, "both")]
-    return outs[0] if len(outs) == 1 else (outs[0].astype(np.float64) + outs[1]) / 2
+def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> list[np.ndarray]:
+    """Return the stored predictions of windows ``x`` (N, W): one ``(N, T[, L_out])`` per stored strand.
+
+    ``both``: the forward and the reverse-complement predictions; ``mean``: their mean.
+    """
+    outs = [check_output(predict_on_strand(rt, x, s), geom) for s in ("+", "-") if strand in (s, "both", "mean")]
+    return [(outs[0].astype(np.float64) + outs[1]) / 2] if strand == "mean" else outs
 
 
 def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, length: int, rstart: int,
                 b0: int, b1: int, strand: str, n_t: int) -> np.ndarray:
-    """Return ``(1, b1 - b0, T + 1)`` float32: mean prediction per bin, then the window count."""
+    """Return ``(1, b1 - b0, T S + 1)`` float32: mean prediction per bin (target-major, S strands), then the count."""
     tune_malloc()  # dask workers' fixed malloc trim threshold otherwise doubles the forward's CPU time
     rt = get_runtime(spec)
     span = join_span(blocks, c0, p0, p1)
     nb = b1 - b0
-    out = np.full((1, nb, n_t + 1), np.nan, np.float32)
-    out[0, :, n_t] = 0
+    n_s = 2 if strand == "both" else 1
+    n_ts = n_t * n_s
+    out = np.full((1, nb, n_ts + 1), np.nan, np.float32)
+    out[0, :, n_ts] = 0
     starts = geom.windows_for_bins(length, b0, b1)
     if not starts.size:
         return out
@@ -184,24 +192,25 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
     step = max(1, int(spec.batch_size)) * 8
     if not geom.profile:
         for i in range(0, len(idx), step):
-            pred = _strand_predict(rt, win[idx[i:i + step]], strand, geom)
-            out[0, i:i + len(pred), :n_t] = pred
-        out[0, :len(idx), n_t] = 1
+            for si, pred in enumerate(_strand_predict(rt, win[idx[i:i + step]], strand, geom)):
+                out[0, i:i + len(pred), si:n_ts:n_s] = pred
+        out[0, :len(idx), n_ts] = 1
         return out
-    total = np.zeros((n_t, nb), np.float64)
+    total = np.zeros((n_s, n_t, nb), np.float64)
     count = np.zeros(nb, np.int64)
     offs = np.arange(geom.out_length)
     for i in range(0, len(idx), step):
-        pred = _strand_predict(rt, win[idx[i:i + step]], strand, geom)  # (n, T, L_out)
+        preds = _strand_predict(rt, win[idx[i:i + step]], strand, geom)  # per strand (n, T, L_out)
         bins = starts[i:i + step, None] // geom.bin_size + offs[None, :] - b0  # (n, L_out)
         keep = (bins >= 0) & (bins < nb)
         w, k = np.nonzero(keep)  # C order: window by window, as in any other chunking
-        for t in range(n_t):
-            np.add.at(total[t], bins[w, k], pred[w, t, k])
+        for si, pred in enumerate(preds):
+            for t in range(n_t):
+                np.add.at(total[si, t], bins[w, k], pred[w, t, k])
         np.add.at(count, bins[w, k], 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[0, :, :n_t] = (total / np.where(count > 0, count, np.nan)).T
-    out[0, :, n_t] = count
+        out[0, :, :n_ts] = (total / np.where(count > 0, count, np.nan)).transpose(2, 1, 0).reshape(nb, n_ts)
+    out[0, :, n_ts] = count
     return out
 
 
@@ -231,10 +240,11 @@ def predict_tiles(
     from ``read_genome``. ``window`` is the model's input length; ``stride`` (default
     ``window // 2``) the step between windows; ``regions`` ``chr:start-end`` strings (1-based),
     ``Region``s or a BED path (default: every contig, whole); ``bin_size``/``crop``/``crop_right``
-    (default ``crop``) describe a profile model's output; ``strand`` is ``+``, ``-`` or ``both``;
+    (default ``crop``) describe a profile model's output; ``strand`` is ``+``, ``-``, ``both`` (a
+    trailing ``strand`` dim) or ``mean`` (module doc);
     ``bin_chunk`` bins per task (default: the input's position chunk in bins).
 
-    Output: ``track_prediction`` (contig, bin, target) float32 and ``track_coverage`` (contig, bin)
+    Output: ``track_prediction`` (contig, bin, target[, strand]) float32 and ``track_coverage`` (contig, bin)
     int32, one row per region (``contig`` = region label, with coordinates ``contig_name``,
     ``contig_index``, ``region_start``, ``region_end``), rows padded with NaN / 0 past their last
     bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
@@ -263,6 +273,7 @@ def predict_tiles(
     bc = int(bin_chunk or max(1, codes.chunks[1][0] // per_bin))
     bchunks = tuple(min(bc, g_max - s) for s in range(0, g_max, bc))
     n_t = len(spec.target_names)
+    n_ts = n_t * (2 if strand == "both" else 1)
     name = "tiles-" + _token(spec, geom, strand, codes.name, regs, bchunks)
     dsk = {}
     for i, (r, row, nb_r) in enumerate(zip(regs, rows, n_bins)):
@@ -272,7 +283,7 @@ def predict_tiles(
             b1 = b0 + c
             starts = geom.windows_for_bins(length, b0, b1) if b0 < nb_r else np.zeros(0, np.int64)
             if not starts.size:
-                dsk[(name, i, j, 0)] = (_nan_block, (1, c, n_t + 1))
+                dsk[(name, i, j, 0)] = (_nan_block, (1, c, n_ts + 1))
             else:
                 p0, p1 = r.start + int(starts.min()), r.start + int(starts.max()) + window
                 keys, c0 = span_keys(codes, row, p0, p1)
@@ -280,12 +291,17 @@ def predict_tiles(
                     spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1, strand=strand, n_t=n_t))
             b0 = b1
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
-    out = da.Array(graph, name, chunks=((1,) * len(regs), bchunks, (n_t + 1,)), dtype=np.float32,
+    out = da.Array(graph, name, chunks=((1,) * len(regs), bchunks, (n_ts + 1,)), dtype=np.float32,
                    meta=np.empty((0, 0, 0), np.float32))
+    pred = out[..., :n_ts]
+    if strand == "both":
+        pred = pred.reshape(pred.shape[:2] + (n_t, 2))
+        pred_var, strand_coord = ((CONTIG, BIN, TARGET, STRAND), pred), {STRAND: ["+", "-"]}
+    else:
+        pred_var, strand_coord = ((CONTIG, BIN, TARGET), pred), {}
     new = xr.Dataset(
-        {"track_prediction": ((CONTIG, BIN, TARGET), out[..., :n_t]),
-         "track_coverage": ((CONTIG, BIN), out[..., n_t].astype(np.int32))},
-        coords=region_coords(regs, rows) | {TARGET: spec.target_names},
+        {"track_prediction": pred_var, "track_coverage": ((CONTIG, BIN), out[..., n_ts].astype(np.int32))},
+        coords=region_coords(regs, rows) | {TARGET: spec.target_names} | strand_coord,
         attrs={**geom.to_attrs(), "track_strand": strand, "track_model": spec.factory or spec.torchscript},
     )
     validate(new)
@@ -330,19 +346,19 @@ def _coarsen(x: da.Array, factor: int, reduce) -> da.Array:
     n = x.shape[1]
     pad = -n % factor
     if pad:
-        x = da.pad(x, ((0, 0), (0, pad), (0, 0)), constant_values=np.nan)
+        x = da.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2), constant_values=np.nan)
     c = max(factor, x.chunks[1][0] // factor * factor)
     x = x.rechunk({1: c})
     return da.coarsen(reduce, x, {1: factor})
 
 
 def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chunk: int = 1 << 16) -> xr.Dataset:
-    """Return the lazy min/max pyramid of ``track_prediction`` (contig, bin, target).
+    """Return the lazy min/max pyramid of ``track_prediction`` (contig, bin, target[, strand]).
 
     Level ``l`` (1, 2, ...) holds the NaN-ignoring min and max over ``factor**l`` consecutive bins
     (groups start at bin 0; a group of only NaN is NaN), each level computed from the previous
     one; levels stop once a level has at most ``min_groups`` groups. Output:
-    ``track_pyramid_min`` / ``track_pyramid_max`` (contig, pyramid_bin, target), all levels
+    ``track_pyramid_min`` / ``track_pyramid_max`` (contig, pyramid_bin, target[, strand]), all levels
     concatenated along ``pyramid_bin`` in ``chunk``-sized chunks; attrs ``pyramid_factor`` and
     ``pyramid_levels`` = ``[[level, offset, groups], ...]``, plus the track's own attrs.
     Nothing is computed.
@@ -353,7 +369,7 @@ def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chu
         raise ValueError(f"pyramid factor must be >= 2, got {factor}")
     x = ds["track_prediction"].data
     if not isinstance(x, da.Array):
-        x = da.from_array(np.asarray(x), chunks=(1, chunk, -1))
+        x = da.from_array(np.asarray(x), chunks=(1, chunk) + (-1,) * (x.ndim - 2))
     mins, maxs, levels = [], [], []
     lo = hi = x.astype(np.float32)
     offset, level = 0, 0
@@ -368,13 +384,14 @@ def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chu
         offset += n
         if n <= min_groups:
             break
-    cat = lambda arrs: da.concatenate(arrs, axis=1).rechunk({0: 1, 1: chunk, 2: -1})  # noqa: E731
+    cat = lambda arrs: da.concatenate(arrs, axis=1).rechunk({0: 1, 1: chunk, **{d: -1 for d in range(2, x.ndim)}})  # noqa: E731
     coords = {k: v for k, v in ds.coords.items() if CONTIG in v.dims and BIN not in v.dims}
-    if TARGET in ds.coords:
-        coords[TARGET] = ds[TARGET]
+    for c in (TARGET, STRAND):
+        if c in ds.coords:
+            coords[c] = ds[c]
     attrs = {k: v for k, v in ds.attrs.items() if k.startswith("track_")}
-    new = xr.Dataset({"track_pyramid_min": ((CONTIG, PYRAMID_BIN, TARGET), cat(mins)),
-                      "track_pyramid_max": ((CONTIG, PYRAMID_BIN, TARGET), cat(maxs))},
+    dims = (CONTIG, PYRAMID_BIN) + tuple(ds["track_prediction"].dims[2:])
+    new = xr.Dataset({"track_pyramid_min": (dims, cat(mins)), "track_pyramid_max": (dims, cat(maxs))},
                      coords=coords, attrs={**attrs, "pyramid_factor": factor, "pyramid_levels": levels,
                                            "track_bins": int(x.shape[1])})
     validate(new)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..storage.export import target_index
+from ..storage.export import strand_view, target_index
 from ..storage.genome import TrackGeometry
 
 PYRAMID_BIN = "pyramid_bin"
@@ -41,13 +41,15 @@ def row_index(ds: xr.Dataset, contig) -> int:
 
 
 def track_points(track: xr.Dataset, contig=None, *, start=None, end=None, target=None, width: int = 1200,
-                 pyramid: xr.Dataset | None = None, oversample: int = 2) -> tuple[pd.DataFrame, int]:
+                 pyramid: xr.Dataset | None = None, oversample: int = 2, strand=None) -> tuple[pd.DataFrame, int]:
     """Return ``(points, level)``: the x (genome position), y values to draw and the level read.
 
     ``level`` 0 means the full-resolution track (one point per bin, at the bin centre); level
     ``l >= 1`` means pyramid groups of ``factor**l`` bins, two points per group (min then max) at
-    the group's centre. ``start``/``end`` are genome coordinates (0-based) of the view.
+    the group's centre. ``start``/``end`` are genome coordinates (0-based) of the view; ``strand``
+    picks one strand of a two-strand track (default the first).
     """
+    track, pyramid = strand_view(track, strand), strand_view(pyramid, strand)
     geom = TrackGeometry.from_attrs(track.attrs)
     i, t = row_index(track, contig), target_index(track, target)
     rstart, rend = int(track["region_start"].values[i]), int(track["region_end"].values[i])
