@@ -105,12 +105,41 @@ def test_predict_tiles__scalar_equals_plain_loop(genome, strand):
 def test_predict_tiles__profile_equals_plain_loop(genome, strand):
     path, seqs = genome
     ds = read_genome(path, position_chunk=64)
-    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand=strand, merge=False).compute()
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand=strand, pad="none",
+                        merge=False).compute()
     for i, seq in enumerate(seqs.values()):
         want = _loop_profile(seq, 96, 40, strand)
         got = res["track_prediction"].values[i]
         np.testing.assert_allclose(got[:len(want)], want, rtol=1e-5, atol=1e-6)
         assert np.isnan(got[len(want):]).all()
+
+
+@pytest.mark.parametrize("strand", ["+", "both"])
+def test_predict_tiles__padded_profile_covers_every_base(genome, tmp_path, strand):
+    """pad='N' (the profile default): the contig is padded with N and every base gets a prediction."""
+    path, seqs = genome
+    ds = read_genome(path, position_chunk=64)
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand=strand, merge=False).compute()
+    assert res.attrs["track_pad"] == "N"
+    for i, (name, seq) in enumerate(seqs.items()):
+        padded = "N" * 8 + seq + "N" * (8 + (-len(seq)) % 4)  # a padded direct forward: N past both ends
+        want = _loop_profile(padded, 96, 40, strand)
+        n = -(-len(seq) // 4)
+        got = res["track_prediction"].values[i]
+        assert len(want) == n and (res["track_coverage"].values[i, :n] > 0).all()
+        np.testing.assert_allclose(got[:n], want, rtol=1e-5, atol=1e-6)
+        assert np.isnan(got[n:]).all()
+        bins = track_bins(res, i)
+        assert bins["start"][0] == 0 and bins["end"][-1] >= len(seq) > bins["end"][-1] - 4
+    sub = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, regions=["chr1:101-300"],
+                        merge=False).compute()  # inside a contig the padding is the real flanking sequence
+    np.testing.assert_allclose(sub["track_prediction"].values[0, :50],
+                               _loop_profile(seqs["chr1"][92:308], 96, 40, "+"), rtol=1e-5, atol=1e-6)
+    bg = export_bedgraph(res if strand == "+" else res.sel(strand="+"), tmp_path / "p.bedgraph")
+    last = [ln.split("\t") for ln in bg.read_text().splitlines() if ln.startswith("chrM")][-1]
+    assert last[2] == str(LENGTHS["chrM"])  # clipped to the contig end
+    with pytest.raises(ValueError, match="pad='N' applies to profile models"):
+        predict_tiles(ds, SCALAR, window=100, pad="N")
 
 
 def test_predict_tiles__identical_under_chunkings(genome):
@@ -148,7 +177,7 @@ def test_predict_tiles__tail_covered(genome):
         assert s[0] == 0 and e[-1] == len(seq) and (s[1:] == e[:-1]).all() and ((s <= c) & (c < e)).all()
         np.testing.assert_array_equal(c, starts + 50)
     # profile: every base from the crop to the last full bin before the crop at the end is predicted
-    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, merge=False).compute()
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, pad="none", merge=False).compute()
     geom = TrackGeometry.from_attrs(res.attrs)
     for i, seq in enumerate(seqs.values()):
         n = geom.n_bins(len(seq))
@@ -201,7 +230,7 @@ def test_predict_tiles__both_strands_pyramid_and_export(genome, tmp_path):
     n1 = TrackGeometry.from_attrs(res.attrs).n_bins(LENGTHS["chr1"])
     np.testing.assert_allclose(vals[:n1], minus[0, :n1, 1], rtol=1e-5)
     pts, _ = track_points(res, "chr2", strand="-", start=100, end=140)
-    np.testing.assert_allclose(pts["y"].to_numpy(), minus[1, 23:33, 0], rtol=1e-6)
+    np.testing.assert_allclose(pts["y"].to_numpy(), minus[1, 25:35, 0], rtol=1e-6)  # N-padded: bin g = [4g, 4g + 4)
 
 
 def test_predict_tiles__reads_only_the_blocks_it_needs(genome):

@@ -29,8 +29,8 @@ ZOOM = 40_000
 
 
 def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_size=None, crop=0, crop_right=None,
-              strand="+", annotation=None, feature="gene", group="tracks", pyramid=True, position_chunk=1 << 20,
-              bin_chunk=None, client=None, overwrite=False, log=print) -> dict:
+              strand="+", pad=None, annotation=None, feature="gene", group="tracks", pyramid=True,
+              position_chunk=1 << 20, bin_chunk=None, client=None, overwrite=False, log=print) -> dict:
     """Tile ``model`` along ``fasta`` (or ``regions``) into ``store/group`` (+ pyramid, + genes).
 
     Every input is read and checked (genome index, regions, annotation, tiling parameters) before
@@ -40,9 +40,9 @@ def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_siz
     genes = read_annotation(annotation, feature=feature) if annotation else None
     regions = as_regions(regions) or None
     params = dict(window=window, stride=stride, regions=[r.label for r in regions] if regions else None,
-                  bin_size=bin_size, crop=crop, crop_right=crop_right, strand=strand)
+                  bin_size=bin_size, crop=crop, crop_right=crop_right, strand=strand, pad=pad)
     res = predict_tiles(ds, model, window=window, stride=stride, regions=regions, bin_size=bin_size, crop=crop,
-                        crop_right=crop_right, strand=strand, bin_chunk=bin_chunk, merge=False)
+                        crop_right=crop_right, strand=strand, pad=pad, bin_chunk=bin_chunk, merge=False)
     res.attrs["genome_contigs"] = [[str(n), int(x)] for n, x in zip(ds["sequence"].values, ds["sequence_length"].values)]
     reports = {}
     if genes is not None:
@@ -208,7 +208,7 @@ def _tiles_cmd(args) -> int:
     with connect_from_args(args) as client:
         run_tiles(args.fasta, model, args.store, window=args.window, stride=args.stride,
                   regions=_regions_from_args(args), bin_size=args.bin_size, crop=args.crop, crop_right=args.crop_right,
-                  strand=args.strand, annotation=args.annotation, feature=args.feature, group=args.group,
+                  strand=args.strand, pad=args.pad, annotation=args.annotation, feature=args.feature, group=args.group,
                   pyramid=not args.no_pyramid, position_chunk=args.position_chunk or (1 << 20),
                   bin_chunk=args.bin_chunk, client=client, overwrite=args.overwrite)
     if args.figures:
@@ -285,6 +285,9 @@ def register(sub) -> None:
     p.add_argument("--strand", default="+", choices=STRANDS,
                    help="forward, reverse complement, both (a strand dimension) or mean (their average: halves a "
                         "stranded model's scores)")
+    p.add_argument("--pad", default=None, choices=PADS,
+                   help="profile models: N = pad the regions with N so every base gets a prediction (default with "
+                        "--crop), none = leave the cropped ends unpredicted")
     p.add_argument("--annotation", default=None, help="GTF / GFF3 / BED of genes: starts stored and drawn")
     p.add_argument("--feature", default="gene", help="annotation feature type to keep (default gene)")
     p.add_argument("--bin-chunk", type=int, default=None, help="bins per task")

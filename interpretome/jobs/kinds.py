@@ -46,13 +46,13 @@ _REGION_PARAMS = (
 # --- long sequences (issue 3): tiles, genome_sweep, genome_ism ---------------------------------------
 
 def run_tiles_step(*, fasta, model, store, group, window, stride=None, regions=None, bed=None, bin_size=None,
-                   crop=0, crop_right=None, strand="+", annotation=None, feature="gene", pyramid=True,
+                   crop=0, crop_right=None, strand="+", pad=None, annotation=None, feature="gene", pyramid=True,
                    position_chunk=1 << 20, bin_chunk=None, client=None, overwrite=False, log=print):
     """Job adapter of ``jobs.genome.run_tiles`` (regions and a BED file merged as its CLI does)."""
     from .genome import run_tiles
 
     return run_tiles(fasta, model, store, window=window, stride=stride, regions=_regions(regions, bed),
-                     bin_size=bin_size, crop=crop, crop_right=crop_right, strand=strand, annotation=annotation,
+                     bin_size=bin_size, crop=crop, crop_right=crop_right, strand=strand, pad=pad, annotation=annotation,
                      feature=feature, group=group, pyramid=pyramid, position_chunk=position_chunk,
                      bin_chunk=bin_chunk, client=client, overwrite=overwrite, log=log)
 
@@ -104,6 +104,7 @@ if _have("interpretome.jobs.genome"):
             Param("crop_right", "int", None, doc="profile models: bases cropped at the end (default crop)"),
             Param("strand", "str", "+", choices=_STRANDS,
                   doc="forward, reverse complement, both (a strand dimension) or mean (their average)"),
+            Param("pad", "str", None, choices=("N", "none"), doc="profile models: pad regions with N (default with crop)"),
             Param("annotation", "str", None, file=True, doc="GTF / GFF3 / BED of genes: starts stored and drawn"),
             Param("feature", "str", "gene", doc="annotation feature type to keep"),
             Param("pyramid", "bool", True, doc="also store the min/max pyramid"),

@@ -174,11 +174,11 @@ def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> list
 
 
 def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, length: int, rstart: int,
-                b0: int, b1: int, strand: str, n_t: int) -> np.ndarray:
+                b0: int, b1: int, strand: str, n_t: int, contig_length: int) -> np.ndarray:
     """Return ``(1, b1 - b0, T S + 1)`` float32: mean prediction per bin (target-major, S strands), then the count."""
     tune_malloc()  # dask workers' fixed malloc trim threshold otherwise doubles the forward's CPU time
     rt = get_runtime(spec)
-    span = join_span(blocks, c0, p0, p1)
+    span = padded_span(blocks, c0, p0, p1, contig_length)
     nb = b1 - b0
     n_s = 2 if strand == "both" else 1
     n_ts = n_t * n_s
@@ -214,6 +214,32 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
     return out
 
 
+def _tile_pad(pad, geom: TrackGeometry) -> bool:
+    """Return whether to pad the regions with N (``pad`` None: profile models with a crop)."""
+    if pad is None:
+        return geom.profile and (geom.crop > 0 or geom.crop_right > 0)
+    if pad not in ("N", "none"):
+        raise ValueError(f"pad {pad!r} is not 'N' (regions padded with N) or 'none'")
+    if pad == "N" and not geom.profile:
+        raise ValueError("pad='N' applies to profile models (bin_size=): a scalar model's windows already cover "
+                         "the region, the last one ending at its end")
+    return pad == "N"
+
+
+def padded_region(r: Region, geom: TrackGeometry) -> Region:
+    """Return region ``r`` extended with N so that the bins of a profile ``geom`` cover every base.
+
+    ``crop`` bases are added before the start (bin 0 then starts at the region start) and
+    ``crop_right`` plus up to ``bin_size - 1`` after the end (the last bin ends at or past the
+    end), more if needed to hold one window. The extension lies outside the contig only at its
+    ends (read as N there); the label stays the region's.
+    """
+    length = r.end - r.start
+    ext = max(length + geom.crop + geom.crop_right + (-length) % geom.bin_size, geom.window)
+    start = r.start - geom.crop
+    return Region(r.contig, start, start + ext, r.label)
+
+
 def _nan_block(shape) -> np.ndarray:
     out = np.full(shape, np.nan, np.float32)
     out[..., -1] = 0
@@ -231,6 +257,7 @@ def predict_tiles(
     crop: int = 0,
     crop_right: int | None = None,
     strand: str = "+",
+    pad: str | None = None,
     bin_chunk: int | None = None,
     merge: bool = True,
 ) -> xr.Dataset:
@@ -241,7 +268,9 @@ def predict_tiles(
     ``window // 2``) the step between windows; ``regions`` ``chr:start-end`` strings (1-based),
     ``Region``s or a BED path (default: every contig, whole); ``bin_size``/``crop``/``crop_right``
     (default ``crop``) describe a profile model's output; ``strand`` is ``+``, ``-``, ``both`` (a
-    trailing ``strand`` dim) or ``mean`` (module doc);
+    trailing ``strand`` dim) or ``mean`` (module doc); ``pad`` ``"N"`` (default for profile models
+    with a crop) pads each region with N so that every base gets a prediction (``padded_region``),
+    ``"none"`` leaves the cropped ends and the final partial bin unpredicted;
     ``bin_chunk`` bins per task (default: the input's position chunk in bins).
 
     Output: ``track_prediction`` (contig, bin, target[, strand]) float32 and ``track_coverage`` (contig, bin)
@@ -265,6 +294,10 @@ def predict_tiles(
         raise ValueError(f"strand {strand!r} maps reverse-complement profiles back by mirroring, which needs "
                          f"crop == crop_right (got {geom.crop} and {geom.crop_right})")
     codes, lengths, names, regs, rows = genome_input(ds, regions)
+    pad = _tile_pad(pad, geom)
+    real = regs
+    if pad:
+        regs = [padded_region(r, geom) for r in regs]
     for r in regs:
         geom.check_length(r.end - r.start, r.label)
     n_bins = [geom.n_bins(r.end - r.start) for r in regs]
@@ -274,7 +307,7 @@ def predict_tiles(
     bchunks = tuple(min(bc, g_max - s) for s in range(0, g_max, bc))
     n_t = len(spec.target_names)
     n_ts = n_t * (2 if strand == "both" else 1)
-    name = "tiles-" + _token(spec, geom, strand, codes.name, regs, bchunks)
+    name = "tiles-" + _token(spec, geom, strand, codes.name, regs, bchunks, pad)
     dsk = {}
     for i, (r, row, nb_r) in enumerate(zip(regs, rows, n_bins)):
         length = r.end - r.start
@@ -286,9 +319,10 @@ def predict_tiles(
                 dsk[(name, i, j, 0)] = (_nan_block, (1, c, n_ts + 1))
             else:
                 p0, p1 = r.start + int(starts.min()), r.start + int(starts.max()) + window
-                keys, c0 = span_keys(codes, row, p0, p1)
+                keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
                 dsk[(name, i, j, 0)] = (_apply, _tile_block, [keys, c0, p0, p1], dict(
-                    spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1, strand=strand, n_t=n_t))
+                    spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1, strand=strand, n_t=n_t,
+                    contig_length=int(lengths[row])))
             b0 = b1
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     out = da.Array(graph, name, chunks=((1,) * len(regs), bchunks, (n_ts + 1,)), dtype=np.float32,
@@ -301,8 +335,11 @@ def predict_tiles(
         pred_var, strand_coord = ((CONTIG, BIN, TARGET), pred), {}
     new = xr.Dataset(
         {"track_prediction": pred_var, "track_coverage": ((CONTIG, BIN), out[..., n_ts].astype(np.int32))},
-        coords=region_coords(regs, rows) | {TARGET: spec.target_names} | strand_coord,
-        attrs={**geom.to_attrs(), "track_strand": strand, "track_model": spec.factory or spec.torchscript},
+        coords=region_coords(regs, rows) | {TARGET: spec.target_names} | strand_coord | {
+            "region_pad_left": (CONTIG, np.asarray([r.start - v.start for r, v in zip(real, regs)], np.int64)),
+            "region_pad_right": (CONTIG, np.asarray([v.end - r.end for r, v in zip(real, regs)], np.int64))},
+        attrs={**geom.to_attrs(), "track_strand": strand, "track_model": spec.factory or spec.torchscript,
+               "track_pad": "N" if pad else "none"},
     )
     validate(new)
     return merge_result(ds, new, merge)
