@@ -131,6 +131,7 @@ def test_predict_tiles__padded_profile_covers_every_base(genome, tmp_path, stran
         assert np.isnan(got[n:]).all()
         bins = track_bins(res, i)
         assert bins["start"][0] == 0 and bins["end"][-1] >= len(seq) > bins["end"][-1] - 4
+        np.testing.assert_array_equal(res["genome_position"].values[i, :n], np.arange(n) * 4 + 2)
     sub = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, regions=["chr1:101-300"],
                         merge=False).compute()  # inside a contig the padding is the real flanking sequence
     np.testing.assert_allclose(sub["track_prediction"].values[0, :50],
@@ -196,6 +197,10 @@ def test_predict_tiles__regions_match_slices(genome):
     bins = track_bins(res, 0)  # genome coordinates of the first region's bins
     assert bins["contig"] == "chr1" and bins["start"][0] == 200 and bins["end"][-1] == 700
     np.testing.assert_array_equal(bins["centre"][:3], [250, 275, 300])
+    n0 = len(bins["centre"])  # the bin axis carries genome positions (bin centres), -1 past a row's bins
+    np.testing.assert_array_equal(res["genome_position"].values[0, :n0], bins["centre"])
+    assert (res["genome_position"].values[0, n0:] == -1).all()
+    np.testing.assert_array_equal(res["genome_position"].values[1, :3], [17 + 50, 17 + 75, 17 + 100])
     want = _loop_scalar(seqs["chr1"][200:700], 100, 25, "+")
     np.testing.assert_allclose(res["track_prediction"].values[0, :len(want)], want, rtol=1e-5, atol=1e-6)
 

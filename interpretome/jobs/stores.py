@@ -60,6 +60,9 @@ def register(sub) -> None:
     p.add_argument("--group", action="append", default=None, help="only these groups (repeatable)")
     p.add_argument("--sequence", action="append", default=None, help="sequence names to draw (repeatable)")
     p.add_argument("--marker", action="append", default=None, help="LABEL=POSITION vertical marker, e.g. TSS=150")
-    p.add_argument("--start", type=int, default=None, help="first position of a zoomed region")
-    p.add_argument("--end", type=int, default=None, help="end of a zoomed region")
+    p.add_argument("--start", type=int, default=None,
+                   help="first position of a zoomed view, as the stored position coordinate (0-based; genome "
+                        "results: the 0-based genome position, i.e. 1-based start - 1)")
+    p.add_argument("--end", type=int, default=None,
+                   help="end of a zoomed view, exclusive (0-based; equals the 1-based inclusive end)")
     p.set_defaults(func=_render_cmd)

@@ -240,6 +240,17 @@ def padded_region(r: Region, geom: TrackGeometry) -> Region:
     return Region(r.contig, start, start + ext, r.label)
 
 
+def _bin_centres(block_info=None, *, geom: TrackGeometry, starts, lengths) -> np.ndarray:
+    """Return the int64 genome position (0-based) of each bin centre of one (contig, bin) block; -1 past the bins."""
+    (r0, r1), (b0, b1) = block_info[None]["array-location"]
+    out = np.full((r1 - r0, b1 - b0), -1, np.int64)
+    for i in range(r0, r1):
+        hi = min(b1, geom.n_bins(lengths[i]))
+        if hi > b0:
+            out[i - r0, :hi - b0] = starts[i] + geom.centres(lengths[i], np.arange(b0, hi))
+    return out
+
+
 def _nan_block(shape) -> np.ndarray:
     out = np.full(shape, np.nan, np.float32)
     out[..., -1] = 0
@@ -275,8 +286,10 @@ def predict_tiles(
 
     Output: ``track_prediction`` (contig, bin, target[, strand]) float32 and ``track_coverage`` (contig, bin)
     int32, one row per region (``contig`` = region label, with coordinates ``contig_name``,
-    ``contig_index``, ``region_start``, ``region_end``), rows padded with NaN / 0 past their last
-    bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
+    ``contig_index``, ``region_start``, ``region_end`` — of the N-padded region with ``pad="N"``,
+    ``region_pad_left/right`` its padding — and ``genome_position`` (contig, bin), the 0-based
+    genome position of each bin's centre, -1 past a row's bins), rows padded with NaN / 0 past
+    their last bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
     indices into genome coordinates). Nothing is computed. Raises
     ``InputError`` for an unknown contig, a region outside its contig or a window longer than a
     region, ``ValueError`` for inconsistent tiling parameters — before any work.
@@ -337,7 +350,10 @@ def predict_tiles(
         {"track_prediction": pred_var, "track_coverage": ((CONTIG, BIN), out[..., n_ts].astype(np.int32))},
         coords=region_coords(regs, rows) | {TARGET: spec.target_names} | strand_coord | {
             "region_pad_left": (CONTIG, np.asarray([r.start - v.start for r, v in zip(real, regs)], np.int64)),
-            "region_pad_right": (CONTIG, np.asarray([v.end - r.end for r, v in zip(real, regs)], np.int64))},
+            "region_pad_right": (CONTIG, np.asarray([v.end - r.end for r, v in zip(real, regs)], np.int64)),
+            "genome_position": ((CONTIG, BIN), da.map_blocks(
+                _bin_centres, chunks=((1,) * len(regs), bchunks), dtype=np.int64, meta=np.empty((0, 0), np.int64),
+                geom=geom, starts=tuple(r.start for r in regs), lengths=tuple(r.end - r.start for r in regs)))},
         attrs={**geom.to_attrs(), "track_strand": strand, "track_model": spec.factory or spec.torchscript,
                "track_pad": "N" if pad else "none"},
     )
