@@ -286,6 +286,11 @@ def test_read_bed__regions_and_errors(tmp_path):
     bed.write_text("track name=x\nchr1\t10\t50\tpeak1\nchr2\t0\t30\n")
     assert read_bed(bed) == [Region("chr1", 10, 50, "peak1"), Region("chr2", 0, 30, None)]
     assert parse_region("chr1:1,001-2,000") == Region("chr1", 1000, 2000)
+    bed12 = tmp_path / "r.bed12"
+    bed12.write_text("chr1\t10\t50\ttx\t0\t+\t10\t50\t0\t2\t5,10\t0,30\n")
+    from interpretome.storage.genome import as_regions
+
+    assert as_regions(str(bed12)) == [Region("chr1", 10, 50, "tx")]
     bad = tmp_path / "bad.bed"
     bad.write_text("chr1\t10\t50\nchr1\tten\t50\n")
     with pytest.raises(InputError, match=r"bad.bed:2: malformed BED line"):
