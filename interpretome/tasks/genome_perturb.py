@@ -16,10 +16,31 @@ offset) — so a position gets the same draws whatever the region, chunking or w
 positions of one region and reads only the ``sequence_code`` chunks its contexts touch (the
 block plus a halo of half a window on each side, clipped to the contig).
 
-Positions are offsets from each region's start (``position`` coordinate; genome coordinate =
-``region_start`` + position; for whole contigs they are genome coordinates). Spans that do not
-fit in their region are NaN, as are positions past a region's end. ``merge`` defaults to False
-here: the result's ``position`` axis (offsets within regions) is not the genome's.
+Profile models (``bin_size=`` given, with ``crop``/``crop_right`` as in ``predict_tiles``; output
+``(N, T, L_out)``, bin ``k`` = window bases ``[crop + k*bin_size, crop + (k+1)*bin_size)``): each
+edit's profile change is reduced on the workers, one model batch at a time (never more than
+batch x T x L_out values held), to what users read — ``reductions``:
+
+* ``at_edit``: the change at the output bin covering the edited base (a span: its middle base
+  ``s + (k - 1) // 2``); NaN when no bin covers it (a cropped end, without padding);
+* ``total``: the change of the profile summed over the output window (counts-like);
+* ``delta_score``: the SpliceAI delta score, two values: the max gain ``max(edited - reference)``
+  and the max loss ``max(reference - edited)`` over the bins overlapping the edited span
+  +/- ``delta_distance`` bases (not clipped at 0: both are 0 at the reference base).
+
+Strands: ``"-"`` reverse-complements each context, predicts, and flips a profile back along its
+length; an edit is made in forward coordinates (substituting A reads as T on the reverse
+strand), so ``base`` is always the forward base. ``"both"`` keeps the two as a trailing
+``strand`` dim (``["+", "-"]``). ``pad="N"`` (default for profile models) keeps every context
+centred on its edit and reads N (all-zero one-hot columns) past the contig ends, so every base
+is evaluated; ``pad="none"`` shifts the contexts inward at the ends.
+
+Positions: ``position`` holds 0-based genome coordinates whenever every region starts at the
+same base (whole contigs, one region; ``attrs["position_origin"] = "genome"``), so
+``res.sel(contig=..., position=p)`` is the edit of FASTA base ``p``. Regions with different
+starts share the axis as offsets from each region start (``"region_start"``), with the genome
+coordinate in the 2-D ``genome_position`` (contig, position) coordinate. Spans that do not fit
+in their region are NaN, as are positions past a region's end. ``merge`` defaults to False here.
 """
 
 from __future__ import annotations
