@@ -266,7 +266,7 @@ def test_genome_ism__profile_chunk_invariant_batched_and_bad_options(genome, mon
 
     monkeypatch.setattr(Runtime, "predict_edits", counted)
     grouped = genome_ism(read_genome(path), spec, input_length=W, regions=["chr2:1-40"], bin_size=4, crop=8,
-                         context_step=8, merge=False)["genome_ism_profile_total"].values
+                         context_step=8, merge=False)["genome_ism_profile_total"].compute(scheduler="threads").values
     assert max(sizes) == spec.batch_size and sum(sizes) == 3 * 40  # 8 positions x 3 edits per context
     assert np.isfinite(grouped).all()
     runs = [genome_ism(read_genome(path, position_chunk=pc), spec, input_length=W, regions=["chr2:91-150"], bin_size=4,
