@@ -334,3 +334,19 @@ def test_cli__profile_genome_ism_both_strands(genome, client2, tmp_path):
         np.testing.assert_allclose(got[v].values, want[v].values, rtol=1e-5, atol=1e-6)
     assert got["genome_ism_delta_gain"].dims == ("contig", "position", "base", "target", "strand")
     assert group_info(store, "genome_ism")["params"]["pad"] is None and got.attrs["pad"] == "N"
+
+
+def test_cli__render_region_is_one_based_inclusive(genome, client2, tmp_path, monkeypatch):
+    from interpretome.cli import main
+    from interpretome.jobs import stores
+
+    path, _ = genome
+    store = str(tmp_path / "r.zarr")
+    model = ["--model", "interpretome.datasets:reference_cnn", "--model-kwargs", '{"channels": 8, "outputs": 2}',
+             "--targets", "a,b", "--scheduler", client2.scheduler.address]
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr1:11-30", *model]) == 0
+    seen = {}
+    monkeypatch.setattr(stores, "render_store", lambda store, out, **kw: seen.update(kw) or [])
+    assert main(["render", store, "--region", "chr1:15-20"]) == 0
+    assert (seen["start"], seen["end"]) == (14, 20)  # 0-based start, exclusive end
+    assert main(["render", store, "--region", "chr1:15-20", "--start", "3"]) == 2

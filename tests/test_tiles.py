@@ -236,6 +236,10 @@ def test_predict_tiles__both_strands_pyramid_and_export(genome, tmp_path):
     np.testing.assert_allclose(vals[:n1], minus[0, :n1, 1], rtol=1e-5)
     pts, _ = track_points(res, "chr2", strand="-", start=100, end=140)
     np.testing.assert_allclose(pts["y"].to_numpy(), minus[1, 25:35, 0], rtol=1e-6)  # N-padded: bin g = [4g, 4g + 4)
+    from interpretome.viz.tracks_long import plot_track
+
+    fig = plot_track(res, "chr2", pyramid=track_pyramid(res, factor=4, min_groups=4), width=200, height=60)
+    assert fig.axes  # a two-strand track draws (its first strand)
 
 
 def test_predict_tiles__reads_only_the_blocks_it_needs(genome):
