@@ -350,3 +350,24 @@ def test_cli__render_region_is_one_based_inclusive(genome, client2, tmp_path, mo
     assert main(["render", store, "--region", "chr1:15-20"]) == 0
     assert (seen["start"], seen["end"]) == (14, 20)  # 0-based start, exclusive end
     assert main(["render", store, "--region", "chr1:15-20", "--start", "3"]) == 2
+
+
+def test_genome_ism__scalar_minus_strand_is_reverse_complement_by_hand(genome):
+    """strand='-' for a scalar model: the edited window reverse-complemented by hand, then predicted."""
+    path, codes = genome
+    res = genome_ism(read_genome(path), SPEC, input_length=W, regions=["chr2:1-8", "chr2:141-150"], strand="both",
+                     merge=False).compute()
+    assert res["genome_ism_delta"].dims == ("contig", "position", "base", "target", "strand")
+    rt = get_runtime(SPEC)
+    seq = codes["chr2"]
+    rc = lambda c: np.where(c < 4, 3 - c, 4).astype(np.uint8)[..., ::-1]  # noqa: E731
+    for i, (s0, s1) in enumerate([(0, 8), (140, 150)]):
+        for p in range(s0, s1):
+            cs = _ctx_start(p, len(seq), 1, 1)  # scalar models: pad='none' by default, contexts shift inward
+            edited = np.repeat(seq[cs:cs + W][None], 4, axis=0)
+            edited[np.arange(4), p - cs] = np.arange(4)
+            ref = rt.predict(np.ascontiguousarray(rc(seq[cs:cs + W][None])))
+            want = rt.predict(np.ascontiguousarray(rc(edited))) - ref
+            got = res["genome_ism_delta"].isel(contig=i).sel(position=p - s0 + res["position"].values[0],
+                                                              strand="-").values
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -288,7 +288,8 @@ def register(sub) -> None:
     p.add_argument("--pad", default=None, choices=PADS,
                    help="profile models: N = pad the regions with N so every base gets a prediction (default with "
                         "--crop), none = leave the cropped ends unpredicted")
-    p.add_argument("--annotation", default=None, help="GTF / GFF3 / BED of genes: starts stored and drawn")
+    p.add_argument("--annotation", default=None,
+                   help="GTF / GFF3 / BED / BED12 of genes (format told by content): starts stored and drawn")
     p.add_argument("--feature", default="gene", help="annotation feature type to keep (default gene)")
     p.add_argument("--bin-chunk", type=int, default=None, help="bins per task")
     p.add_argument("--no-pyramid", action="store_true", help="skip the min/max pyramid")

@@ -12,6 +12,9 @@ placement):
   starting at ``s`` is bin ``s / bin_size + k`` of the region; overlapping windows are blended by
   their **mean** (each bin's sum is accumulated in window order, so the value does not depend on
   the chunking); the last window starts at the largest multiple of ``bin_size`` that fits.
+  With ``pad="N"`` (the default when there is a crop) each region is first extended by
+  ``padded_region`` — N past the contig ends — so that bin 0 starts at the region start and the
+  last bin reaches its end: every base gets a prediction.
 
 ``strand``: ``"+"`` predicts the windows as they are, ``"-"`` their reverse complements (a
 profile then read back in forward orientation), ``"both"`` keeps the two as a trailing ``strand``
