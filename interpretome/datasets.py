@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .storage.readers import decode_bases
+from .storage.alphabet import decode_bases
 
 PROMOTER_LENGTH = 200
 TSS = 150

@@ -17,11 +17,9 @@ import argparse
 import os
 from typing import Any, Callable
 
+from ..errors import ClusterError
+
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-class ClusterError(RuntimeError):
-    """A cluster cannot be started or reached as asked."""
 
 
 try:
@@ -51,9 +49,41 @@ class TorchThreads(_WorkerPlugin):
         from .gradients import tune_malloc
 
         tune_malloc()  # undo the nanny's fixed MALLOC_TRIM_THRESHOLD_ (page faults on every batch)
+        ignore_interrupts()
 
     def teardown(self, worker=None) -> None:
         """Nothing to undo."""
+
+
+def ignore_interrupts() -> None:
+    """Make this worker ignore SIGINT (Ctrl-C reaches every process of the terminal's group).
+
+    The client handles Ctrl-C — it stops the run, says what is stored and how to resume — and
+    then closes the cluster, which stops the workers; a worker that took the signal itself would
+    only print a KeyboardInterrupt traceback (outside the main thread the signal is left as it
+    is). The warning a worker logs for each task the stopped client cancels is dropped too.
+    """
+    import logging
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed.worker.state_machine").addFilter(_drop_cancelled)
+
+
+def _drop_cancelled(record) -> bool:
+    """Logging filter: drop the worker's warning for a task the client cancelled (a stopped run)."""
+    return "ended with CancelledError" not in record.getMessage()
+
+
+def quiet_shutdown() -> None:
+    """Silence distributed's warnings about lost and cancelled tasks while a stopped run closes."""
+    import logging
+
+    for name in ("distributed", "distributed.scheduler", "distributed.worker", "distributed.nanny",
+                 "distributed.core", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def gpu_count() -> int:

@@ -268,10 +268,9 @@ def activate(out, activation: str):
     """Return the model output ``(N, n_out)`` after the spec's activation (none / sigmoid / softmax)."""
     import torch
 
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if out.ndim == 1:
-        out = out[:, None]
+    from .models import first_output
+
+    out = first_output(out)
     if activation == "sigmoid":
         return torch.sigmoid(out)
     if activation == "softmax":

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.store import open_group
-from . import RENDERERS, add_model_arguments, model_from_args, store_result
+from . import (RENDERERS, add_model_arguments, add_run_arguments, check_model_on, cli_command, input_sample,
+               model_from_args, run_command, store_result)
 
 
 def read_input(path, kind: str, *, layer=None, sample_chunk: int = 256, labels=None):
@@ -31,7 +31,11 @@ def run_attribute(input_path, model, store, *, group="attributions", method="int
                   baseline="zero", n_steps=50, ig_method="gausslegendre", internal_batch_size=None, background=100,
                   seed=0, nsamples=200, local_smoothing=0.0, layer=None, obs_layer=None, sample_chunk=256,
                   by=None, fastshap_options=None, client=None, overwrite=False, log=print):
-    """Read the input, attribute, write ``store/group`` (and ``store/<group>_summary`` when ``by`` or dense)."""
+    """Read the input, attribute, write ``store/group`` (and ``store/<group>_summary`` when ``by`` or dense).
+
+    ``baseline``: ``zero``, ``mean``, an array, or a ``.npy`` file of one sample's input (its
+    digest is then part of the fingerprint, as the input file's is).
+    """
     from ..tasks.attribute import attribute
     from ..tasks.fastshap import fastshap
     from ..tasks.summarize import summarize_attributions
@@ -41,6 +45,11 @@ def run_attribute(input_path, model, store, *, group="attributions", method="int
         cols = [c for c in ds.coords if ds[c].dims == ("sample",) and c != "sample"]
         raise ValueError(f"label column {by!r} is not in {str(input_path)!r}; its obs columns are {cols}: "
                          f"pass one of them as --by")
+    inputs = [input_path]
+    if isinstance(baseline, (str, Path)) and str(baseline) not in ("zero", "mean"):
+        inputs.append(baseline)
+        baseline = np.load(baseline, allow_pickle=False)
+    digest = check_model_on(model, lambda: input_sample(ds, model.input_kind))
     if method == "fastshap":
         opts = dict(fastshap_options or {})
         params = dict(method="fastshap", target=target, seed=seed, **opts)
@@ -59,8 +68,8 @@ def run_attribute(input_path, model, store, *, group="attributions", method="int
         if "image" in ds:
             res["image"] = ds["image"]
     params["layer_in_file"] = obs_layer
-    reports = [store_result(res, store, group, task=task, params=params, model=model, inputs=[input_path],
-                            client=client, overwrite=overwrite, log=log)]
+    reports = [store_result(res, store, group, task=task, params=params, model=model, model_digest=digest,
+                            inputs=inputs, client=client, overwrite=overwrite, log=log)]
     if model.input_kind == "dense" and task == "attribute":
         stored = open_group(store, group)
         if by is not None:  # the labels from the input file (numpy), the attributions from the store
@@ -68,7 +77,8 @@ def run_attribute(input_path, model, store, *, group="attributions", method="int
         summ = summarize_attributions(stored, by=by)
         reports.append(store_result(summ, store, f"{group}_summary", task="summarize_attributions",
                                     params={"by": by, "source_group": group, **params}, model=model,
-                                    inputs=[input_path], client=client, overwrite=overwrite, log=log))
+                                    model_digest=digest, inputs=inputs, client=client, overwrite=overwrite,
+                                    log=log))
     return reports
 
 
@@ -128,23 +138,23 @@ def _parse_target(text: str):
     return items[0] if len(items) == 1 else items
 
 
+@cli_command
 def _attribute_cmd(args) -> int:
     from ..storage.attribution_export import export_attributions
 
     model = model_from_args(args)
-    baseline = args.baseline
-    if baseline not in ("zero", "mean"):
-        baseline = np.load(baseline)
     fs = dict(n_train=args.fastshap_train, epochs=args.fastshap_epochs) if args.method == "fastshap" else None
-    with connect_from_args(args) as client:
-        run_attribute(args.input, model, args.store, group=args.group, method=args.method,
-                      target=_parse_target(args.target), baseline=baseline, n_steps=args.n_steps,
-                      ig_method=args.ig_method, internal_batch_size=args.internal_batch_size,
-                      background=args.background, seed=args.seed, nsamples=args.nsamples,
-                      local_smoothing=args.local_smoothing, layer=args.layer, obs_layer=args.layer_in_file,
-                      sample_chunk=args.sample_chunk, by=args.by, fastshap_options=fs, client=client,
-                      overwrite=args.overwrite)
-    if args.export:
+
+    def job(client=None, log=print):
+        return run_attribute(args.input, model, args.store, group=args.group, method=args.method,
+                             target=_parse_target(args.target), baseline=args.baseline, n_steps=args.n_steps,
+                             ig_method=args.ig_method, internal_batch_size=args.internal_batch_size,
+                             background=args.background, seed=args.seed, nsamples=args.nsamples,
+                             local_smoothing=args.local_smoothing, layer=args.layer, obs_layer=args.layer_in_file,
+                             sample_chunk=args.sample_chunk, by=args.by, fastshap_options=fs, client=client,
+                             overwrite=args.overwrite, log=log)
+
+    if run_command(args, job) and args.export:
         s = open_group(args.store, f"{args.group}_summary")
         print(f"wrote {export_attributions(s, args.export)}")
     return 0
@@ -177,7 +187,7 @@ def register(sub) -> None:
     p.add_argument("--fastshap-epochs", type=int, default=60)
     p.add_argument("--overwrite", action="store_true")
     add_model_arguments(p, input_kind="dense")
-    add_cluster_arguments(p)
+    add_run_arguments(p)
     p.set_defaults(func=_attribute_cmd)
 
 

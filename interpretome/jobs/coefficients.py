@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.coef_io import KINDS, combine_coefficients, read_coefficients, read_table
 from ..storage.readers import InputError
 from ..storage.schema import FEATURE, SAMPLE
@@ -24,7 +23,7 @@ from ..tasks.ccc import all_pairs_ccc
 from ..tasks.coefficients import compare_coefficients, correlation_table
 from ..viz.coefficients import (plot_ccc_matrix, plot_class_kde, plot_class_means, plot_clustermap, plot_heatmap,
                                 plot_scatter_grid, save)
-from . import RENDERERS, store_result
+from . import RENDERERS, add_run_arguments, cli_command, run_command, store_result
 
 PHENOTYPES = ("Interphase", "Prometaphase", "Metaphase", "Anaphase", "Apoptosis", "Binuclear")
 
@@ -162,6 +161,7 @@ def parse_input(spec: str) -> tuple[dict, str]:
     return meta, path
 
 
+@cli_command
 def _coefficients_cmd(args) -> int:
     parts = []
     for spec in args.input:
@@ -170,10 +170,13 @@ def _coefficients_cmd(args) -> int:
                                        feature_col=args.feature_col, value_col=args.value_col, **meta))
     coefs = combine_coefficients(parts)
     tsv = args.tsv or str(Path(args.store).with_suffix("")) + "_correlations.tsv"
-    with connect_from_args(args) as client:
-        run_coefficients(coefs, args.store, group=args.group, n_perms=args.n_perms, seed=args.seed, tsv=tsv,
-                         inputs=[parse_input(s)[1] for s in args.input], client=client, overwrite=args.overwrite)
-    if args.figures:
+
+    def job(client=None, log=print):
+        return run_coefficients(coefs, args.store, group=args.group, n_perms=args.n_perms, seed=args.seed, tsv=tsv,
+                                inputs=[parse_input(s)[1] for s in args.input], client=client,
+                                overwrite=args.overwrite, log=log)
+
+    if run_command(args, job) and args.figures:
         for p in render_coefficients(args.store, args.group, args.figures):
             print(p)
     return 0
@@ -207,13 +210,16 @@ def read_matrix(path, *, transpose: bool = False, var: str | None = None) -> xr.
                               SAMPLE: np.asarray(df.columns.astype(str), dtype=object)})
 
 
+@cli_command
 def _ccc_cmd(args) -> int:
     ds = read_matrix(args.matrix, transpose=args.transpose, var=args.var)
-    with connect_from_args(args) as client:
-        run_ccc(ds, args.store, group=args.group, form=args.form, feature_chunk=args.feature_chunk,
-                n_perms=args.n_perms, seed=args.seed, inputs=[args.matrix] if Path(args.matrix).is_file() else [],
-                client=client, overwrite=args.overwrite)
-    if args.figures:
+
+    def job(client=None, log=print):
+        return run_ccc(ds, args.store, group=args.group, form=args.form, feature_chunk=args.feature_chunk,
+                       n_perms=args.n_perms, seed=args.seed, inputs=[args.matrix], client=client,
+                       overwrite=args.overwrite, log=log)
+
+    if run_command(args, job) and args.figures:
         for p in render_ccc(args.store, args.group, args.figures):
             print(p)
     return 0
@@ -239,7 +245,7 @@ def register(sub) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow loading joblib/pickle model files (runs code from the file: trusted files only)")
     p.add_argument("--overwrite", action="store_true")
-    add_cluster_arguments(p)
+    add_run_arguments(p)
     p.set_defaults(func=_coefficients_cmd)
 
     p = sub.add_parser("ccc", help="distributed all-pairs Clustermatch Correlation Coefficient of a matrix")
@@ -254,7 +260,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", default=None, help="folder for the figure (none if omitted)")
     p.add_argument("--overwrite", action="store_true")
-    add_cluster_arguments(p)
+    add_run_arguments(p)
     p.set_defaults(func=_ccc_cmd)
 
 

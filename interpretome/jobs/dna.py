@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.readers import read_fasta
 from ..storage.store import open_group
 from ..tasks.ism import saturation_mutagenesis
 from ..tasks.perturb import MODES, perturbation_sweep
 from ..viz.tracks import plot_ism, plot_sweep, save
-from . import RENDERERS, add_model_arguments, model_from_args, plan_first, store_result
+from . import (RENDERERS, add_model_arguments, add_run_arguments, check_model_on, cli_command, input_sample,
+               model_from_args, run_command, store_result)
 
 
 def run_sweep(fasta, model, store, *, group="sweep", windows=None, stride=1, replicates=1, mode="random",
@@ -23,8 +23,9 @@ def run_sweep(fasta, model, store, *, group="sweep", windows=None, stride=1, rep
                   inserts=inserts, keep_replicates=keep_replicates)
     res = perturbation_sweep(ds, model, position_chunk=position_chunk, merge=False, **params)
     res["sequence_length"] = ds["sequence_length"]
+    digest = check_model_on(model, lambda: input_sample(ds, model.input_kind))
     return store_result(res, store, group, task="perturbation_sweep", params=params, model=model,
-                        inputs=[fasta], client=client, overwrite=overwrite, log=log)
+                        model_digest=digest, inputs=[fasta], client=client, overwrite=overwrite, log=log)
 
 
 def run_ism(fasta, model, store, *, group="ism", start=None, end=None, sequence_chunk=16, position_chunk=None,
@@ -34,8 +35,9 @@ def run_ism(fasta, model, store, *, group="ism", start=None, end=None, sequence_
     params = dict(start=start, end=end)
     res = saturation_mutagenesis(ds, model, position_chunk=position_chunk, merge=False, **params)
     res["sequence_length"] = ds["sequence_length"]
+    digest = check_model_on(model, lambda: input_sample(ds, model.input_kind))
     return store_result(res, store, group, task="saturation_mutagenesis", params=params, model=model,
-                        inputs=[fasta], client=client, overwrite=overwrite, log=log)
+                        model_digest=digest, inputs=[fasta], client=client, overwrite=overwrite, log=log)
 
 
 def render_sweep(store, group, out_dir, *, sequences=None, markers=None, **_):
@@ -65,9 +67,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--position-chunk", type=int, default=None, help="positions per task")
     p.add_argument("--overwrite", action="store_true", help="replace a group computed with other parameters")
     add_model_arguments(p)
-    add_cluster_arguments(p)
+    add_run_arguments(p)
 
 
+@cli_command
 def _sweep_cmd(args) -> int:
     model = model_from_args(args)
     windows = [int(k) for k in args.windows.split(",")] if args.windows else None
@@ -79,12 +82,11 @@ def _sweep_cmd(args) -> int:
                          inserts=inserts, keep_replicates=args.keep_replicates, sequence_chunk=args.sequence_chunk,
                          position_chunk=args.position_chunk, client=client, overwrite=args.overwrite, log=log)
 
-    plan_first(lambda: job(log=lambda m: None), overwrite=args.overwrite)  # bad input fails before a cluster
-    with connect_from_args(args) as client:
-        job(client)
+    run_command(args, job)
     return 0
 
 
+@cli_command
 def _ism_cmd(args) -> int:
     model = model_from_args(args)
 
@@ -93,9 +95,7 @@ def _ism_cmd(args) -> int:
                        sequence_chunk=args.sequence_chunk, position_chunk=args.position_chunk, client=client,
                        overwrite=args.overwrite, log=log)
 
-    plan_first(lambda: job(log=lambda m: None), overwrite=args.overwrite)  # bad input fails before a cluster
-    with connect_from_args(args) as client:
-        job(client)
+    run_command(args, job)
     return 0
 
 

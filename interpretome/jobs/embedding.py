@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.embedding_io import first_bases, from_embedding_layer, read_embedding_input
 from ..storage.schema import ITEM
 from ..storage.store import open_group
 from ..tasks.embed import BACKENDS, METHODS, argmax_label, background_filter, embed
 from ..tasks.scores import CONVENTIONS, clustering_scores, fold_dataset, fold_table, summarize_folds
 from ..viz.scatter import datashader_png, matplotlib_png, scatter3d_html, scatter_html
-from . import RENDERERS, store_result
+from . import RENDERERS, add_run_arguments, cli_command, run_command, store_result
 
 SMALL = 50_000
 """Up to this many points figures are matplotlib scatters / bokeh points; above, datashader."""
@@ -56,9 +55,12 @@ def load_input(path=None, *, model=None, layer=None, kmer_bases: int = 1, obsm="
 
 
 def run_embed(ds, store, *, group="embedding", method="umap", n_components=2, seed=0, fit_size=100_000,
-              item_chunk=10_000, backend="auto", params=None, inputs=(), client=None, overwrite=False, log=print,
-              source=None):
-    """Embed ``ds`` (from ``load_input``) and write ``store/group``; return the WriteReport."""
+              item_chunk=10_000, backend="auto", params=None, inputs=(), model=None, client=None, overwrite=False,
+              log=print, source=None):
+    """Embed ``ds`` (from ``load_input``) and write ``store/group``; return the WriteReport.
+
+    ``model``: the ModelSpec whose ``nn.Embedding`` ``ds`` holds (its digest is fingerprinted).
+    """
     params = dict(params or {})
     res = embed(ds, method=method, n_components=n_components, seed=seed, fit_size=fit_size, item_chunk=item_chunk,
                 backend=backend, merge=False, **params)
@@ -67,8 +69,8 @@ def run_embed(ds, store, *, group="embedding", method="umap", n_components=2, se
             res[v] = ds[v].astype(str) if v != "item_annotation" else ds[v]
     all_params = dict(method=method, n_components=n_components, seed=seed, fit_size=fit_size, item_chunk=item_chunk,
                       backend=backend, reducer=params, source=source or ds.attrs.get("source"))
-    return store_result(res, store, group, task="embedding", params=all_params, inputs=inputs, client=client,
-                        overwrite=overwrite, log=log)
+    return store_result(res, store, group, task="embedding", params=all_params, model=model, inputs=inputs,
+                        client=client, overwrite=overwrite, log=log)
 
 
 def _embedding_var(ds) -> str:
@@ -155,7 +157,6 @@ def run_scores(folds: dict, store, out_dir, *, label="item_label", batch=None, c
     tables in ``out_dir`` and, with ``umap``, per fold ``umap_<fold>.csv`` and PNGs.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results, paths = {}, []
     params = dict(label=label, batch=batch, convention=convention, metric=metric, sample_size=sample_size,
                   seed=seed, block=block)
@@ -165,6 +166,7 @@ def run_scores(folds: dict, store, out_dir, *, label="item_label", batch=None, c
         store_result(res, store, f"scores_{name}", task="clustering_scores", params=params, inputs=inputs,
                      client=client, overwrite=overwrite, log=log)
         results[name] = open_group(store, f"scores_{name}")
+        out_dir.mkdir(parents=True, exist_ok=True)
         if umap:
             run_embed(ds, store, group=f"umap_{name}", method="umap", seed=seed, fit_size=umap_fit_size,
                       inputs=inputs, client=client, overwrite=overwrite, log=log)
@@ -185,7 +187,7 @@ def run_scores(folds: dict, store, out_dir, *, label="item_label", batch=None, c
     table = fold_table(results)
     summary, extremes = summarize_folds(table)
     store_result(fold_dataset(table), store, "scores", task="clustering_score_folds", params=params,
-                 client=None, overwrite=overwrite, log=log)
+                 inputs=[p for _, inputs in folds.values() for p in inputs], client=None, overwrite=overwrite, log=log)
     table.to_csv(out_dir / "scores_by_fold.tsv", sep="\t", index=False)
     summary.to_csv(out_dir / "scores_summary.tsv", sep="\t", index=False)
     (out_dir / "scores_extremes.json").write_text(json.dumps(extremes, indent=1, default=str))
@@ -211,6 +213,7 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--item-chunk", type=int, default=10_000, help="items per task")
 
 
+@cli_command
 def _embed_cmd(args) -> int:
     params = json.loads(args.reducer_kwargs)
     if args.neighbors is not None:
@@ -235,16 +238,19 @@ def _embed_cmd(args) -> int:
                             chunk=args.item_chunk, filter_column=filt[0] if filt else None,
                             filter_max=filt[1] if filt else None,
                             argmax=args.argmax.split(",") if args.argmax else None)
-    with connect_from_args(args) as client:
-        run_embed(ds, args.store, group=args.group, method=args.method, n_components=args.components, seed=args.seed,
-                  fit_size=args.fit_size, item_chunk=args.item_chunk, backend=args.backend, params=params,
-                  inputs=inputs, client=client, overwrite=args.overwrite)
-    if args.figures:
+
+    def job(client=None, log=print):
+        return run_embed(ds, args.store, group=args.group, method=args.method, n_components=args.components,
+                         seed=args.seed, fit_size=args.fit_size, item_chunk=args.item_chunk, backend=args.backend,
+                         params=params, inputs=inputs, model=model, client=client, overwrite=args.overwrite, log=log)
+
+    if run_command(args, job) and args.figures:
         for p in render_embedding(args.store, args.group, args.figures, color=args.color):
             print(p)
     return 0
 
 
+@cli_command
 def _scores_cmd(args) -> int:
     names = args.names.split(",") if args.names else [Path(p).stem for p in args.inputs]
     if len(names) != len(args.inputs):
@@ -257,11 +263,17 @@ def _scores_cmd(args) -> int:
                                 variable=args.variable, array=args.array, trust_pickle=args.trust_pickle,
                                 chunk=args.item_chunk)
         folds[name] = (ds, inputs)
-    with connect_from_args(args) as client:
-        table, summary, extremes, paths = run_scores(
-            folds, args.store, args.out, batch="item_batch" if args.batch else None, convention=args.convention,
-            metric=args.metric, sample_size=args.sample_size, seed=args.seed, block=args.block,
-            umap=not args.no_umap, client=client, overwrite=args.overwrite)
+    out = {}
+
+    def job(client=None, log=print):
+        out["result"] = run_scores(folds, args.store, args.out, batch="item_batch" if args.batch else None,
+                                   convention=args.convention, metric=args.metric, sample_size=args.sample_size,
+                                   seed=args.seed, block=args.block, umap=not args.no_umap, client=client,
+                                   overwrite=args.overwrite, log=log)
+
+    if not run_command(args, job):
+        return 0
+    table, summary, extremes, paths = out["result"]
     print(summary.to_string(index=False))
     if extremes:
         print(f"lowest batch ASW: {extremes['lowest_fold']} ({extremes['lowest']:.4f}); "
@@ -296,7 +308,7 @@ def register(sub) -> None:
     p.add_argument("--figures", default=None, help="folder for PNG/HTML figures")
     p.add_argument("--overwrite", action="store_true")
     _input_arguments(p)
-    add_cluster_arguments(p)
+    add_run_arguments(p)
     p.set_defaults(func=_embed_cmd)
 
     p = sub.add_parser("scores", help="clustering scores (ASW, Davies-Bouldin, Calinski-Harabasz) across folds")
@@ -312,7 +324,7 @@ def register(sub) -> None:
     p.add_argument("--no-umap", action="store_true", help="skip the per-fold UMAP CSV and PNGs")
     p.add_argument("--overwrite", action="store_true")
     _input_arguments(p)
-    add_cluster_arguments(p)
+    add_run_arguments(p)
     p.set_defaults(func=_scores_cmd)
 
 

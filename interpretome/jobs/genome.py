@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.annotation import annotation_dataset, genes_from_dataset, read_annotation
 from ..storage.export import export_bedgraph, export_bigwig
 from ..storage.genome import as_regions, read_genome
@@ -23,9 +22,23 @@ from ..tasks.perturb import MODES
 from ..tasks.tiles import STRANDS, predict_tiles, track_pyramid
 from ..viz.tracks import plot_ism, plot_sweep, save
 from ..viz.tracks_long import plot_track, row_index, track_html
-from . import RENDERERS, add_model_arguments, model_from_args, store_result
+from . import (RENDERERS, add_model_arguments, add_run_arguments, check_model_on, cli_command, input_sample,
+               model_from_args, run_command, store_result)
 
 ZOOM = 40_000
+
+
+def check_window_model(model, ds, regions, length: int) -> str:
+    """Run ``model`` in-process on one real ``length``-base window of the genome (the first region's
+    start, else the first contig's) and return its digest (``jobs.check_model_on``)."""
+    def sample():
+        names = [str(n) for n in ds["sequence"].values]
+        first = regions[0] if regions else None
+        row = names.index(first.contig) if first is not None and first.contig in names else 0
+        return input_sample(ds, model.input_kind, row=row, start=first.start if first is not None else 0,
+                            length=length)
+
+    return check_model_on(model, sample)
 
 
 def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_size=None, crop=0, crop_right=None,
@@ -44,6 +57,7 @@ def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_siz
     res = predict_tiles(ds, model, window=window, stride=stride, regions=regions, bin_size=bin_size, crop=crop,
                         crop_right=crop_right, strand=strand, pad=pad, bin_chunk=bin_chunk, merge=False)
     res.attrs["genome_contigs"] = [[str(n), int(x)] for n, x in zip(ds["sequence"].values, ds["sequence_length"].values)]
+    digest = check_window_model(model, ds, regions, window)
     reports = {}
     if genes is not None:
         known = set(map(str, ds["sequence"].values))
@@ -55,7 +69,7 @@ def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_siz
                                                  task="gene_annotation", params={"feature": feature},
                                                  inputs=[annotation], overwrite=overwrite, log=log)
     reports[group] = store_result(res, store, group, task="tiled_prediction", params=params, model=model,
-                                  inputs=[fasta], client=client, overwrite=overwrite, log=log)
+                                  model_digest=digest, inputs=[fasta], client=client, overwrite=overwrite, log=log)
     if pyramid:
         track = open_group(store, group)
         fp = group_info(store, group)["fingerprint"]
@@ -122,7 +136,8 @@ def run_genome_sweep(fasta, model, store, *, input_length, regions=None, group="
                   **_profile_params(bin_size, crop, crop_right, reductions, delta_distance, strand, pad))
     res = genome_sweep(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
     return store_result(res, store, group, task="genome_sweep", params=params, model=model, inputs=[fasta],
-                        client=client, overwrite=overwrite, log=log)
+                        model_digest=check_window_model(model, ds, regions, input_length), client=client,
+                        overwrite=overwrite, log=log)
 
 
 def run_genome_ism(fasta, model, store, *, input_length, regions=None, group="genome_ism", context_step=1,
@@ -139,7 +154,8 @@ def run_genome_ism(fasta, model, store, *, input_length, regions=None, group="ge
                   **_profile_params(bin_size, crop, crop_right, reductions, delta_distance, strand, pad))
     res = genome_ism(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
     return store_result(res, store, group, task="genome_ism", params=params, model=model, inputs=[fasta],
-                        client=client, overwrite=overwrite, log=log)
+                        model_digest=check_window_model(model, ds, regions, input_length), client=client,
+                        overwrite=overwrite, log=log)
 
 
 def _as_sequences(ds, names):
@@ -200,18 +216,22 @@ def _common(p: argparse.ArgumentParser, group: str) -> None:
     p.add_argument("--position-chunk", type=int, default=None, help="positions (sweep/ISM) or bases (tiles) per task")
     p.add_argument("--overwrite", action="store_true", help="replace a group computed with other parameters")
     add_model_arguments(p)
-    add_cluster_arguments(p)
+    add_run_arguments(p)
 
 
+@cli_command
 def _tiles_cmd(args) -> int:
     model = model_from_args(args)
-    with connect_from_args(args) as client:
-        run_tiles(args.fasta, model, args.store, window=args.window, stride=args.stride,
-                  regions=_regions_from_args(args), bin_size=args.bin_size, crop=args.crop, crop_right=args.crop_right,
-                  strand=args.strand, pad=args.pad, annotation=args.annotation, feature=args.feature, group=args.group,
-                  pyramid=not args.no_pyramid, position_chunk=args.position_chunk or (1 << 20),
-                  bin_chunk=args.bin_chunk, client=client, overwrite=args.overwrite)
-    if args.figures:
+
+    def job(client=None, log=print):
+        return run_tiles(args.fasta, model, args.store, window=args.window, stride=args.stride,
+                         regions=_regions_from_args(args), bin_size=args.bin_size, crop=args.crop,
+                         crop_right=args.crop_right, strand=args.strand, pad=args.pad, annotation=args.annotation,
+                         feature=args.feature, group=args.group, pyramid=not args.no_pyramid,
+                         position_chunk=args.position_chunk or (1 << 20), bin_chunk=args.bin_chunk, client=client,
+                         overwrite=args.overwrite, log=log)
+
+    if run_command(args, job) and args.figures:
         for p in render_tiles(args.store, args.group, args.figures):
             print(p)
     return 0
@@ -222,28 +242,38 @@ def _profile_args(args) -> dict:
                 delta_distance=args.delta_distance, strand=args.strand, pad=args.pad)
 
 
+@cli_command
 def _sweep_cmd(args) -> int:
     model = model_from_args(args)
     windows = [int(k) for k in args.windows.split(",")] if args.windows else None
     inserts = args.inserts.split(",") if args.inserts else None
-    with connect_from_args(args) as client:
-        run_genome_sweep(args.fasta, model, args.store, input_length=args.input_length, regions=_regions_from_args(args),
-                         group=args.group, windows=windows, stride=args.stride, replicates=args.replicates,
-                         mode=args.mode, seed=args.seed, inserts=inserts, context_step=args.context_step,
-                         position_chunk=args.position_chunk, client=client, overwrite=args.overwrite,
-                         **_profile_args(args))
+
+    def job(client=None, log=print):
+        return run_genome_sweep(args.fasta, model, args.store, input_length=args.input_length,
+                                regions=_regions_from_args(args), group=args.group, windows=windows,
+                                stride=args.stride, replicates=args.replicates, mode=args.mode, seed=args.seed,
+                                inserts=inserts, context_step=args.context_step, position_chunk=args.position_chunk,
+                                client=client, overwrite=args.overwrite, log=log, **_profile_args(args))
+
+    run_command(args, job)
     return 0
 
 
+@cli_command
 def _ism_cmd(args) -> int:
     model = model_from_args(args)
-    with connect_from_args(args) as client:
-        run_genome_ism(args.fasta, model, args.store, input_length=args.input_length, regions=_regions_from_args(args),
-                       group=args.group, context_step=args.context_step, position_chunk=args.position_chunk,
-                       client=client, overwrite=args.overwrite, **_profile_args(args))
+
+    def job(client=None, log=print):
+        return run_genome_ism(args.fasta, model, args.store, input_length=args.input_length,
+                              regions=_regions_from_args(args), group=args.group, context_step=args.context_step,
+                              position_chunk=args.position_chunk, client=client, overwrite=args.overwrite, log=log,
+                              **_profile_args(args))
+
+    run_command(args, job)
     return 0
 
 
+@cli_command
 def _export_cmd(args) -> int:
     if not (args.bedgraph or args.bigwig):
         raise ValueError("export-track needs --bedgraph PATH and/or --bigwig PATH")

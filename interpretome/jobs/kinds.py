@@ -144,14 +144,10 @@ def run_attribute_step(*, input, model, store, group, method="integrated_gradien
                        background=100, seed=0, nsamples=200, local_smoothing=0.0, layer=None, layer_in_file=None,
                        by=None, sample_chunk=256, fastshap_train=2000, fastshap_epochs=60, export=None, client=None,
                        overwrite=False, log=print):
-    """Job adapter of ``jobs.attribution.run_attribute`` (a baseline .npy file is loaded as its CLI does;
-    ``export`` writes the summary table, as ``--export`` does)."""
-    import numpy as np
-
+    """Job adapter of ``jobs.attribution.run_attribute`` (``export`` writes the summary table, as
+    ``--export`` does)."""
     from .attribution import run_attribute
 
-    if baseline not in ("zero", "mean"):
-        baseline = np.load(baseline, allow_pickle=False)
     fs = dict(n_train=fastshap_train, epochs=fastshap_epochs) if method == "fastshap" else None
     reports = run_attribute(input, model, store, group=group, method=method, target=target, baseline=baseline,
                             n_steps=n_steps, ig_method=ig_method, internal_batch_size=internal_batch_size,
@@ -231,7 +227,7 @@ def run_embed_step(*, store, group, input=None, group_in=None, variable=None, ar
                                   argmax=argmax, log=log)
     return run_embed(ds, store, group=group, method=method, n_components=n_components, seed=seed,
                      fit_size=fit_size, item_chunk=item_chunk, backend=backend, params=params, inputs=inputs,
-                     client=client, overwrite=overwrite, log=log)
+                     model=model if from_model else None, client=client, overwrite=overwrite, log=log)
 
 
 def run_scores_step(*, store, group, inputs, names=None, out=None, group_in=None, variable=None, array=None,

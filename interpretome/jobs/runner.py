@@ -35,7 +35,9 @@ Everything is validated before any work: unknown keys (with a did-you-mean), wro
 missing input files, a model spec that does not import, unknown step kinds, duplicate groups and
 dependency cycles; each message names the key and its line in the file. Then every step's lazy
 graph is built without computing (``storage.store.planning``) to know the chunks and bytes it
-will write; the output location is checked for write access and free space; only then does the
+will write, and its model is built and run in-process on a few real items of its input (a
+misspelt factory keyword, weights of another architecture, outputs that disagree with the
+targets fail here); the output location is checked for write access and free space; only then does the
 cluster start and the steps run in dependency order. A rerun of the same job resumes: each step
 writes only the chunks missing from the store's manifest, and the runner prints how many.
 
@@ -46,12 +48,12 @@ and starts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import inspect
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -65,17 +67,10 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 from ..engine.cluster import THREAD_ENV, add_cluster_arguments, connect
 from ..engine.models import ModelSpec, ModelSpecError
-from ..storage.store import PlannedWrite, StoreError, check_writable, planning
-
-
-class JobFileError(ValueError):
-    """A job file is invalid; ``problems`` holds one ``file:line: message`` string per problem."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        n = len(self.problems)
-        head = "the job file has 1 problem" if n == 1 else f"the job file has {n} problems"
-        super().__init__(head + ":\n  " + "\n  ".join(self.problems))
+from ..errors import JobFileError
+from ..storage.store import PlannedWrite
+from . import (Plan, _quiet, check_location, describe_write, human_bytes, identity_scope, plan_first,
+               refuse_conflicts)
 
 
 # --- the registry of job kinds ----------------------------------------------------------------------
@@ -347,6 +342,7 @@ MODEL_KEYS = {
     "device": Param("device", "str", choices=("auto", "cpu", "cuda")),
     "trust_pickle": Param("trust_pickle", "bool"),
     "weights_sha256": Param("weights_sha256", "str"),
+    "allow_nonfinite": Param("allow_nonfinite", "bool", doc="accept NaN/inf model outputs"),
 }
 
 CLUSTER_KEYS = {
@@ -675,11 +671,15 @@ def _order(steps: list[Step], ck: _Checker) -> list[Step]:
 
 @dataclass
 class StepPlan:
-    """The plan of one step: the writes it will make, or why they are not known before running."""
+    """The plan of one step: the writes it will make, or why they are not known before running.
+
+    ``params``: group -> (store, task, fingerprinted params) of its writes (``jobs.Plan.params``).
+    """
 
     step: Step
     writes: list[PlannedWrite]
     unknown: str | None = None
+    params: dict = field(default_factory=dict)
 
     @property
     def chunks(self) -> int:
@@ -711,59 +711,34 @@ def _job_dir_of(store) -> Path:
     return Path(store).absolute().parent
 
 
-def _forbid_compute(*args, **kwargs):
-    raise _NeedsCompute("the step computes while building its graph")
-
-
-class _NeedsCompute(RuntimeError):
-    pass
-
-
 def plan_job(job: Job, *, log: Callable[[str], None] | None = None) -> list[StepPlan]:
     """Build every step's lazy graph without computing and return what each would write.
 
-    Steps whose graph needs the output of an earlier step of this job (or a compute) are
-    reported with ``unknown`` set. Errors in a step's parameters (a window longer than the
-    sequences ...) raise here, before any work, as ``ValueError`` naming the step and its line.
+    Each step's inputs are read and its model built and run in-process on a few real input items
+    (``jobs.check_model_on``). Steps whose graph needs the output of an earlier step of this job
+    (or a compute) are reported with ``unknown`` set. Errors in a step's parameters or model (a
+    window longer than the sequences, a misspelt factory keyword ...) raise here, before any
+    work, as ``JobFileError`` naming the step and its line.
     """
-    import dask
-
     plans = []
     planned_groups: set[str] = set()
-    for step in job.steps:
-        waits = [a for a in step.after if a in planned_groups]
-        if not step.kind.is_lazy(step.params):
-            plans.append(StepPlan(step, [], "sizes known once it runs (this kind computes while building)"))
-            planned_groups.add(step.name)
-            continue
-        with planning() as writes, dask.config.set(scheduler=_forbid_compute):
+    with identity_scope():
+        for step in job.steps:
+            waits = [a for a in step.after if a in planned_groups]
             try:
-                _call(step, job.store, overwrite=job.overwrite, log=lambda msg: None)
-            except _NeedsCompute:
-                plans.append(StepPlan(step, list(writes), "sizes known once it runs (its graph needs a compute)"
-                                      if not writes else "further outputs sized once it runs (they need a compute)"))
-                planned_groups.add(step.name)
-                continue
+                plan = plan_first(lambda step=step: _call(step, job.store, overwrite=job.overwrite, log=_quiet),
+                                  tolerate=bool(waits))
             except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
-                if waits or writes:
-                    # a later output of this step (or its input) is read back from the store
-                    why = f"{', '.join(waits)} has run" if waits else "its first outputs are written"
-                    plans.append(StepPlan(step, list(writes), f"{'further ' if writes else ''}sizes known once {why}"))
-                    planned_groups.add(step.name)
-                    continue
                 raise JobFileError([f"{job.path.name}:{step.line}: [[step]] #{step.index + 1} ({step.label()}) "
                                     f"cannot be planned: {e}"]) from e
-        plans.append(StepPlan(step, list(writes)))
-        planned_groups.add(step.name)
+            unknown = plan.unknown
+            if unknown and not plan.writes and not step.kind.is_lazy(step.params):
+                unknown = "sizes known once it runs (this kind computes while building)"
+            elif unknown and waits and "first outputs" in unknown:
+                unknown = f"{'further ' if plan.writes else ''}sizes known once {', '.join(waits)} has run"
+            plans.append(StepPlan(step, plan.writes, unknown, plan.params))
+            planned_groups.add(step.name)
     return plans
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 def format_plan(job: Job, plans: list[StepPlan]) -> str:
@@ -775,20 +750,14 @@ def format_plan(job: Job, plans: list[StepPlan]) -> str:
             out.append(f"  {i}. {p.step.label()}{deps}: {p.unknown}")
             continue
         for w in p.writes:
-            todo = w.chunks - w.done
-            state = {"new": "", "resume": f", {w.done} already in the store",
-                     "complete": ", complete in the store", "conflict": ", CONFLICT: the store holds other "
-                     "parameters (pass --overwrite or change store)"}[w.state]
-            out.append(f"  {i}. {p.step.label()}{deps} -> group {w.group!r}: {w.chunks} chunks "
-                       f"({todo} to compute{state}), {w.graph_tasks} graph tasks, {w.nbytes} bytes "
-                       f"({_size(w.nbytes)}) uncompressed")
+            out.append(f"  {i}. {p.step.label()}{deps} -> {describe_write(w, overwrite=job.overwrite)}")
         if p.unknown:
             out.append(f"  {i}. {p.step.label()}: {p.unknown}")
     known = [p for p in plans if not p.unknown]
     total_chunks = sum(p.chunks for p in plans)
     todo = sum(p.chunks - p.done for p in plans)
     nbytes = sum(p.nbytes for p in plans)
-    out.append(f"total: {total_chunks} chunks ({todo} to compute), {nbytes} bytes ({_size(nbytes)})"
+    out.append(f"total: {total_chunks} chunks ({todo} to compute), {nbytes} bytes ({human_bytes(nbytes)})"
                + (f"; {len(plans) - len(known)} step(s) sized when they run" if len(known) < len(plans) else ""))
     return "\n".join(out)
 
@@ -796,32 +765,14 @@ def format_plan(job: Job, plans: list[StepPlan]) -> str:
 def preflight(job: Job, plans: list[StepPlan]) -> int:
     """Check the store location can hold the plan's outputs before any work; return bytes needed.
 
-    Raises ``StoreError`` (read-only location, a path under a file, too little free space) or
-    ``ValueError`` (a group holding other parameters without ``overwrite``).
+    Raises ``StoreError`` (a group holding a result of other parameters without ``overwrite``,
+    a read-only location, a path under a file, too little free space).
     """
-    per_group: dict[str, int] = {}
     for p in plans:
-        for w in p.writes:
-            if w.state == "conflict" and not job.overwrite:
-                raise StoreError(f"group {w.group!r} of store {str(job.store)!r} holds a result computed with "
-                                 f"other parameters (step {p.step.label()}, line {p.step.line}): set overwrite = true "
-                                 f"in the job file (or --overwrite), or write to another store")
-            if w.chunks:
-                todo = w.chunks - (0 if w.state == "conflict" else w.done)
-                per_group[w.group] = per_group.get(w.group, 0) + int(w.nbytes * todo / w.chunks)
-            elif w.state != "complete":
-                per_group[w.group] = per_group.get(w.group, 0) + w.nbytes
-    needed = int(sum(per_group.values()) * 1.05)
-    check_writable(job.store)  # read-only location, a path under a file
-    probe = job.store
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < needed:
-        parts = ", ".join(f"{g} {_size(b)}" for g, b in per_group.items())
-        raise StoreError(f"output location {str(probe)!r} has {_size(free)} free but the job needs about "
-                         f"{_size(needed)} ({parts}): free space or choose another store path")
-    return needed
+        refuse_conflicts(Plan(p.writes, p.unknown, p.params), overwrite=job.overwrite,
+                         where=f" of store {str(job.store)!r} (step {p.step.label()}, line {p.step.line})",
+                         fix="set overwrite = true in the job file (or --overwrite), or write to another store")
+    return check_location(job.store, [w for p in plans for w in p.writes])
 
 
 @dataclass
@@ -856,31 +807,36 @@ def _has_reports(report) -> bool:
 
 
 def run_steps(job: Job, client, *, log: Callable[[str], None] = print) -> list[StepResult]:
-    """Run the job's steps in order on ``client``; print and return the chunks each computed."""
-    results = []
-    started = _now()
-    for i, step in enumerate(job.steps, 1):
-        log(f"[{i}/{len(job.steps)}] {step.label()} -> {job.store}/{step.name}")
-        t0 = time.perf_counter()
-        report = _call(step, job.store, client=client, overwrite=job.overwrite, log=log)
-        computed, skipped = _count(report)
-        res = StepResult(step, computed, skipped, time.perf_counter() - t0)
-        if _has_reports(report):
-            log(f"[{i}/{len(job.steps)}] {step.label()}: computed {computed} chunks, {skipped} already in the store, "
-                f"{res.seconds:.1f} s")
-        else:
-            log(f"[{i}/{len(job.steps)}] {step.label()}: done in {res.seconds:.1f} s (its groups' chunk counts are "
-                f"in the log above)")
-        results.append(res)
-    total = sum(r.computed_chunks for r in results)
-    log(f"job done: computed {total} chunks, {sum(r.skipped_chunks for r in results)} already in the store, "
-        f"{sum(r.seconds for r in results):.1f} s; store {job.store}")
-    record_run(job, results, started)
+    """Run the job's steps in order on ``client``; print and return the chunks each computed.
+
+    The run is recorded in the store's run history (``recording_run``): ``running`` while it
+    runs, then ``done``, ``failed`` or ``interrupted``, with each finished step's seconds and chunks.
+    """
+    results: list[StepResult] = []
+    entry = {"job": str(job.path.absolute()), "job_sha256": _file_digest(job.path)}
+    with recording_run(job.store, entry, steps=results):
+        for i, step in enumerate(job.steps, 1):
+            log(f"[{i}/{len(job.steps)}] {step.label()} -> {job.store}/{step.name}")
+            t0 = time.perf_counter()
+            report = _call(step, job.store, client=client, overwrite=job.overwrite, log=log)
+            computed, skipped = _count(report)
+            res = StepResult(step, computed, skipped, time.perf_counter() - t0)
+            if _has_reports(report):
+                log(f"[{i}/{len(job.steps)}] {step.label()}: computed {computed} chunks, {skipped} already in the "
+                    f"store, {res.seconds:.1f} s")
+            else:
+                log(f"[{i}/{len(job.steps)}] {step.label()}: done in {res.seconds:.1f} s (its groups' chunk counts "
+                    f"are in the log above)")
+            results.append(res)
+        total = sum(r.computed_chunks for r in results)
+        log(f"job done: computed {total} chunks, {sum(r.skipped_chunks for r in results)} already in the store, "
+            f"{sum(r.seconds for r in results):.1f} s; store {job.store}")
     return results
 
 
 RUNS_ATTR = "interpretome_runs"
-"""Root attribute of a store listing the job runs that wrote it (job file, digest, steps, seconds)."""
+"""Root attribute of a store listing the runs that wrote it: job file (or subcommand) and digest,
+``status`` (running, done, failed, interrupted), pid, host, start and end times, steps."""
 
 
 def _now() -> str:
@@ -889,25 +845,101 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def record_run(job: Job, results: list[StepResult], started: str) -> None:
-    """Append this run (job file and digest, each step's seconds and chunks) to the store's root attrs."""
+def _file_digest(path) -> str:
+    from ..storage.store import file_digest
+
+    return file_digest(path)
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, TypeError):
+        return True
+    return True
+
+
+def _update_runs(store, change: Callable[[list[dict]], list[dict]]) -> None:
+    """Read the store's run history, apply ``change`` and write it back (root attrs, consolidated)."""
     import warnings
 
     import zarr
 
-    from ..storage.store import ZARR_FORMAT, file_digest
+    from ..storage.store import ZARR_FORMAT
 
-    if not (job.store / ".zgroup").exists():
-        return
-    run = {"job": str(job.path.absolute()), "job_sha256": file_digest(job.path), "started": started,
-           "finished": _now(), "steps": [{"name": r.step.name, "kind": r.step.kind.name,
-                                          "seconds": round(r.seconds, 3), "computed_chunks": r.computed_chunks,
-                                          "skipped_chunks": r.skipped_chunks} for r in results]}
-    root = zarr.open_group(str(job.store), mode="a", zarr_format=ZARR_FORMAT)
-    root.attrs[RUNS_ATTR] = list(root.attrs.get(RUNS_ATTR, [])) + [run]
+    store = Path(store)
+    root = zarr.open_group(str(store), mode="a", zarr_format=ZARR_FORMAT)
+    root.attrs[RUNS_ATTR] = change([dict(r) for r in root.attrs.get(RUNS_ATTR, [])])
     with warnings.catch_warnings():  # the manifest folders are not zarr nodes, by design
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-        zarr.consolidate_metadata(str(job.store), zarr_format=ZARR_FORMAT)
+        zarr.consolidate_metadata(str(store), zarr_format=ZARR_FORMAT)
+
+
+def close_stale_runs(runs: list[dict], *, host: str | None = None, pid: int | None = None) -> list[dict]:
+    """Return ``runs`` with every entry still ``running`` that is not alive marked ``interrupted``.
+
+    An entry is alive only when it was started on this ``host`` by a live process (``pid``, not
+    this process's own entry). An entry of another host cannot be checked: a run found it unclosed,
+    so it is marked interrupted too (one store is written by one run at a time).
+    """
+    import platform
+
+    host = host or platform.node()
+    pid = os.getpid() if pid is None else pid
+    for r in runs:
+        if r.get("status") != "running":
+            continue
+        same_host = r.get("host") == host
+        if same_host and r.get("pid") != pid and _pid_alive(r.get("pid")):
+            continue
+        r["status"] = "interrupted"
+        r["finished"] = r.get("finished") or None
+        r["note"] = (f"found unclosed by a run started {_now()} on {host}: "
+                     + ("its process had ended" if same_host else "started on another host"))
+    return runs
+
+
+@contextlib.contextmanager
+def recording_run(store, entry: dict, *, steps: list[StepResult] | None = None):
+    """Context recording one run in the store's run history (root attrs ``interpretome_runs``).
+
+    At the start: ``entry`` plus ``status = "running"``, pid, host and start time (and stale
+    ``running`` entries of dead processes are marked ``interrupted``). At the end: ``done``;
+    ``failed`` with the error's first line; ``interrupted`` on KeyboardInterrupt (re-raised). A
+    SIGKILLed run stays ``running`` until the next run marks it. ``steps``: the StepResults
+    list the run appends to, recorded at the end.
+    """
+    import platform
+    import uuid
+
+    run = {**entry, "run_id": uuid.uuid4().hex[:12], "status": "running", "pid": os.getpid(),
+           "host": platform.node(), "started": _now()}
+    _update_runs(store, lambda runs: close_stale_runs(runs) + [run])
+    status, error = "done", None
+    try:
+        yield run
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException as e:
+        status, error = "failed", (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise
+    finally:
+        def close(runs: list[dict]) -> list[dict]:
+            for r in runs:
+                if r.get("run_id") == run["run_id"]:
+                    r.update(status=status, finished=_now())
+                    if error:
+                        r["error"] = error
+                    if steps is not None:
+                        r["steps"] = [{"name": s.step.name, "kind": s.step.kind.name, "seconds": round(s.seconds, 3),
+                                       "computed_chunks": s.computed_chunks, "skipped_chunks": s.skipped_chunks}
+                                      for s in steps]
+            return runs
+
+        _update_runs(store, close)
 
 
 def cluster_options(job: Job, args: argparse.Namespace | None = None) -> dict:
@@ -959,22 +991,23 @@ def run_job(path: str | os.PathLike, *, args: argparse.Namespace | None = None, 
     job = load_job(path, use_cluster_table=not local)
     if overwrite:
         job.overwrite = True
-    plans = plan_job(job)
-    if dry_run:
-        log(format_plan(job, plans))
-        needed = preflight(job, plans)  # the store location too: a dry run on a login node catches it
-        log(f"store location: writable, room for about {_size(needed)}")
-        return plans
-    preflight(job, plans)
-    opts = cluster_options(job, args)
-    client = connect(**opts, log=log)
-    try:
-        return run_steps(job, client, log=log)
-    finally:
-        cluster = client.cluster
-        client.close()
-        if cluster is not None:  # a cluster this job started (local, dask-cuda, jobqueue)
-            cluster.close()
+    with identity_scope():  # the plan and the run agree on each model's digest
+        plans = plan_job(job)
+        if dry_run:
+            log(format_plan(job, plans))
+            needed = preflight(job, plans)  # the store location too: a dry run on a login node catches it
+            log(f"store location: writable, room for about {human_bytes(needed)}")
+            return plans
+        preflight(job, plans)
+        opts = cluster_options(job, args)
+        client = connect(**opts, log=log)
+        try:
+            return run_steps(job, client, log=log)
+        finally:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:  # a cluster this job started (local, dask-cuda, jobqueue)
+                cluster.close()
 
 
 # --- command line ------------------------------------------------------------------------------------

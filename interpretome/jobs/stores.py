@@ -1,10 +1,10 @@
-"""Store commands: ``interpretome info STORE`` and ``interpretome render STORE``."""
+"""Store commands: ``interpretome info STORE``, ``verify STORE`` and ``render STORE``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..storage.store import StoreError, group_info, list_groups, store_summary
+from ..storage.store import StoreError, group_info, list_groups, store_summary, verify_store
 from . import RENDERERS
 
 
@@ -40,6 +40,25 @@ def _info_cmd(args) -> int:
     return 0
 
 
+def _verify_cmd(args) -> int:
+    """Check every chunk of the store (or ``--group``) against its recorded size and sha256.
+
+    Prints one line per group and one per bad chunk; exit 0 when every checked group is
+    complete and intact, 1 otherwise (damaged or incomplete).
+    """
+    states = verify_store(args.store, args.group)
+    bad = 0
+    for g, (state, damage) in states.items():
+        extra = {"complete": "every chunk matches its checksum",
+                 "incomplete": "not finished (an interrupted run): rerun the same job to resume",
+                 "damaged": f"{len(damage)} bad chunks: rerun the job that made it to recompute them"}[state]
+        print(f"[{g}] {state}: {extra}")
+        for d in damage:
+            print(f"  {d.variable} chunk {d.chunk}: {d.problem}")
+        bad += state != "complete"
+    return 1 if bad else 0
+
+
 def _render_cmd(args) -> int:
     out = args.out or str(Path(args.store).with_suffix("")) + "_figures"
     start, end = args.start, args.end
@@ -60,10 +79,14 @@ def _render_cmd(args) -> int:
 
 
 def register(sub) -> None:
-    """Add the ``info`` and ``render`` subcommands."""
+    """Add the ``info``, ``verify`` and ``render`` subcommands."""
     p = sub.add_parser("info", help="summarise a result store")
     p.add_argument("store")
     p.set_defaults(func=_info_cmd)
+    p = sub.add_parser("verify", help="check every stored chunk against its checksum (exit 1 if any is bad)")
+    p.add_argument("store")
+    p.add_argument("--group", action="append", default=None, help="only these groups (repeatable)")
+    p.set_defaults(func=_verify_cmd)
     p = sub.add_parser("render", help="draw the figures of a result store (PNG)")
     p.add_argument("store")
     p.add_argument("-o", "--out", default=None, help="output folder (default STORE_figures)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -68,10 +69,10 @@ def from_embedding_layer(model, *, layer: str | None = None, vocab=None) -> xr.D
     if isinstance(model, nn.Module):
         module, spec_vocab = model, None
     else:
-        from ..engine.models import load_spec
+        from ..engine.models import get_runtime, load_spec
 
         spec = load_spec(model)
-        module = spec.build()
+        module = get_runtime(spec).model  # this process's model: the one model_digest(spec) describes
         spec_vocab = spec.kmer.vocab if getattr(spec, "kmer", None) is not None else None
     found = {name: m for name, m in module.named_modules() if isinstance(m, nn.Embedding)}
     if not found:
@@ -99,6 +100,77 @@ def from_embedding_layer(model, *, layer: str | None = None, vocab=None) -> xr.D
                     coords={ITEM: np.asarray(tokens, dtype=str)})
     ds.attrs["source"] = f"nn.Embedding {layer}"
     return ds
+
+
+# --- finite rows (shared by embed and clustering_scores) ------------------------------------------
+
+N_CITED = 5
+"""How many bad rows an error cites."""
+
+
+def _nonfinite_message(name: str, n_bad: int, rows, labels, purpose: str) -> str:
+    rows = [int(r) for r in rows][:N_CITED]
+    more = " ..." if n_bad > len(rows) else ""
+    named = ""
+    if labels is not None and any(str(labels[r]) != str(r) for r in rows):
+        named = f", items {[str(labels[r]) for r in rows]}{more}"
+    return (f"{name} has NaN or infinite values in {n_bad} rows (item indices {rows}{more}){named}: drop those "
+            f"items (e.g. ds.isel(item=np.isfinite(x).all(1))) or fill them before {purpose}")
+
+
+def check_finite_rows(x: np.ndarray, index: np.ndarray, labels=None, *, name: str = "item_vector",
+                      purpose: str = "embedding") -> None:
+    """Raise ``ValueError`` when rows of ``x`` (n, feature) hold NaN or inf, naming how many and the first few.
+
+    ``index`` (n,) are the rows' global item indices; ``labels`` (indexable by global index, e.g.
+    the ``item`` coordinate) names them too; ``purpose`` ends the message ("before embedding").
+    """
+    bad = ~np.isfinite(np.asarray(x)).all(axis=1)
+    if bad.any():
+        raise ValueError(_nonfinite_message(name, int(bad.sum()), np.asarray(index)[bad][:N_CITED], labels, purpose))
+
+
+def _bad_rows_block(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Return ``(1, 1 + N_CITED)`` int64: the block's number of non-finite rows, then the first indices (-1 pad)."""
+    bad = index[~np.isfinite(x).all(axis=1)]
+    out = np.full((1, 1 + N_CITED), -1, np.int64)
+    out[0, 0] = bad.size
+    out[0, 1:1 + min(bad.size, N_CITED)] = bad[:N_CITED]
+    return out
+
+
+def _raise_bad_rows(summary: np.ndarray, labels, name: str, purpose: str) -> np.ndarray:
+    n_bad = int(summary[:, 0].sum())
+    if n_bad:
+        rows = summary[:, 1:].reshape(-1)
+        raise ValueError(_nonfinite_message(name, n_bad, rows[rows >= 0], labels, purpose))
+    return np.array(True)
+
+
+def finite_rows_check(x: da.Array, labels=None, *, name: str = "item_vector", purpose: str = "scoring") -> da.Array:
+    """Return a lazy 0-d True that raises ``check_finite_rows``' error when computed over NaN/inf rows.
+
+    A cheap reduction (one pass, a few integers per block); make results depend on it with
+    ``after_check`` so none is computed without it.
+    """
+    x = x.rechunk({1: -1})
+    index = da.arange(x.shape[0], chunks=(x.chunks[0],), dtype=np.int64)
+    per_block = da.blockwise(_bad_rows_block, "ic", x, "if", index, "i", new_axes={"c": 1 + N_CITED},
+                             adjust_chunks={"i": 1}, concatenate=True, dtype=np.int64,
+                             meta=np.empty((0, 0), np.int64))
+    labels_d = None if labels is None else dask.delayed(np.asarray(labels), pure=True, traverse=False)
+    ok = dask.delayed(_raise_bad_rows, pure=True)(per_block, labels_d, name, purpose)
+    return da.from_delayed(ok, shape=(), dtype=bool)
+
+
+def _first(block, _ok):
+    return block
+
+
+def after_check(arr: da.Array, ok: da.Array) -> da.Array:
+    """Return ``arr`` made to depend on the 0-d check ``ok`` (each block waits for it; values unchanged)."""
+    ind = tuple(range(arr.ndim))
+    return da.blockwise(_first, ind, arr, ind, ok, (), dtype=arr.dtype, meta=arr._meta)
 
 
 # --- arrays ----------------------------------------------------------------------------------------

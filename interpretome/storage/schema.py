@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from .alphabet import BASES, CODE_N  # noqa: F401 (the base coordinate and N code; defined in alphabet)
+
 # Dimension names used across the package (constants, never spelled twice).
 SEQUENCE = "sequence"
 POSITION = "position"
@@ -32,11 +34,6 @@ MODEL = "model"
 CLASS = "class"
 STRAND = "strand"
 
-BASES = ("A", "C", "G", "T")
-"""The order of the one-hot channels and of the ``base`` coordinate."""
-
-CODE_N = 4
-"""The uint8 code of N (and of padding) in ``sequence_code``; A,C,G,T are 0..3."""
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,11 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
-from ..engine.models import ModelSpec, get_runtime, load_spec
+from ..engine.models import (ModelSpec, NonFiniteOutputError, first_output, get_runtime, item_name, load_spec,
+                              outputs_of, require_finite)
 from ..storage.anndata_io import CHANNEL, HEIGHT, WIDTH
 from ..storage.schema import BASE, BASES, CODE_N, FEATURE, POSITION, SAMPLE, SEQUENCE, TARGET, register, validate
+from .perturb import item_labels
 
 BACKGROUND = "background"
 METHODS = ("integrated_gradients", "gradient_shap", "deep_shap")
@@ -73,28 +75,23 @@ N_EXTRA = 5  # packed columns after the attributions: delta, output, reference, 
 # --- model probing (graph-build time, no dask compute) ---------------------------------------------
 
 def _probe(spec: ModelSpec, shape: tuple[int, ...], what: str) -> int:
-    """Run the model once on zeros of ``(1, *shape)`` and return its number of outputs."""
+    """Run the model once on zeros of ``(1, *shape)`` and return its number of outputs.
+
+    The output is checked as on a first batch (``Runtime.check_output``: declared targets,
+    select, softmax over one output); ``engine.models.check_model`` does the same on real items.
+    """
     import torch
 
     rt = get_runtime(spec)
     dtype = torch.long if spec.input_kind == "kmer" else torch.float32
     try:
         with torch.no_grad():
-            out = rt.model(torch.zeros((1,) + tuple(shape), dtype=dtype, device=rt.device))
+            out = first_output(rt.model(torch.zeros((1,) + tuple(shape), dtype=dtype, device=rt.device)))
     except (RuntimeError, ValueError, IndexError) as e:
         raise ValueError(f"the model does not accept {what} (a batch of shape {(1,) + tuple(shape)}): {e}. "
                          f"Check that the model was trained on these inputs (same features, same order)") from e
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    n_out = 1 if out.ndim == 1 else int(out.shape[1])
-    declared = spec.targets
-    if declared is not None and len(declared) != n_out:
-        raise ValueError(f"the model returns {n_out} outputs but the spec declares {len(declared)} targets "
-                         f"{list(declared)}: fix targets=")
-    if declared is None and spec.select is None and n_out != 1:
-        raise ValueError(f"the model returns {n_out} outputs but the spec declares no targets: pass targets= "
-                         f"(the {n_out} class names)")
-    return n_out
+    rt.check_output(out)
+    return int(out.shape[1])
 
 
 def resolve_targets(spec: ModelSpec, target, n_out: int) -> tuple[list[str], np.ndarray | None]:
@@ -125,19 +122,44 @@ def resolve_targets(spec: ModelSpec, target, n_out: int) -> tuple[list[str], np.
 
 # --- per-worker caches --------------------------------------------------------------------------------
 
-_GRAD_MODELS: dict[str, tuple] = {}
-
-
 def _grad_parts(spec: ModelSpec):
-    """Return this process's ``(first, rest)`` gradient model parts for ``spec`` (first may be None)."""
+    """Return this process's ``(first, rest)`` gradient model parts for ``spec`` (first may be None).
+
+    Kept on the Runtime, so they are always made from the model this process runs (and go with
+    it in ``clear_runtimes``).
+    """
     from ..engine.gradients import gradient_model, split_affine
 
-    parts = _GRAD_MODELS.get(spec.token)
+    rt = get_runtime(spec)
+    parts = getattr(rt, "grad_parts", None)
     if parts is None:
-        g = gradient_model(get_runtime(spec).model)
+        g = gradient_model(rt.model)
         split = split_affine(g)
-        parts = _GRAD_MODELS[spec.token] = split if split is not None else (None, g)
+        parts = rt.grad_parts = split if split is not None else (None, g)
     return parts
+
+
+def _require_finite_packed(res: np.ndarray, p: int, spec: ModelSpec) -> None:
+    """Raise ``NonFiniteOutputError`` (batch row, explained target) for a NaN/inf in a packed block.
+
+    ``res`` (N, P + N_EXTRA, T): attributions, delta, f(x), f(reference) are checked; the target
+    named is the model output each column explains.
+    """
+    bad = ~np.isfinite(res[:, :p + 3]).all(axis=1)  # (N, T)
+    if spec.allow_nonfinite or not bad.any():
+        return
+    r, j = np.argwhere(bad)[0]
+    vals = res[r, :p + 3, j]
+    raise NonFiniteOutputError(int(r), spec.output_name(int(res[r, p + 3, j])), str(vals[~np.isfinite(vals)][0]),
+                               what="attribution (or f(x), f(reference))")
+
+
+def _require_finite_outputs(out0, sel, spec: ModelSpec) -> None:
+    """Raise ``NonFiniteOutputError`` for a NaN/inf among the selected outputs ``out0[:, sel]`` (N, n_out)."""
+    import torch
+
+    if not spec.allow_nonfinite:
+        require_finite(out0[:, torch.as_tensor(sel, device=out0.device)].float().cpu().numpy(), spec.target_names)
 
 
 # --- the block function ---------------------------------------------------------------------------
@@ -158,6 +180,7 @@ def _explain(x, index, baseline, background, *, spec, method, targets, params):
     sel = rt.target_indices(params["n_out"])
     with torch.no_grad():
         out0 = G.activate(model(xt), act)
+    _require_finite_outputs(out0, sel, spec)
     pred = sel[out0[:, torch.as_tensor(sel, device=dev)].argmax(1).cpu().numpy()]
     n_t = 1 if targets is None else len(targets)
     res = np.zeros((n, p + N_EXTRA, n_t), np.float32)
@@ -189,6 +212,7 @@ def _explain(x, index, baseline, background, *, spec, method, targets, params):
         res[:, p + 2, j] = fb
         res[:, p + 3, j] = tgt
         res[:, p + 4, j] = pred
+    _require_finite_packed(res, p, spec)
     return res
 
 
@@ -200,9 +224,10 @@ def _check_finite(x, index, what):
                          f"those samples before attributing")
 
 
-def _dense_block(x, index, baseline, background, *, spec, method, targets, params):
+def _dense_block(x, index, names, baseline, background, *, spec, method, targets, params):
     _check_finite(x, index, "input values")
-    return _explain(x, index, baseline, background, spec=spec, method=method, targets=targets, params=params)
+    with outputs_of(lambda r: item_name("sample", names[r], index[r])):
+        return _explain(x, index, baseline, background, spec=spec, method=method, targets=targets, params=params)
 
 
 def _onehot(codes: np.ndarray) -> np.ndarray:
@@ -210,15 +235,16 @@ def _onehot(codes: np.ndarray) -> np.ndarray:
     return lut[codes].transpose(0, 2, 1).copy()
 
 
-def _dna_block(codes, lengths, index, baseline, background, *, spec, method, targets, params):
+def _dna_block(codes, lengths, index, names, baseline, background, *, spec, method, targets, params):
     """Return ``(S, L*4 + N_EXTRA, T)``: attributions as (position, base) flattened, then the extras."""
     s, length = codes.shape
-    if spec.input_kind == "kmer":
-        packed = _kmer_block(codes, spec=spec, targets=targets, params=params)
-    else:
-        bg = None if background is None else _onehot(background)
-        packed = _explain(_onehot(codes), index, baseline, bg, spec=spec, method=method, targets=targets,
-                          params=params)
+    with outputs_of(lambda r: item_name("sequence", names[r], index[r])):
+        if spec.input_kind == "kmer":
+            packed = _kmer_block(codes, spec=spec, targets=targets, params=params)
+        else:
+            bg = None if background is None else _onehot(background)
+            packed = _explain(_onehot(codes), index, baseline, bg, spec=spec, method=method, targets=targets,
+                              params=params)
     n_t = packed.shape[2]
     attr = packed[:, :4 * length].reshape(s, 4, length, n_t).transpose(0, 2, 1, 3)  # (S, L, 4, T)
     past = np.arange(length)[None, :] >= np.asarray(lengths)[:, None]
@@ -244,6 +270,7 @@ def _kmer_block(codes, *, spec, targets, params):
     sel = rt.target_indices(params["n_out"])
     with torch.no_grad():
         out0 = G.activate(rt.model(ids), spec.activation)
+    _require_finite_outputs(out0, sel, spec)
     pred = sel[out0[:, torch.as_tensor(sel)].argmax(1).cpu().numpy()]
     layer = G.find_embedding(rt.model, params.get("layer"))
     starts = tok.token_starts(length)
@@ -270,6 +297,7 @@ def _kmer_block(codes, *, spec, targets, params):
         res[:, 4 * length + 2, j] = fb
         res[:, 4 * length + 3, j] = tgt
         res[:, 4 * length + 4, j] = pred
+    _require_finite_packed(res, 4 * length, spec)
     return res
 
 
@@ -389,15 +417,16 @@ def attribute(
     letters = "abcdefgh"
     nd = x.ndim - 1
     args = []
+    names_arr = item_labels(ds, sample_dim, x.chunks[0])
     if kind in ("dense", "image"):
         fn = _dense_block
-        args += [x, "s" + letters[:nd], index, "s"]
+        args += [x, "s" + letters[:nd], index, "s", names_arr, "s"]
         p = int(np.prod(shape))
     else:
         fn = _dna_block
         lengths = ds["sequence_length"].data
         lengths = lengths if isinstance(lengths, da.Array) else da.from_array(np.asarray(lengths))
-        args += [x, "sa", lengths.rechunk((x.chunks[0],)), "s", index, "s"]
+        args += [x, "sa", lengths.rechunk((x.chunks[0],)), "s", index, "s", names_arr, "s"]
         p = 4 * x.shape[1]
     for arr, tag in ((base_arr, "u"), (bg_arr, "v")):
         if arr is None:

@@ -40,6 +40,7 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
+from ..storage.embedding_io import check_finite_rows
 from ..storage.readers import cache_dir
 from ..storage.schema import CLASS, COMPONENT, FEATURE, ITEM, register, validate
 
@@ -209,16 +210,6 @@ class Fitted:
     info: dict = field(default_factory=dict)
 
 
-def _check_finite(x: np.ndarray, index: np.ndarray) -> None:
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        rows = index[bad]
-        raise ValueError(
-            f"item_vector has NaN or infinite values in {int(bad.sum())} rows (item indices "
-            f"{rows[:5].tolist()}{' ...' if rows.size > 5 else ''}): drop those items (e.g. "
-            f"ds.isel(item=np.isfinite(x).all(1))) or fill them before embedding")
-
-
 def _jit_context(method: str, backend: str):
     """``numba_cache()`` for umap-learn on the CPU (the only numba user); a no-op context otherwise."""
     return numba_cache() if method == "umap" and backend == "cpu" else contextlib.nullcontext()
@@ -228,7 +219,7 @@ def _fit(x: np.ndarray, index: np.ndarray, *, method: str, backend: str, n_compo
          params: dict, subsample: bool) -> Fitted:
     """Fit the reducer on rows ``x`` (m, feature) with global indices ``index``; return ``Fitted``."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    _check_finite(x, index)
+    check_finite_rows(x, index)
     resolved = resolve_backend(backend, method, subsample)
     model = make_reducer(method, resolved, n_components, seed, params)
     with _jit_context(method, resolved), warnings.catch_warnings():
@@ -255,7 +246,7 @@ def _place_block(x: np.ndarray, index: np.ndarray, fitted: Fitted) -> np.ndarray
     out[is_fit] = fitted.embedding[pos[is_fit]]
     rest = ~is_fit
     if rest.any():
-        _check_finite(x[rest], index[rest])
+        check_finite_rows(x[rest], index[rest])
         out[rest] = _transform(fitted, x[rest])
     return out
 
@@ -316,7 +307,7 @@ def embed(
         raise ValueError(f"fit_size={fit_size} is too small to fit a reducer: give at least 3 (or None for all "
                          f"{n} items)")
     if not isinstance(arr.data, da.Array):
-        _check_finite(np.asarray(arr.values), np.arange(n))
+        check_finite_rows(np.asarray(arr.values), np.arange(n), arr[ITEM].values if ITEM in arr.coords else None)
     idx = fit_indices(n, fit_size, seed)
     subsample = idx.size < n
     if backend == "gpu" and method == "tsne" and subsample:

@@ -33,7 +33,7 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
-from ..engine.models import ModelSpec, get_runtime, load_spec
+from ..engine.models import ModelSpec, get_runtime, item_name, load_spec, outputs_of, require_finite
 from ..storage.schema import FEATURE, SAMPLE, TARGET, register, validate
 
 EXACT_MAX = 12
@@ -84,7 +84,9 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
     """Train surrogate and explainer on ``x`` ``(N, F)`` float32 for model outputs ``targets``; return a state dict.
 
     The state holds the two networks' state_dicts (bytes), sizes, and ``fidelity`` (NaN when
-    F > ``EXACT_MAX``). Raises ``ValueError`` when the fidelity is below ``min_fidelity``.
+    F > ``EXACT_MAX``). Raises ``ValueError`` when the fidelity is below ``min_fidelity``, and
+    ``NonFiniteOutputError`` (row of ``x``) when the model's output for ``x`` is NaN or infinite
+    (unless the spec allows it).
     """
     import torch
 
@@ -105,6 +107,8 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
     xt = torch.from_numpy(x)
     with torch.no_grad():
         y = activate(rt.model(xt.to(rt.device)), spec.activation)[:, list(targets)].float().cpu()
+    if not spec.allow_nonfinite:
+        require_finite(y.numpy(), [spec.output_name(i) for i in targets])
     xtr, ytr = xt[tr_idx], y[tr_idx]
     # 1. surrogate
     opt = torch.optim.Adam(sur.parameters(), lr=lr)
@@ -215,7 +219,8 @@ def _load(state: dict):
 _LOADED: dict[int, tuple] = {}
 
 
-def _explain_block(x, state):
+def _explain_block(x, index, state, *, allow_nonfinite: bool = False):
+    """Return ``(N, F, T)`` FastSHAP values of one block; NaN/inf ones raise (the explainer diverged)."""
     import torch
 
     state = state.reshape(-1)[0]
@@ -227,11 +232,18 @@ def _explain_block(x, state):
     x = np.asarray(x, np.float32)
     if not np.isfinite(x).all():
         raise ValueError("input features contain NaN or infinite values: impute or drop those samples")
-    return explain_with(expl, sur, torch.from_numpy(x), state["n_features"], state["n_targets"]).astype(np.float32)
+    phi = explain_with(expl, sur, torch.from_numpy(x), state["n_features"], state["n_targets"]).astype(np.float32)
+    if not allow_nonfinite and not np.isfinite(phi).all():
+        r = int(np.flatnonzero(~np.isfinite(phi).reshape(len(phi), -1).all(1))[0])
+        raise ValueError(f"FastSHAP values of sample {int(index[r])} (0-based) are not finite: the explainer's "
+                         f"training diverged; lower lr= or train with other settings (epochs=, hidden=)")
+    return phi
 
 
-def _train_node(xtrain, *, spec, targets, params):
-    return np.array([train_fastshap(xtrain, spec, targets=targets, **params)], dtype=object)
+def _train_node(xtrain, *, spec, targets, params, index, names):
+    """Train FastSHAP on ``xtrain`` (rows ``index`` of the input, named ``names``): one object array entry."""
+    with outputs_of(lambda r: item_name("sample", names[r], index[r])):
+        return np.array([train_fastshap(xtrain, spec, targets=targets, **params)], dtype=object)
 
 
 def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_train: int = 2000, epochs: int = 60,
@@ -261,11 +273,15 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     xtrain = x[rows].rechunk((len(rows), f))
     params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_validate=n_validate,
                   min_fidelity=min_fidelity)
+    labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)
     state = da.blockwise(_train_node, "z", xtrain, "ab", new_axes={"z": 1}, concatenate=True, dtype=object,
-                         meta=np.empty((0,), object), spec=spec, targets=tuple(int(i) for i in idx), params=params)
+                         meta=np.empty((0,), object), spec=spec, targets=tuple(int(i) for i in idx), params=params,
+                         index=rows, names=labels[rows])
     x = x.rechunk((x.chunks[0], -1))
-    attr = da.blockwise(_explain_block, "sft", x, "sf", state, "z", new_axes={"t": len(names)}, concatenate=True,
-                        dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+    index = da.arange(n, chunks=(x.chunks[0],), dtype=np.int64)
+    attr = da.blockwise(_explain_block, "sft", x, "sf", index, "s", state, "z", new_axes={"t": len(names)},
+                        concatenate=True, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
+                        allow_nonfinite=spec.allow_nonfinite)
     fid = state.map_blocks(lambda s: np.array(s.reshape(-1)[0]["fidelity"], np.float32), drop_axis=0,
                            dtype=np.float32, meta=np.empty((), np.float32))
     new = xr.Dataset({"fastshap_attribution": ((SAMPLE, FEATURE, TARGET), attr), "fastshap_fidelity": ((), fid)},
@@ -291,5 +307,5 @@ def validate_fastshap(model: ModelSpec | str | dict, x, *, target="all", **optio
                          f"(got {x.shape[1]})")
     n_out = _probe(spec, (x.shape[1],), f"{x.shape[1]} input features")
     _, idx = resolve_targets(spec, target, n_out)
-    with dask.config.set(scheduler="sync"):
+    with dask.config.set(scheduler="sync"), outputs_of(lambda r: f"row {r} of x"):
         return train_fastshap(x, spec, targets=tuple(int(i) for i in idx), **options)

@@ -54,7 +54,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ..engine.blocks import merge_result
 from ..engine.gradients import tune_malloc
-from ..engine.models import ModelSpec, get_runtime, load_spec
+from ..engine.models import ModelSpec, get_runtime, load_spec, outputs_of
 from ..storage.genome import TrackGeometry
 from ..storage.readers import InputError
 from ..storage.schema import BASE, BASES, CONTIG, POSITION, STRAND, TARGET, WINDOW, register, validate
@@ -309,7 +309,7 @@ def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, st
                 keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
                 dsk[key] = (_apply, fn, [keys, c0, p0, p1], dict(
                     q=q, rstart=r.start, rlen=r.end - r.start, contig_length=int(lengths[row]), contig_index=row,
-                    w=w, span=span, step=step, pad=pad, **kw))
+                    w=w, span=span, step=step, pad=pad, label=r.label, **kw))
             p += c
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     return da.Array(graph, name, chunks=((1,) * len(regs), pchunks) + tuple((s,) for s in shape_tail),
@@ -318,6 +318,11 @@ def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, st
 
 def _nan(shape):
     return np.full(shape, np.nan, np.float32)
+
+
+def _context(label: str, cs: int, w: int, strand: str = "+") -> str:
+    """Return how an error names a context window: region label, genome span and strand."""
+    return f"region {label!r}, context window [{cs}, {cs + w}) ({strand})"
 
 
 def _groups(gp: np.ndarray, step: int):
@@ -335,9 +340,11 @@ def _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, st
     return get_runtime(spec), codes, inside, gp, context_starts(gp, contig_length, w, span, step, pad)
 
 
-def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, spec,
-                 readout, strands, windows, inserts, mode, replicates, seed) -> np.ndarray:
-    """Return ``(1, P, T, S, 1 + 2 V W)`` float32: reference, then means (V, W), then stds (V, W)."""
+def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
+                 spec, readout, strands, windows, inserts, mode, replicates, seed) -> np.ndarray:
+    """Return ``(1, P, T, S, 1 + 2 V W)`` float32: reference, then means (V, W), then stds (V, W).
+
+    ``label`` (the region's) names the context window of a non-finite model output."""
     rt, codes, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step,
                                                  pad, spec)
     n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
@@ -347,7 +354,8 @@ def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_i
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
         for si, strand in enumerate(strands):
-            ref = readout.check(predict_on_strand(rt, ctx[None, :], strand))[0]
+            with outputs_of(_context(label, cs, w, strand)):
+                ref = readout.check(predict_on_strand(rt, ctx[None, :], strand))[0]
             out[0, inside[grp], :, si, 0] = readout.reference(ref, gp[grp] - cs)
             for wi, k in enumerate(windows):
                 fit = grp[q[inside[grp]] + k <= rlen]
@@ -358,7 +366,8 @@ def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_i
                                    inserts[wi] if inserts is not None else None)
                 r = new.shape[1]
                 lo = np.repeat(starts - cs, r)
-                vals = _edit_values(rt, readout, ctx, ref, lo, new.reshape(-1, k), lo, lo + k - 1, strand)
+                with outputs_of(_context(label, cs, w, strand)):
+                    vals = _edit_values(rt, readout, ctx, ref, lo, new.reshape(-1, k), lo, lo + k - 1, strand)
                 vals = vals.reshape(len(starts), r, n_t, n_v)
                 out[0, inside[fit], :, si, 1 + wi:1 + n_v * n_w:n_w] = vals.mean(axis=1)
                 out[0, inside[fit], :, si, 1 + n_v * n_w + wi::n_w] = vals.std(axis=1)
@@ -483,9 +492,11 @@ def genome_sweep(
                    strands, attrs, merge)
 
 
-def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, spec,
-               readout, strands) -> np.ndarray:
-    """Return ``(1, P, T, S, 1 + 4 V)`` float32: the reference, then per value the bases A, C, G, T."""
+def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
+               spec, readout, strands) -> np.ndarray:
+    """Return ``(1, P, T, S, 1 + 4 V)`` float32: the reference, then per value the bases A, C, G, T.
+
+    ``label`` (the region's) names the context window of a non-finite model output."""
     rt, codes, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step,
                                                  pad, spec)
     n_t, n_v = len(spec.target_names), len(readout.names)
@@ -498,12 +509,13 @@ def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_ind
         starts = np.repeat(local, 4)
         keep = alt != ctx[starts]
         for si, strand in enumerate(strands):
-            ref = readout.check(predict_on_strand(rt, ctx[None, :], strand))[0]
             vals = np.where(readout.valid(starts, starts)[:, None, :], 0.0, np.nan).astype(np.float32)
             vals = np.broadcast_to(vals, (len(starts), n_t, n_v)).copy()
-            if keep.any():
-                vals[keep] = _edit_values(rt, readout, ctx, ref, starts[keep], alt[keep][:, None], starts[keep],
-                                          starts[keep], strand)
+            with outputs_of(_context(label, cs, w, strand)):
+                ref = readout.check(predict_on_strand(rt, ctx[None, :], strand))[0]
+                if keep.any():
+                    vals[keep] = _edit_values(rt, readout, ctx, ref, starts[keep], alt[keep][:, None], starts[keep],
+                                              starts[keep], strand)
             out[0, inside[grp], :, si, 0] = readout.reference(ref, local)
             out[0, inside[grp], :, si, 1:] = vals.reshape(len(grp), 4, n_t, n_v).transpose(0, 2, 3, 1).reshape(
                 len(grp), n_t, 4 * n_v)

@@ -43,7 +43,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..engine.blocks import merge_result, require_vars
 from ..engine.gradients import tune_malloc
-from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec
+from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec, outputs_of
 from ..storage.genome import Region, TrackGeometry, resolve_regions
 from ..storage.schema import BIN, CODE_N, CONTIG, SEQUENCE, STRAND, TARGET, register, validate
 
@@ -176,9 +176,17 @@ def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> list
     return [(outs[0].astype(np.float64) + outs[1]) / 2] if strand == "mean" else outs
 
 
+def _window_predict(rt, win, idx, i, step, strand, geom, where) -> list[np.ndarray]:
+    """Return ``_strand_predict`` of windows ``idx[i:i + step]``; a non-finite output names its window (``where(j)``)."""
+    with outputs_of(lambda r: where(i + r)):
+        return _strand_predict(rt, win[idx[i:i + step]], strand, geom)
+
+
 def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, length: int, rstart: int,
-                b0: int, b1: int, strand: str, n_t: int, contig_length: int) -> np.ndarray:
-    """Return ``(1, b1 - b0, T S + 1)`` float32: mean prediction per bin (target-major, S strands), then the count."""
+                b0: int, b1: int, strand: str, n_t: int, contig_length: int, label: str = "") -> np.ndarray:
+    """Return ``(1, b1 - b0, T S + 1)`` float32: mean prediction per bin (target-major, S strands), then the count.
+
+    ``label`` (the region's) names the window of a non-finite model output."""
     tune_malloc()  # dask workers' fixed malloc trim threshold otherwise doubles the forward's CPU time
     rt = get_runtime(spec)
     span = padded_span(blocks, c0, p0, p1, contig_length)
@@ -193,9 +201,13 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
     idx = rstart + starts - p0
     win = sliding_window_view(span, geom.window)
     step = max(1, int(spec.batch_size)) * 8
+
+    def where(j):
+        return f"region {label!r}, window [{rstart + int(starts[j])}, {rstart + int(starts[j]) + geom.window}) ({strand})"
+
     if not geom.profile:
         for i in range(0, len(idx), step):
-            for si, pred in enumerate(_strand_predict(rt, win[idx[i:i + step]], strand, geom)):
+            for si, pred in enumerate(_window_predict(rt, win, idx, i, step, strand, geom, where)):
                 out[0, i:i + len(pred), si:n_ts:n_s] = pred
         out[0, :len(idx), n_ts] = 1
         return out
@@ -203,7 +215,7 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
     count = np.zeros(nb, np.int64)
     offs = np.arange(geom.out_length)
     for i in range(0, len(idx), step):
-        preds = _strand_predict(rt, win[idx[i:i + step]], strand, geom)  # per strand (n, T, L_out)
+        preds = _window_predict(rt, win, idx, i, step, strand, geom, where)  # per strand (n, T, L_out)
         bins = starts[i:i + step, None] // geom.bin_size + offs[None, :] - b0  # (n, L_out)
         keep = (bins >= 0) & (bins < nb)
         w, k = np.nonzero(keep)  # C order: window by window, as in any other chunking
@@ -338,7 +350,7 @@ def predict_tiles(
                 keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
                 dsk[(name, i, j, 0)] = (_apply, _tile_block, [keys, c0, p0, p1], dict(
                     spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1, strand=strand, n_t=n_t,
-                    contig_length=int(lengths[row])))
+                    contig_length=int(lengths[row]), label=r.label))
             b0 = b1
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     out = da.Array(graph, name, chunks=((1,) * len(regs), bchunks, (n_ts + 1,)), dtype=np.float32,
