@@ -371,3 +371,20 @@ def test_genome_ism__scalar_minus_strand_is_reverse_complement_by_hand(genome):
             got = res["genome_ism_delta"].isel(contig=i).sel(position=p - s0 + res["position"].values[0],
                                                               strand="-").values
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cli__profile_model_without_bin_size_refused_before_a_cluster(genome, tmp_path, capsys):
+    """A profile model run as scalar (or with a wrong crop) exits 2 naming the fix; no cluster is started."""
+    from interpretome.cli import main
+
+    path, _ = genome
+    model = ["--model", "interpretome.datasets:profile_cnn", "--model-kwargs",
+             '{"channels": 8, "outputs": 2, "crop": 8, "bin_size": 4}', "--targets", "p,q"]
+    store = str(tmp_path / "x.zarr")
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr2:1-5", *model]) == 2
+    assert "no --bin-size was given: pass --bin-size" in capsys.readouterr().err
+    assert main(["genome-sweep", str(path), "-o", store, "--input-length", str(W), "--region", "chr2:1-5",
+                 "--bin-size", "4", "--crop", "4", *model]) == 2
+    assert "expects a profile model output (N, T, 13)" in capsys.readouterr().err
+    assert main(["tiles", str(path), "-o", store, "--window", "96", "--region", "chr2", *model]) == 2
+    assert "no --bin-size was given: pass --bin-size" in capsys.readouterr().err

@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
+from ..engine.models import get_runtime
 from ..storage.annotation import annotation_dataset, genes_from_dataset, read_annotation
 from ..storage.export import export_bedgraph, export_bigwig
-from ..storage.genome import as_regions, read_genome
+from ..storage.genome import TrackGeometry, as_regions, read_genome
+from ..storage.schema import CODE_N
 from ..storage.store import group_info, list_groups, open_group
-from ..tasks.genome_perturb import PADS, REDUCTIONS, genome_ism, genome_sweep
+from ..tasks.genome_perturb import PADS, REDUCTIONS, genome_ism, genome_sweep, make_readout
 from ..tasks.genome_perturb import STRANDS as PERTURB_STRANDS
 from ..tasks.perturb import MODES
-from ..tasks.tiles import STRANDS, predict_tiles, track_pyramid
+from ..tasks.tiles import STRANDS, check_output, predict_tiles, track_pyramid
 from ..viz.tracks import plot_ism, plot_sweep, save
 from ..viz.tracks_long import plot_track, row_index, track_html
 from . import (RENDERERS, add_model_arguments, add_run_arguments, check_model_on, cli_command, input_sample,
@@ -28,9 +32,14 @@ from . import (RENDERERS, add_model_arguments, add_run_arguments, check_model_on
 ZOOM = 40_000
 
 
-def check_window_model(model, ds, regions, length: int) -> str:
+def check_window_model(model, ds, regions, length: int, check=None) -> str:
     """Run ``model`` in-process on one real ``length``-base window of the genome (the first region's
-    start, else the first contig's) and return its digest (``jobs.check_model_on``)."""
+    start, else the first contig's) and return its digest (``jobs.check_model_on``).
+
+    ``check``: called with the model's output on that window (N-padded to ``length``), e.g. a
+    readout's shape check, so that a profile model run as scalar (or with the wrong ``bin_size``
+    / ``crop``) fails here, naming the fix, before any cluster starts.
+    """
     def sample():
         names = [str(n) for n in ds["sequence"].values]
         first = regions[0] if regions else None
@@ -38,7 +47,12 @@ def check_window_model(model, ds, regions, length: int) -> str:
         return input_sample(ds, model.input_kind, row=row, start=first.start if first is not None else 0,
                             length=length)
 
-    return check_model_on(model, sample)
+    digest = check_model_on(model, sample)
+    if check is not None:
+        x = sample()[:1]
+        x = np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=CODE_N)  # a contig shorter than one window
+        check(get_runtime(model).predict(x))
+    return digest
 
 
 def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_size=None, crop=0, crop_right=None,
@@ -57,7 +71,8 @@ def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_siz
     res = predict_tiles(ds, model, window=window, stride=stride, regions=regions, bin_size=bin_size, crop=crop,
                         crop_right=crop_right, strand=strand, pad=pad, bin_chunk=bin_chunk, merge=False)
     res.attrs["genome_contigs"] = [[str(n), int(x)] for n, x in zip(ds["sequence"].values, ds["sequence_length"].values)]
-    digest = check_window_model(model, ds, regions, window)
+    digest = check_window_model(model, ds, regions, window,
+                                check=lambda o: check_output(o, TrackGeometry.from_attrs(res.attrs)))
     reports = {}
     if genes is not None:
         known = set(map(str, ds["sequence"].values))
@@ -119,6 +134,12 @@ def _profile_params(bin_size, crop, crop_right, reductions, delta_distance, stra
                 pad=pad)
 
 
+def _readout_check(params: dict):
+    """Return the output check of a genome perturbation's model (``tasks.genome_perturb.make_readout``)."""
+    return make_readout(params["input_length"], params["bin_size"], params["crop"], params["crop_right"],
+                        params["reductions"], params["delta_distance"], params["strand"]).check
+
+
 def run_genome_sweep(fasta, model, store, *, input_length, regions=None, group="genome_sweep", windows=None,
                      stride=1, replicates=1, mode="random", seed=0, inserts=None, context_step=1, bin_size=None,
                      crop=0, crop_right=None, reductions=None, delta_distance=50, strand="+", pad=None,
@@ -136,7 +157,8 @@ def run_genome_sweep(fasta, model, store, *, input_length, regions=None, group="
                   **_profile_params(bin_size, crop, crop_right, reductions, delta_distance, strand, pad))
     res = genome_sweep(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
     return store_result(res, store, group, task="genome_sweep", params=params, model=model, inputs=[fasta],
-                        model_digest=check_window_model(model, ds, regions, input_length), client=client,
+                        model_digest=check_window_model(model, ds, regions, input_length, check=_readout_check(params)),
+                        client=client,
                         overwrite=overwrite, log=log)
 
 
@@ -154,7 +176,8 @@ def run_genome_ism(fasta, model, store, *, input_length, regions=None, group="ge
                   **_profile_params(bin_size, crop, crop_right, reductions, delta_distance, strand, pad))
     res = genome_ism(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
     return store_result(res, store, group, task="genome_ism", params=params, model=model, inputs=[fasta],
-                        model_digest=check_window_model(model, ds, regions, input_length), client=client,
+                        model_digest=check_window_model(model, ds, regions, input_length, check=_readout_check(params)),
+                        client=client,
                         overwrite=overwrite, log=log)
 
 
@@ -385,8 +408,6 @@ def step_genome_profile(ctx) -> list[Path]:
     at the edited base and to the summed profile (``genome_ism_profile_at_edit`` / ``_total``).
     The TATAAA box at ``DEMO_TATA`` tops the ISM. A few seconds.
     """
-    import numpy as np
-
     from ..datasets import data_path
     from ..zoo import zoo_spec
 
