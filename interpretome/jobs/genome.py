@@ -207,9 +207,9 @@ def render_genome_sweep(store, group, out_dir, *, sequences=None, markers=None, 
 
 
 def render_genome_ism(store, group, out_dir, *, sequences=None, start=None, end=None, **_):
-    """Draw the ISM heatmap of each region (default: the first 4; a profile model's first reduction)."""
+    """Draw the ISM heatmap of each region (default: the first 4; a profile model's total, else at_edit, else gain)."""
     ds = _as_sequences(open_group(store, group), {f"genome_ism_{v}": "ism_delta" for v in
-                                                  ("delta", "profile_at_edit", "profile_total", "delta_gain")})
+                                                  ("delta", "profile_total", "profile_at_edit", "delta_gain")})
     picks = sequences or [str(s) for s in ds["sequence"].values[:4]]
     return [save(plot_ism(ds, s, start=start, end=end), Path(out_dir) / f"{group}_{str(s).replace(':', '_')}.png")
             for s in picks]
