@@ -372,6 +372,9 @@ def predict_tiles(
         attrs={**geom.to_attrs(), "track_strand": strand, "track_model": spec.factory or spec.torchscript,
                "track_pad": "N" if pad else "none"},
     )
+    new["track_prediction"].attrs.update(geom.to_attrs())  # survives merge=True (which keeps ds's attrs)
+    new["genome_position"].attrs.update(description="0-based genome position of each bin centre (-1 past a row's "
+                                                    "bins); genome_view(ds) selects by (contig name, position)")
     validate(new)
     return merge_result(ds, new, merge)
 
