@@ -41,6 +41,8 @@ same base (whole contigs, one region; ``attrs["position_origin"] = "genome"``), 
 starts share the axis as offsets from each region start (``"region_start"``), with the genome
 coordinate in the 2-D ``genome_position`` (contig, position) coordinate. Spans that do not fit
 in their region are NaN, as are positions past a region's end. ``merge`` defaults to False here.
+In every layout ``tasks.genome_view.genome_view(res)`` (``res.genome.sel(contig=name,
+position=p)``) selects by contig name and 0-based genome position (a MultiIndex ``site`` dim).
 """
 
 from __future__ import annotations
@@ -389,6 +391,19 @@ def _region_axis(regs, rows, positions, pchunks):
     return coords | {POSITION: positions, "genome_position": ((CONTIG, POSITION), gpos)}, "region_start"
 
 
+def _describe_coords(new: xr.Dataset, origin) -> None:
+    """State the coordinate convention in the attrs of ``position`` / ``genome_position`` / ``contig``."""
+    sel = "; select by contig name and genome position with interpretome.genome_view(ds)"
+    if origin == "genome":
+        new[POSITION].attrs["description"] = ("0-based genome position (ISM: the edited base; sweep: the span start)"
+                                              + sel)
+    else:
+        new[POSITION].attrs["description"] = "offset from each region start (region_start)" + sel
+        new["genome_position"].attrs["description"] = ("0-based genome position = region_start + position (ISM: the "
+                                                       "edited base; sweep: the span start)")
+    new[CONTIG].attrs["description"] = "region label (the contig name for whole contigs; see contig_name)"
+
+
 def _finish(ds, variables, coords, strands, attrs, merge):
     """Return the result Dataset: ``variables`` name -> (dims with strand last, array), strand dropped if single."""
     out = {}
@@ -400,6 +415,7 @@ def _finish(ds, variables, coords, strands, attrs, merge):
     if len(strands) > 1:
         coords = coords | {STRAND: list(strands)}
     new = xr.Dataset(out, coords=coords, attrs=attrs)
+    _describe_coords(new, attrs.get("position_origin"))
     validate(new)
     return merge_result(ds, new, merge)
 

@@ -303,8 +303,8 @@ def predict_tiles(
     int32, one row per region (``contig`` = region label, with coordinates ``contig_name``,
     ``contig_index``, ``region_start``, ``region_end`` — of the N-padded region with ``pad="N"``,
     ``region_pad_left/right`` its padding — and ``genome_position`` (contig, bin), the 0-based
-    genome position of each bin's centre, -1 past a row's bins), rows padded with NaN / 0 past
-    their last bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
+    genome position of each bin's centre, -1 past a row's bins; ``genome_view(res)`` selects
+    by contig name and bin-centre position), rows padded with NaN / 0 past their last bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
     indices into genome coordinates). Nothing is computed. Raises
     ``InputError`` for an unknown contig, a region outside its contig or a window longer than a
     region, ``ValueError`` for inconsistent tiling parameters — before any work.
