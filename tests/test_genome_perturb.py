@@ -311,6 +311,13 @@ def test_genome_ism__sel_position_is_the_edited_genome_base(genome):
     two = genome_ism(ds, SPEC, input_length=W, regions=["chr1:101-110", "chr2:21-25"], merge=False)
     assert two.attrs["position_origin"] == "region_start"
     np.testing.assert_array_equal(two["genome_position"].values, [np.arange(100, 110), np.arange(20, 30)])
+    # ... and genome_view selects them by contig name and genome position
+    from interpretome import genome_view
+
+    view = genome_view(two).compute()
+    assert view.sizes["site"] == 15 and list(view["position"].sel(contig="chr2").values) == list(range(20, 25))
+    np.testing.assert_array_equal(view["genome_ism_delta"].sel(contig="chr1", position=105).values,
+                                  res["genome_ism_delta"].sel(contig="chr1:101-120", position=105).values)
 
 
 def test_cli__profile_genome_ism_both_strands(genome, client2, tmp_path):
