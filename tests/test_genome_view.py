@@ -174,3 +174,28 @@ def test_genome_view__tiles_profile_bin_centred_at_p(genome):
     # whole chr2 padded with N: centres 2, 6, ... up to the last base's bin, every one inside the contig
     c2 = view["position"].sel(contig="chr2").values
     assert c2[0] == 2 and c2[-1] < 150 and (np.diff(c2) == 4).all()
+
+
+def test_predict_tiles__bin_is_the_genome_centre_when_rows_share_it(genome):
+    path, codes = genome
+    ds = read_genome(path, position_chunk=64)
+    # whole contigs, profile model padded with N: bin k = bases [4k, 4k + 4) in every row, bin = 4k + 2
+    res = predict_tiles(ds, PROFILE, window=96, stride=80, bin_size=4, crop=8, merge=False)
+    assert res["bin"].values[0] == 2 and (np.diff(res["bin"].values) == 4).all()
+    assert "0-based genome position of the bin centre" in res["bin"].attrs["description"]
+    view = genome_view(res).compute()
+    rt = get_runtime(PROFILE)
+    for contig, p in [("chr1", 2), ("chr1", 206), ("chr1", 398), ("chr2", 146)]:
+        got = res["track_prediction"].sel(contig=contig, bin=p).values
+        np.testing.assert_array_equal(got, view["track_prediction"].sel(contig=contig, position=p).values)
+        # plain loop: windows start at genome -8 + 80 m (N past the ends), bin j of one = [80 m + 4 j, + 4)
+        padded = np.concatenate([np.full(8, 4, np.uint8), codes[contig], np.full(96, 4, np.uint8)])
+        m, j = (p - 2) // 80, ((p - 2) % 80) // 4
+        want = rt.predict(padded[80 * m:80 * m + 96][None])[0][:, j]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # a scalar model's tail window (chr2's last bin is centred on 120, chr1's bin 5 on 130): no shared bin axis
+    scalar = predict_tiles(ds, SPEC, window=W, stride=20, merge=False)
+    assert "bin" not in scalar.coords
+    # regions with different starts: none either
+    assert "bin" not in predict_tiles(ds, PROFILE, window=96, stride=80, bin_size=4, crop=8,
+                                      regions=["chr1:201-360", "chr2"], merge=False).coords

@@ -266,6 +266,22 @@ def _bin_centres(block_info=None, *, geom: TrackGeometry, starts, lengths) -> np
     return out
 
 
+def _shared_centres(geom: TrackGeometry, regs, n_bins, g_max: int):
+    """Return the int64 genome bin centres shared by every row (bin k centred on one base in all rows), or None.
+
+    E.g. whole contigs of a profile model padded with N (all bins ``[k b, (k + 1) b)``); a scalar
+    model's tail window, or regions with different starts, usually break it.
+    """
+    out = np.full(g_max, -1, np.int64)
+    for r, nb in zip(regs, n_bins):
+        c = r.start + geom.centres(r.end - r.start, np.arange(nb))
+        seen = out[:nb] >= 0
+        if (out[:nb][seen] != c[seen]).any():
+            return None
+        out[:nb] = c
+    return out if (out >= 0).all() and (np.diff(out) > 0).all() else None
+
+
 def _nan_block(shape) -> np.ndarray:
     out = np.full(shape, np.nan, np.float32)
     out[..., -1] = 0
@@ -303,8 +319,11 @@ def predict_tiles(
     int32, one row per region (``contig`` = region label, with coordinates ``contig_name``,
     ``contig_index``, ``region_start``, ``region_end`` — of the N-padded region with ``pad="N"``,
     ``region_pad_left/right`` its padding — and ``genome_position`` (contig, bin), the 0-based
-    genome position of each bin's centre, -1 past a row's bins; ``genome_view(res)`` selects
-    by contig name and bin-centre position), rows padded with NaN / 0 past their last bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
+    genome position of each bin's centre, -1 past a row's bins; when every row's bin ``k`` is
+    centred on the same base — whole contigs of a profile model padded with N — ``bin`` itself
+    holds those positions, so ``res.sel(contig=name, bin=p)`` is the bin centred at base ``p``;
+    in any layout ``genome_view(res)`` selects by contig name and bin-centre position), rows
+    padded with NaN / 0 past their last bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
     indices into genome coordinates). Nothing is computed. Raises
     ``InputError`` for an unknown contig, a region outside its contig or a window longer than a
     region, ``ValueError`` for inconsistent tiling parameters — before any work.
@@ -372,6 +391,11 @@ def predict_tiles(
         attrs={**geom.to_attrs(), "track_strand": strand, "track_model": spec.factory or spec.torchscript,
                "track_pad": "N" if pad else "none"},
     )
+    shared = _shared_centres(geom, regs, n_bins, g_max)
+    if shared is not None:  # every row's bin k is centred on the same base: bin = that genome position
+        new = new.assign_coords({BIN: shared})
+        new[BIN].attrs["description"] = ("0-based genome position of the bin centre, the same in every row "
+                                         "(sel(contig=..., bin=p)); otherwise use genome_view")
     new["track_prediction"].attrs.update(geom.to_attrs())  # survives merge=True (which keeps ds's attrs)
     new["genome_position"].attrs.update(description="0-based genome position of each bin centre (-1 past a row's "
                                                     "bins); genome_view(ds) selects by (contig name, position)")
