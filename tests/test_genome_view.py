@@ -71,7 +71,9 @@ def test_genome_view__single_region(genome):
     with pytest.raises(KeyError):
         view.sel(contig="chr1", position=120)  # past the region (1-based end 120 = 0-based 119)
     _check_ism(view.compute(), codes, [("chr1", 100), ("chr1", 111), ("chr1", 119)])
-    # the accessor is the same selection
+    # a DataArray (no Dataset attrs) gives the same view, as does the accessor
+    np.testing.assert_array_equal(genome_view(res["genome_ism_delta"]).sel(contig="chr1", position=111).values,
+                                  view["genome_ism_delta"].sel(contig="chr1", position=111).values)
     np.testing.assert_array_equal(res.genome.sel(contig="chr1", position=111)["genome_ism_delta"].values,
                                   view["genome_ism_delta"].sel(contig="chr1", position=111).values)
 
@@ -85,6 +87,9 @@ def test_genome_view__regions_on_different_contigs(genome):
     assert list(view["contig"].values) == ["chr1"] * 15 + ["chr2"] * 10  # FASTA order, then position
     assert list(view["position"].values) == list(range(300, 315)) + list(range(20, 30))
     _check_ism(view, codes, [("chr1", 300), ("chr1", 314), ("chr2", 20), ("chr2", 29)])
+    arr = genome_view(res["genome_ism_reference"]).compute()  # origin told by genome_position, attrs gone
+    np.testing.assert_array_equal(arr.values, view["genome_ism_reference"].values)
+    assert list(arr["position"].values) == list(view["position"].values)
     with pytest.raises(KeyError):
         view.sel(contig="chr2", position=300)
 
@@ -99,12 +104,13 @@ def test_genome_view__two_regions_different_starts_one_contig(genome):
         views.append(genome_view(res).compute())
     view = views[0]
     np.testing.assert_array_equal(views[1]["genome_ism_delta"].values, view["genome_ism_delta"].values)
-    # one site per base: chr1 100..169 once (the overlap 140..149 from the region starting first), then chr2
+    # one site per base: chr1 100..169 once (the overlap 140..149 from the region reaching farther), then chr2
     assert list(view["position"].values) == list(range(100, 170)) + list(range(0, 5))
     assert view.indexes["site"].is_unique
     assert list(view["region"].sel(site=[("chr1", 139), ("chr1", 140), ("chr1", 150)]).values) == [
-        "chr1:101-150", "chr1:101-150", "chr1:141-170"]
+        "chr1:101-150", "chr1:141-170", "chr1:141-170"]
     assert int(view["offset"].sel(contig="chr1", position=150)) == 10
+    assert int(view["offset"].sel(contig="chr1", position=139)) == 39
     _check_ism(view, codes, [("chr1", 100), ("chr1", 145), ("chr1", 150), ("chr1", 169), ("chr2", 0), ("chr2", 4)])
     # the overlap holds the same values in both regions (the context depends only on the genome position)
     both = res["genome_ism_delta"].compute()
@@ -126,6 +132,15 @@ def test_genome_view__sweep_span_start(genome):
     ctx[p - cs:p - cs + 3] = 4
     np.testing.assert_allclose(view["genome_sweep_delta_mean"].sel(contig="chr2", position=p).values[0],
                                (rt.predict(ctx[None]) - ref)[0], rtol=1e-5, atol=1e-6)
+    # overlapping regions: the span [68, 71) does not fit chr1:51-70 (NaN there) but fits chr1:61-90
+    two = genome_sweep(read_genome(path), SPEC, input_length=W, regions=["chr1:51-70", "chr1:61-90"], windows=[3],
+                       mode="mask").compute()
+    assert np.isnan(two["genome_sweep_delta_mean"].isel(contig=0, position=18)).all()
+    tv = genome_view(two)
+    assert list(tv["position"].values) == list(range(50, 90)) and tv.indexes["site"].is_unique
+    np.testing.assert_array_equal(tv["genome_sweep_delta_mean"].sel(contig="chr1", position=68).values,
+                                  two["genome_sweep_delta_mean"].isel(contig=1, position=8).values)
+    assert np.isfinite(tv["genome_sweep_delta_mean"].sel(contig="chr1", position=68).values).all()
 
 
 def test_genome_view__tiles_scalar_window_centred_at_p(genome, tmp_path):

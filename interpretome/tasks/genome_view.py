@@ -20,10 +20,11 @@ so that plain ``view.sel(contig="chr1", position=1049)`` is the effect of editin
 
 Only positions inside their region are kept (ISM/sweep rows past a shorter region's end, and
 tile bins whose centre lies outside the region — in N padding or past the last window — are
-dropped). A base covered by several regions appears once, from the region that starts first
-(ISM and sweep values are the same in every region: an edit's context depends only on its
-genome position; tile values may differ where two regions tile differently). Sites are sorted
-by (contig order in the FASTA, position).
+dropped). A base covered by several regions appears once, from the region that extends farthest
+past it (ties: the one starting first). ISM values are the same in every region (an edit's
+context depends only on its genome position); so are sweep values, except that a span must fit
+in its region (NaN near a region's end), hence that choice; tile values may differ where two
+regions tile differently. Sites are sorted by (contig order in the FASTA, position).
 
 Nothing is computed: the view is built from the numpy region coordinates (``region_start``,
 ``region_end``, ``contig_name``, ``contig_index``, and the track geometry attrs for tiles) by
@@ -120,6 +121,8 @@ def genome_view(ds: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
     cindex = (np.asarray(ds["contig_index"].values, np.int64) if "contig_index" in ds.coords
               else pd.factorize(names)[0].astype(np.int64))
     starts = np.asarray(ds["region_start"].values, np.int64)
+    ends = np.asarray(ds["region_end"].values, np.int64) - (
+        np.asarray(ds["region_pad_right"].values, np.int64) if "region_pad_right" in ds.coords else 0)
     order = sorted(range(len(rows)), key=lambda k: (cindex[k], starts[k], k))
     along = BIN if axis == BIN else "offset"
     parts, site = [], {"contig": [], "position": [], "region": [], along: [], "contig_index": []}
@@ -140,8 +143,11 @@ def genome_view(ds: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
         raise ValueError("genome_view: no position of the result lies inside its region")
     out = xr.concat(parts, dim=SITE, coords="minimal", compat="override", join="exact") if len(parts) > 1 else parts[0]
     site = {k: np.concatenate(v) for k, v in site.items()}
-    # one site per (contig, position): sorted by FASTA contig order then position, first region kept
-    key = np.lexsort((np.arange(len(site["position"])), site["position"], site["contig_index"]))
+    # one site per (contig, position): sorted by FASTA contig order then position; of several regions the one
+    # reaching farthest past the position (a sweep span fits there if anywhere), then the first by start
+    room = np.concatenate([np.full(b - a, ends[i], np.int64) for k in order for i, a, b in [rows[k]] if b > a])
+    room = room - site["position"]
+    key = np.lexsort((np.arange(len(site["position"])), -room, site["position"], site["contig_index"]))
     ci, p = site["contig_index"][key], site["position"][key]
     first = np.ones(len(key), bool)
     first[1:] = (ci[1:] != ci[:-1]) | (p[1:] != p[:-1])
