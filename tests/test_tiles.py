@@ -211,7 +211,7 @@ def test_predict_tiles__lazy(genome, no_compute):
     res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand="both")
     pyr = track_pyramid(res)
     assert isinstance(res["track_prediction"].data, da.Array) and isinstance(res["track_coverage"].data, da.Array)
-    assert isinstance(pyr["track_pyramid_min"].data, da.Array)
+    assert isinstance(pyr["track_min_l1"].data, da.Array) and isinstance(pyr["genome_position_l1"].data, da.Array)
     assert "sequence_code" in res  # merged into the input by default
 
 
@@ -228,7 +228,8 @@ def test_predict_tiles__both_strands_pyramid_and_export(genome, tmp_path):
                                rtol=1e-5, atol=1e-6)
     pyr = pyramid_level(track_pyramid(res, factor=4, min_groups=4).compute(), 1)
     minus = res["track_prediction"].sel(strand="-").values
-    np.testing.assert_allclose(pyr["track_pyramid_max"].sel(strand="-").values[0, :3], np.nanmax(
+    assert pyr["track_max_l1"].dims == ("contig", "bin_l1", "target", "strand")
+    np.testing.assert_allclose(pyr["track_max_l1"].sel(strand="-").values[0, :3], np.nanmax(
         minus[0, :12].reshape(3, 4, 2), axis=1), rtol=1e-6)
     bg = export_bedgraph(res, tmp_path / "m.bedgraph", target="q", strand="-")
     vals = [float(ln.split("\t")[3]) for ln in bg.read_text().splitlines()[1:]]
@@ -312,17 +313,84 @@ def test_track_pyramid__levels_equal_direct_reduction(genome):
                     coords={"contig": ["a", "b"], "target": ["x", "y"]})
     pyr = track_pyramid(ds, factor=3, min_groups=5, chunk=50).compute()
     levels = pyr.attrs["pyramid_levels"]
-    assert [lv for lv, _, _ in levels] == [1, 2, 3, 4, 5]
-    for lv, off, n in levels:
+    assert levels == [1, 2, 3, 4, 5]
+    assert "genome_position_l1" not in pyr.coords  # no geometry attrs: no genome coordinate to give
+    for lv in levels:
         g = 3 ** lv
+        n = -(-1000 // g)
+        assert pyr.sizes[f"bin_l{lv}"] == n
         padded = np.concatenate([track, np.full((2, n * g - 1000, 2), np.nan, np.float32)], axis=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN groups
             want_min = np.nanmin(padded.reshape(2, n, g, 2), axis=2)
             want_max = np.nanmax(padded.reshape(2, n, g, 2), axis=2)
         lvl = pyramid_level(pyr, lv)
-        np.testing.assert_array_equal(lvl["track_pyramid_min"].values, want_min)
-        np.testing.assert_array_equal(lvl["track_pyramid_max"].values, want_max)
+        assert set(lvl.data_vars) == {f"track_min_l{lv}", f"track_max_l{lv}"} and set(lvl.dims) == {
+            "contig", f"bin_l{lv}", "target"}  # one level only: no other level's axis
+        np.testing.assert_array_equal(lvl[f"track_min_l{lv}"].values, want_min)
+        np.testing.assert_array_equal(lvl[f"track_max_l{lv}"].values, want_max)
+        np.testing.assert_array_equal(pyr[f"track_min_l{lv}"].values, want_min)  # same variable in the whole pyramid
+    with pytest.raises(ValueError, match="has levels"):
+        pyramid_level(pyr, 6)
+
+
+def _loop_group_centres(starts, centres_of_row, n_rows_bins, g):
+    """Plain loop: each level bin's genome centre per row (midway between its first and last bin centres, floor)."""
+    n_max = max(n_rows_bins)
+    out = np.full((len(starts), -(-n_max // g)), -1, np.int64)
+    for i, nb in enumerate(n_rows_bins):
+        for j in range(-(-nb // g)):
+            first, last = j * g, min(j * g + g, nb) - 1
+            out[i, j] = starts[i] + (centres_of_row(i, first) + centres_of_row(i, last)) // 2
+    return out
+
+
+def test_track_pyramid__levels_carry_genome_positions(genome):
+    """Every level's bins carry the 0-based genome centre; a shared bin axis gives bin_lK to sel by position."""
+    path, seqs = genome
+    ds = read_genome(path, position_chunk=100)
+    # whole contigs, N-padded profile model: bin k = [4k, 4k + 4) in every row, so bin_lK is shared
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, merge=False).compute()
+    assert res["bin"].values[0] == 2  # the track's own shared genome axis (bin centres)
+    pyr = track_pyramid(res, factor=3, min_groups=2, chunk=7)
+    geom = TrackGeometry.from_attrs(res.attrs)
+    lengths = [int(e - s) for s, e in zip(res["region_start"].values, res["region_end"].values)]
+    n_rows = [geom.n_bins(n) for n in lengths]
+    direct = res["track_prediction"].values
+    assert len(pyr.attrs["pyramid_levels"]) >= 3
+    for lv in pyr.attrs["pyramid_levels"]:
+        g = 3 ** lv
+        gp = pyr[f"genome_position_l{lv}"]
+        assert gp.dims == ("contig", f"bin_l{lv}")
+        want = _loop_group_centres([0] * len(lengths), lambda i, b: 4 * b + 2, n_rows, g)
+        np.testing.assert_array_equal(gp.values, want)
+        # bin_lK: the level-bin centres over the full bin axis, as a plain loop over the track's bin coordinate
+        c = res["bin"].values
+        np.testing.assert_array_equal(pyr[f"bin_l{lv}"].values, [
+            (c[j * g] + c[min(j * g + g, len(c)) - 1]) // 2 for j in range(pyr.sizes[f"bin_l{lv}"])])
+        # select by genome position: the level bin holding base p is the direct reduction of its bins
+        p = 123
+        sel = pyr[f"track_max_l{lv}"].sel(contig="chr1").sel({f"bin_l{lv}": p}, method="nearest")
+        j = (p // 4) // g  # bin p // 4 holds base p; level bin j holds that bin
+        assert int(sel[f"bin_l{lv}"]) == int(pyr[f"bin_l{lv}"].values[j])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            np.testing.assert_array_equal(sel.values, np.nanmax(direct[0, j * g:(j + 1) * g], axis=0))
+    # regions with different starts: no shared axis, but each row's centres are still exact
+    regs = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, merge=False,
+                         regions=["chr1:201-700", "chr2:18-300"]).compute()
+    rp = track_pyramid(regs, factor=4, min_groups=2)
+    assert "bin_l1" not in rp.coords
+    rg = TrackGeometry.from_attrs(regs.attrs)
+    starts = [int(s) for s in regs["region_start"].values]
+    rl = [int(e) - s for s, e in zip(starts, regs["region_end"].values)]
+    for lv in rp.attrs["pyramid_levels"]:
+        want = _loop_group_centres(starts, lambda i, b: int(rg.centres(rl[i], [b])[0]), [rg.n_bins(n) for n in rl],
+                                   4 ** lv)
+        np.testing.assert_array_equal(rp[f"genome_position_l{lv}"].values, want)
+    # chr1:201-700, N-padded: bin 0 is bases 200..203, so level-1 bin 0 (bins 0..3, bases 200..215) is centred
+    # midway between the bin centres 202 and 214: base 208 (0-based); level-1 bin 1: 224
+    np.testing.assert_array_equal(rp["genome_position_l1"].values[0, :2], [208, 224])
 
 
 def test_track_points__whole_view_reads_a_pyramid_level(tmp_path):
@@ -337,12 +405,15 @@ def test_track_points__whole_view_reads_a_pyramid_level(tmp_path):
     geom = TrackGeometry(1, 1, 1, 0, 0)
     track = xr.Dataset({"track_prediction": (("contig", "bin", "target"), da.from_array(y[None, :, None], chunks=(1, 8192, 1)))},
                        coords={"contig": ["c"], "contig_name": ("contig", ["c"]), "contig_index": ("contig", [0]),
-                               "region_start": ("contig", [0]), "region_end": ("contig", [n]), "target": ["t"]},
+                               "region_start": ("contig", [0]), "region_end": ("contig", [n]), "target": ["t"],
+                               "bin": np.arange(n)},  # bin k centred on base k
                        attrs=geom.to_attrs())
     write_dataset(track, tmp_path / "s.zarr", "tracks", task="tiled_prediction", params={})
     write_dataset(track_pyramid(open_group(tmp_path / "s.zarr", "tracks")), tmp_path / "s.zarr", "pyr",
                   task="track_pyramid", params={})
     tr, pyr = open_group(tmp_path / "s.zarr", "tracks"), open_group(tmp_path / "s.zarr", "pyr")
+    assert "track_min_l3" in pyr and pyr["bin_l4"].values[0] == (0 + 255) // 2 and pyr["genome_position_l4"].values[0, -1] == (
+        (390 * 256) + (n - 1)) // 2  # bin k centred on base k: the last, partial group's centre
     pts, level = track_points(tr, "c", width=100, pyramid=pyr)
     assert level == 4 and len(pts) == 2 * -(-n // 4 ** 4)  # 391 groups of 256 bins: >= 2 per pixel column
     assert pts["y"].max() == 5.0 and pts["y"].min() == y.min()
@@ -371,8 +442,10 @@ def test_tiles_store_export_and_render__client2(genome, client2, tmp_path):
     track = open_group(store, "tracks")
     np.testing.assert_array_equal(track["track_prediction"].values, local)  # 2 workers == local threads
     pyr = open_group(store, "tracks_pyramid")
-    np.testing.assert_array_equal(pyramid_level(pyr, 1)["track_pyramid_max"].values[0, :2, 0],
+    np.testing.assert_array_equal(pyramid_level(pyr, 1)["track_max_l1"].values[0, :2, 0],
                                   np.nanmax(local[0, :8, 0].reshape(2, 4), axis=1))
+    assert pyr["genome_position_l1"].dims == ("contig", "bin_l1")  # stored with its genome coordinate
+    assert (pyr["genome_position_l1"].values[0, :2] > 0).all()
     bg = export_bedgraph(track, tmp_path / "t.bedgraph.gz", target="b")
     lines = [ln.split("\t") for ln in gzip.open(bg, "rt").read().splitlines()[1:]]
     geom = TrackGeometry.from_attrs(track.attrs)

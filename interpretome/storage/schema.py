@@ -35,6 +35,16 @@ CLASS = "class"
 STRAND = "strand"
 
 
+def level_dim(level: int) -> str:
+    """Return the bin dim of min/max pyramid level ``level`` (``bin_l3``; ``tasks.tiles.track_pyramid``)."""
+    return f"bin_l{int(level)}"
+
+
+def level_vars(level: int) -> tuple[str, str]:
+    """Return the ``(min, max)`` variable names of pyramid level ``level`` (``track_min_l3``, ``track_max_l3``)."""
+    return f"track_min_l{int(level)}", f"track_max_l{int(level)}"
+
+
 
 @dataclass(frozen=True)
 class Variable:

@@ -90,9 +90,9 @@ def _axis_sites(ds: xr.Dataset):
             bend.append(starts[i] + e[a:b])
         extra = {"bin_start": bstart, "bin_end": bend}
         return BIN, rows, gpos, extra
-    if "pyramid_bin" in ds.dims:
-        raise ValueError("genome_view takes a track (contig, bin), not a pyramid: pick a level with "
-                         "tasks.tiles.pyramid_level and read its bins by track_bins, or view the track itself")
+    if any(str(d).startswith("bin_l") for d in ds.dims):
+        raise ValueError("genome_view takes a track (contig, bin), not a pyramid: a pyramid level's bins carry "
+                         "genome_position_lK (and bin_lK when shared by every row), or view the track itself")
     raise ValueError(f"genome_view takes a genome result with dims (contig, position) or (contig, bin); "
                      f"got dims {dict(ds.sizes)}")
 

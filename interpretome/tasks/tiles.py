@@ -27,8 +27,9 @@ is never held whole in one task, and block boundaries leave no seam. ``track_cov
 (contig, bin) counts the windows averaged into each bin (0 = not predicted, NaN).
 
 ``track_pyramid`` reduces a track into M4-style min/max levels (each level groups ``factor``
-bins of the previous) stored along one ``pyramid_bin`` axis, so that drawing a whole chromosome
-reads a few thousand values instead of every bin.
+bins of the previous), level ``K`` as its own variables ``track_min_lK`` / ``track_max_lK`` over
+its own ``bin_lK`` axis with genome positions, so that drawing a whole chromosome reads a few
+thousand values of one level instead of every bin.
 """
 
 from __future__ import annotations
@@ -45,19 +46,22 @@ from ..engine.blocks import merge_result, require_vars
 from ..engine.gradients import tune_malloc
 from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec, outputs_of
 from ..storage.genome import Region, TrackGeometry, resolve_regions
-from ..storage.schema import BIN, CODE_N, CONTIG, SEQUENCE, STRAND, TARGET, register, validate
+from ..storage.schema import (BIN, CODE_N, CONTIG, SEQUENCE, STRAND, TARGET, level_dim, level_vars, register,
+                              validate)
 
-PYRAMID_BIN = "pyramid_bin"
 STRANDS = ("+", "-", "both", "mean")
 
 register("track_prediction", (CONTIG, BIN, TARGET, STRAND), "f",
          "tiled model prediction along a contig or region; bins placed by the track geometry attrs; NaN = not "
          "predicted; strand only with strand='both'", optional=(STRAND,))
 register("track_coverage", (CONTIG, BIN), "i", "number of windows averaged into each bin (0 = not predicted)")
-register("track_pyramid_min", (CONTIG, PYRAMID_BIN, TARGET, STRAND), "f",
-         "minimum of track_prediction over factor**level consecutive bins, all levels concatenated", optional=(STRAND,))
-register("track_pyramid_max", (CONTIG, PYRAMID_BIN, TARGET, STRAND), "f",
-         "maximum of track_prediction over factor**level consecutive bins, all levels concatenated", optional=(STRAND,))
+MAX_LEVEL = 48  # factor >= 2: level 48 groups 2**48 bins, more than any genome has
+for _lv in range(1, MAX_LEVEL + 1):
+    for _name, _what in zip(level_vars(_lv), ("minimum", "maximum")):
+        register(_name, (CONTIG, level_dim(_lv), TARGET, STRAND), "f",
+                 f"pyramid level {_lv}: NaN-ignoring {_what} of track_prediction over factor**{_lv} consecutive "
+                 f"bins; genome positions of the bin centres in genome_position_l{_lv} (and {level_dim(_lv)} when "
+                 f"shared by every row)", optional=(STRAND,))
 
 
 # --- genome input -----------------------------------------------------------------------------------
@@ -447,15 +451,66 @@ def _coarsen(x: da.Array, factor: int, reduce) -> da.Array:
     return da.coarsen(reduce, x, {1: factor})
 
 
+def _group_centres(block_info=None, *, geom: TrackGeometry, starts, lengths, group: int) -> np.ndarray:
+    """Return the int64 genome position (0-based) of each level-bin centre of one (contig, bin_lK) block.
+
+    A level bin groups track bins ``[g group, (g + 1) group)``; its centre lies midway between the
+    centres of its first and last bin of that row (floor); -1 past the row's bins.
+    """
+    (r0, r1), (g0, g1) = block_info[None]["array-location"]
+    out = np.full((r1 - r0, g1 - g0), -1, np.int64)
+    for i in range(r0, r1):
+        nb = geom.n_bins(lengths[i])
+        hi = min(g1, -(-nb // group))
+        if hi > g0:
+            g = np.arange(g0, hi)
+            first, last = g * group, np.minimum((g + 1) * group, nb) - 1
+            out[i - r0, :hi - g0] = starts[i] + (geom.centres(lengths[i], first) + geom.centres(lengths[i], last)) // 2
+    return out
+
+
+def _track_rows(ds: xr.Dataset):
+    """Return ``(geometry, region starts, region lengths)`` of a track, or None when it lacks them."""
+    attrs = ds.attrs if "track_bin_size" in ds.attrs else ds["track_prediction"].attrs  # merge=True: on the variable
+    if "track_bin_size" not in attrs or "region_start" not in ds.coords or "region_end" not in ds.coords:
+        return None
+    starts = np.asarray(ds["region_start"].values, np.int64)
+    return TrackGeometry.from_attrs(attrs), starts, np.asarray(ds["region_end"].values, np.int64) - starts
+
+
+def _shared_track_centres(ds: xr.Dataset, rows) -> np.ndarray | None:
+    """Return the track's ``bin`` coordinate when it holds the genome bin centres shared by every row, else None."""
+    if rows is None or BIN not in ds.coords or np.dtype(ds[BIN].dtype).kind not in "iu":
+        return None
+    c = np.asarray(ds[BIN].values, np.int64)
+    geom, starts, lengths = rows
+    i = int(np.argmax([geom.n_bins(int(n)) for n in lengths]))  # the longest row holds every shared bin
+    nb = geom.n_bins(int(lengths[i]))
+    if nb != len(c) or not np.array_equal(c, starts[i] + geom.centres(int(lengths[i]), np.arange(nb))):
+        return None
+    return c
+
+
 def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chunk: int = 1 << 16) -> xr.Dataset:
     """Return the lazy min/max pyramid of ``track_prediction`` (contig, bin, target[, strand]).
 
-    Level ``l`` (1, 2, ...) holds the NaN-ignoring min and max over ``factor**l`` consecutive bins
+    Level ``K`` (1, 2, ...) holds the NaN-ignoring min and max over ``factor**K`` consecutive bins
     (groups start at bin 0; a group of only NaN is NaN), each level computed from the previous
-    one; levels stop once a level has at most ``min_groups`` groups. Output:
-    ``track_pyramid_min`` / ``track_pyramid_max`` (contig, pyramid_bin, target[, strand]), all levels
-    concatenated along ``pyramid_bin`` in ``chunk``-sized chunks; attrs ``pyramid_factor`` and
-    ``pyramid_levels`` = ``[[level, offset, groups], ...]``, plus the track's own attrs.
+    one; levels stop once a level has at most ``min_groups`` groups. Each level is its own pair of
+    variables ``track_min_lK`` / ``track_max_lK`` (contig, bin_lK, target[, strand]) in
+    ``chunk``-sized chunks (names: ``storage.schema.level_vars`` / ``level_dim``), so one level is
+    read without touching the others (``pyramid_level(pyr, K)``).
+
+    Genome coordinates (when the track has its geometry attrs and region coords, as every
+    ``predict_tiles`` result does): ``genome_position_lK`` (contig, bin_lK) is the 0-based genome
+    position of each level bin's centre in its row — midway (floor) between the centres of its
+    first and last track bin — and -1 past the row's bins. When the track's ``bin`` axis itself
+    holds genome positions shared by every row, ``bin_lK`` holds them too (the centres over the
+    full bin axis; a shorter row's last, partial group is centred as ``genome_position_lK`` says),
+    so ``pyr.sel(contig=c).sel(bin_l3=p, method="nearest")`` is the level-3 bin around base ``p``.
+
+    Attrs: ``pyramid_factor``, ``pyramid_levels`` (the level numbers), ``track_bins`` and the
+    track's own ``track_*`` attrs; each variable has ``pyramid_level`` and ``pyramid_group_bins``.
     Nothing is computed.
     """
     require_vars(ds, ("track_prediction",), "interpretome.tasks.tiles.predict_tiles")
@@ -465,37 +520,56 @@ def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chu
     x = ds["track_prediction"].data
     if not isinstance(x, da.Array):
         x = da.from_array(np.asarray(x), chunks=(1, chunk) + (-1,) * (x.ndim - 2))
-    mins, maxs, levels = [], [], []
-    lo = hi = x.astype(np.float32)
-    offset, level = 0, 0
-    n = x.shape[1]
-    while True:
-        level += 1
-        lo, hi = _coarsen(lo, factor, _nanmin), _coarsen(hi, factor, _nanmax)
-        n = lo.shape[1]
-        mins.append(lo)
-        maxs.append(hi)
-        levels.append([level, offset, n])
-        offset += n
-        if n <= min_groups:
-            break
-    cat = lambda arrs: da.concatenate(arrs, axis=1).rechunk({0: 1, 1: chunk, **{d: -1 for d in range(2, x.ndim)}})  # noqa: E731
+    rows = _track_rows(ds)
+    shared = _shared_track_centres(ds, rows)
     coords = {k: v for k, v in ds.coords.items() if CONTIG in v.dims and BIN not in v.dims}
     for c in (TARGET, STRAND):
         if c in ds.coords:
             coords[c] = ds[c]
     attrs = {k: v for k, v in ds.attrs.items() if k.startswith("track_")}
-    dims = (CONTIG, PYRAMID_BIN) + tuple(ds["track_prediction"].dims[2:])
-    new = xr.Dataset({"track_pyramid_min": (dims, cat(mins)), "track_pyramid_max": (dims, cat(maxs))},
-                     coords=coords, attrs={**attrs, "pyramid_factor": factor, "pyramid_levels": levels,
-                                           "track_bins": int(x.shape[1])})
+    extra = tuple(ds["track_prediction"].dims[2:])
+    rechunk = {0: 1, 1: chunk, **{d: -1 for d in range(2, x.ndim)}}
+    data, levels = {}, []
+    lo = hi = x.astype(np.float32)
+    n_rows, level = x.shape[0], 0
+    while True:
+        level += 1
+        if level > MAX_LEVEL:
+            raise ValueError(f"the pyramid would need more than {MAX_LEVEL} levels: raise min_groups or factor")
+        lo, hi = _coarsen(lo, factor, _nanmin), _coarsen(hi, factor, _nanmax)
+        n, group, dim = lo.shape[1], factor ** level, level_dim(level)
+        vmin, vmax = level_vars(level)
+        mn, mx = lo.rechunk(rechunk), hi.rechunk(rechunk)
+        for name, arr in ((vmin, mn), (vmax, mx)):
+            data[name] = xr.Variable((CONTIG, dim) + extra, arr, attrs={"pyramid_level": level,
+                                                                        "pyramid_group_bins": group})
+        if rows is not None:
+            geom, starts, lengths = rows
+            coords[f"genome_position_l{level}"] = xr.Variable((CONTIG, dim), da.map_blocks(
+                _group_centres, chunks=((1,) * n_rows, mn.chunks[1]), dtype=np.int64,
+                meta=np.empty((0, 0), np.int64), geom=geom, starts=tuple(int(s) for s in starts),
+                lengths=tuple(int(v) for v in lengths), group=group), attrs={"description": (
+                    f"0-based genome position of each level-{level} bin's centre in its row (midway between the "
+                    f"centres of its first and last track bins, floor); -1 past the row's bins")})
+        if shared is not None:
+            g = np.arange(n)
+            first, last = g * group, np.minimum((g + 1) * group, len(shared)) - 1
+            coords[dim] = xr.Variable(dim, (shared[first] + shared[last]) // 2, attrs={"description": (
+                f"0-based genome position of each level-{level} bin's centre (midway between the centres of its "
+                f"first and last track bins), the same in every row: sel({dim}=p, method='nearest')")})
+        levels.append(level)
+        if n <= min_groups:
+            break
+    new = xr.Dataset(data, coords=coords, attrs={
+        **attrs, "pyramid_factor": factor, "pyramid_levels": levels, "track_bins": int(x.shape[1]),
+        "pyramid_position": "level bin centre, 0-based: midway between the centres of its first and last track bins"})
     validate(new)
     return new
 
 
 def pyramid_level(pyr: xr.Dataset, level: int) -> xr.Dataset:
-    """Return level ``level`` of a pyramid as ``track_pyramid_min/max`` (contig, pyramid_bin, target)."""
-    for lv, off, n in pyr.attrs["pyramid_levels"]:
-        if int(lv) == int(level):
-            return pyr.isel({PYRAMID_BIN: slice(int(off), int(off) + int(n))})
-    raise ValueError(f"the pyramid has levels {[lv for lv, _, _ in pyr.attrs['pyramid_levels']]}, not {level}")
+    """Return level ``level`` of a pyramid: ``track_min_lK`` / ``track_max_lK`` with the ``bin_lK`` coords only."""
+    names = level_vars(level)
+    if not all(v in pyr.data_vars for v in names):
+        raise ValueError(f"the pyramid has levels {list(pyr.attrs.get('pyramid_levels', []))}, not {level}")
+    return pyr[list(names)]
