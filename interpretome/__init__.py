@@ -15,10 +15,12 @@ from .storage.genome import Region, read_genome  # noqa: E402
 from .storage.annotation import read_annotation  # noqa: E402
 from .tasks.tiles import predict_tiles, track_pyramid  # noqa: E402
 from .tasks.genome_perturb import genome_ism, genome_sweep  # noqa: E402
+from .tasks.genome_view import genome_view  # noqa: E402  (registers the ds.genome accessor)
 
 __all__ = [
     "__version__", "connect", "ModelSpec", "KmerTokenizer", "load_spec", "read_fasta",
     "sequences_to_dataset", "write_dataset", "open_group", "perturbation_sweep", "saturation_mutagenesis",
     "read_coefficients", "combine_coefficients", "compare_coefficients", "correlation_table", "all_pairs_ccc",
     "read_genome", "Region", "read_annotation", "predict_tiles", "track_pyramid", "genome_sweep", "genome_ism",
+    "genome_view",
 ]

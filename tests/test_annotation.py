@@ -95,3 +95,38 @@ def test_read_annotation__errors_name_file_and_line(tmp_path):
     with pytest.raises(InputError, match="unknown suffix"):
         (tmp_path / "a.txt").write_text("x")
         read_annotation(tmp_path / "a.txt")
+
+
+BED12 = ("track name=tx\n"
+         "chrA\t100\t200\ttxm\t0\t-\t100\t200\t0\t2\t20,30,\t0,70,\n"
+         "chrA\t300\t450\ttxp\t0\t+\t300\t450\t0\t3\t10,20,50\t0,40,100\n")
+
+
+def test_read_annotation__bed12_exons_and_spans(tmp_path):
+    for name in ("tx.bed12", "tx.bed", "tx.txt"):  # told by content: any suffix, or none known
+        path = tmp_path / name
+        path.write_text(BED12)
+        exons = read_annotation(path, feature="exon")
+        assert list(exons["gene_id"]) == ["txm:exon1", "txm:exon2", "txp:exon1", "txp:exon2", "txp:exon3"]
+        assert list(exons["start"]) == [100, 170, 300, 340, 400] and list(exons["end"]) == [120, 200, 310, 360, 450]
+        assert list(exons["tss"]) == [119, 199, 300, 340, 400] and list(exons["name"]) == ["txm"] * 2 + ["txp"] * 3
+        genes = read_annotation(path)
+        assert list(genes["start"]) == [100, 300] and list(genes["tss"]) == [199, 300]
+    bad = tmp_path / "bad.bed12"
+    bad.write_text("chrA\t100\t200\tx\t0\t+\t100\t200\t0\t2\t20,30,\t0,60,\n")  # last block ends at 190, not 200
+    with pytest.raises(InputError, match=r"bad.bed12:1: malformed BED12 line \(blocks must .*end at chromEnd"):
+        read_annotation(bad, feature="exon")
+    with pytest.raises(InputError, match="BED12 annotation gives feature 'gene'"):
+        read_annotation(tmp_path / "tx.bed12", feature="CDS")
+
+
+def test_read_annotation__format_by_content_not_suffix(tmp_path):
+    import gzip
+
+    gtf = tmp_path / "genes.gff3"  # a GTF misnamed .gff3, gzipped without a .gz suffix
+    with gzip.open(gtf, "wt") as fh:
+        fh.write(GTF)
+    assert list(read_annotation(gtf)["name"]) == ["MINUS", "PLUS", "gu"]
+    gff = tmp_path / "genes.gtf"
+    gff.write_text("chrA\tsrc\tgene\t101\t200\t.\t-\t.\tID=gene-gm;Name=MINUS\n")
+    assert list(read_annotation(gff)["gene_id"]) == ["gene-gm"]

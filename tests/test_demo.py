@@ -27,3 +27,20 @@ def test_demo_dna_step__planted_boxes_stand_out(tmp_path, client2, monkeypatch):
     top = set(np.argsort(effect)[-12:])
     inside = set(range(MOTIF_35_START, MOTIF_35_START + 6)) | set(range(MOTIF_10_START, MOTIF_10_START + 6))
     assert len(top & inside) >= 10
+
+
+def test_demo_genome_profile_step__tata_tops_the_profile_ism(tmp_path, client2, monkeypatch):
+    import time
+
+    from interpretome.jobs.genome import DEMO_TATA
+
+    monkeypatch.setattr(demo, "DEMO_STEPS", [demo.step_genome_profile])
+    t0 = time.perf_counter()
+    ctx = demo.run_demo(tmp_path, client=client2, log=lambda m: None)
+    assert time.perf_counter() - t0 < 30  # a few seconds on an idle machine
+    assert [p.name for p in ctx.figures] == ["yeast_tata_ism_NC_001133.9_129120-129219.png"]
+    res = open_group(ctx.store, "yeast_tata_ism")
+    loss = -res["genome_ism_profile_total"].isel(contig=0, target=0).min("base")
+    top = np.sort(loss["position"].values[np.argsort(-loss.values)[:6]])
+    np.testing.assert_array_equal(top, np.arange(DEMO_TATA, DEMO_TATA + 6))
+    assert res.attrs["pad"] == "N" and list(res["position"].values[[0, -1]]) == [129119, 129218]

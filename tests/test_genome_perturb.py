@@ -144,3 +144,258 @@ def test_genome_perturb__bad_inputs(genome):
         genome_sweep(ds, SPEC, input_length=W, windows=[10], context_step=60)
     with pytest.raises(ValueError, match="replicates must be 1"):
         genome_sweep(ds, SPEC, input_length=W, mode="mask", replicates=2)
+
+
+# --- profile models, strands, padding ------------------------------------------------------------------
+
+def _profile_spec(crop, bin_size):
+    return ModelSpec(factory="interpretome.datasets:profile_cnn",
+                     kwargs={"channels": 8, "outputs": 2, "crop": crop, "bin_size": bin_size}, targets=("p", "q"),
+                     batch_size=5)
+
+
+def _forward(spec, codes: np.ndarray, strand: str) -> np.ndarray:
+    """Direct model call on one window of codes (N = zero column); '-': reverse complement, output flipped."""
+    import torch
+
+    from interpretome.datasets import profile_cnn
+
+    model = profile_cnn(**spec.kwargs).eval()
+    if strand == "-":
+        codes = np.where(codes < 4, 3 - codes, 4)[::-1]
+    x = torch.zeros(1, 4, len(codes))
+    for i, c in enumerate(codes):
+        if c < 4:
+            x[0, c, i] = 1
+    with torch.no_grad():
+        out = model(x)[0].numpy().astype(np.float64)
+    return out[:, ::-1] if strand == "-" else out
+
+
+def _loop_reductions(diff, lo, hi, crop, bin_size, distance):
+    """Plain statement of the reductions of one edit's profile change ``diff`` (T, L_out)."""
+    n_out = diff.shape[1]
+    c = (lo + hi) // 2
+    at = np.full(diff.shape[0], np.nan)
+    for k in range(n_out):
+        if crop + k * bin_size <= c < crop + (k + 1) * bin_size:
+            at = diff[:, k]
+    near = [k for k in range(n_out) if crop + k * bin_size <= hi + distance
+            and crop + (k + 1) * bin_size - 1 >= lo - distance]
+    gain = np.array([max(diff[t, k] for k in near) for t in range(diff.shape[0])]) if near else np.full(2, np.nan)
+    loss = np.array([max(-diff[t, k] for k in near) for t in range(diff.shape[0])]) if near else np.full(2, np.nan)
+    return {"profile_at_edit": at, "profile_total": diff.sum(axis=1), "delta_gain": gain, "delta_loss": loss}
+
+
+def _padded_window(seq, cs):
+    """The ``W`` bases from genome start ``cs`` (may be < 0 or run past the end), N outside the contig."""
+    return np.array([seq[i] if 0 <= i < len(seq) else 4 for i in range(cs, cs + W)], np.uint8)
+
+
+@pytest.mark.parametrize("crop,bin_size,strand,pad", [(8, 4, "+", "N"), (10, 1, "-", "N"), (8, 4, "+", "none"),
+                                                      (8, 4, "both", "N")])
+def test_genome_ism__profile_reductions_equal_plain_loop(genome, crop, bin_size, strand, pad):
+    path, codes = genome
+    spec = _profile_spec(crop, bin_size)
+    ds = read_genome(path, position_chunk=64)
+    regions = ["chr1:196-215", "chr2:1-12", "chr2:141-150"]  # the N run, both contig ends
+    res = genome_ism(ds, spec, input_length=W, regions=regions, bin_size=bin_size, crop=crop, delta_distance=7,
+                     strand=strand, pad=pad, position_chunk=6, merge=False).compute()
+    strands = ["+", "-"] if strand == "both" else [strand]
+    names = ["profile_at_edit", "profile_total", "delta_gain", "delta_loss"]
+    n_at_edit_nan = 0
+    for i, (contig, s0, s1) in enumerate([("chr1", 195, 215), ("chr2", 0, 12), ("chr2", 140, 150)]):
+        seq = codes[contig]
+        for p in range(s0, s1):
+            cs = p - W // 2 if pad == "N" else _ctx_start(p, len(seq), 1, 1)
+            win = _padded_window(seq, cs)
+            for si, sd in enumerate(strands):
+                ref = _forward(spec, win, sd)
+                for b in range(4):
+                    edited = win.copy()
+                    edited[p - cs] = b
+                    want = _loop_reductions(_forward(spec, edited, sd) - ref, p - cs, p - cs, crop, bin_size, 7)
+                    for n in names:
+                        got = res[f"genome_ism_{n}"].values[i, p - s0, b]
+                        got = got[:, si] if strand == "both" else got
+                        np.testing.assert_allclose(got, want[n], rtol=1e-4, atol=1e-5, err_msg=f"{n} {contig}:{p} {b}")
+                n_at_edit_nan += np.isnan(want["profile_at_edit"]).any()
+    assert (n_at_edit_nan > 0) == (pad == "none")  # without padding, edits in the cropped ends have no bin
+    if strand == "both":
+        assert list(res["strand"].values) == ["+", "-"] and res["genome_ism_profile_total"].dims[-1] == "strand"
+    assert res.attrs["pad"] == pad and res.attrs["reductions"] == ["at_edit", "total", "delta_score"]
+
+
+def test_genome_sweep__profile_reductions_equal_plain_loop(genome):
+    path, codes = genome
+    spec = _profile_spec(8, 4)
+    ds = read_genome(path, position_chunk=50)
+    res = genome_sweep(ds, spec, input_length=W, regions=["chr2:121-150"], windows=[1, 4], stride=2, mode="random",
+                       replicates=2, seed=3, bin_size=4, crop=8, reductions=["total", "delta_score"],
+                       delta_distance=5, strand="-", position_chunk=4, merge=False).compute()
+    assert "genome_sweep_profile_at_edit_mean" not in res and "genome_sweep_delta_mean" not in res
+    seq = codes["chr2"]
+    for j, p in enumerate(range(120, 150, 2)):
+        cs = p + 4 // 2 - W // 2  # the _ctx_start rule for spans of 4, not clipped: N past the end
+        win = _padded_window(seq, cs)
+        ref = _forward(spec, win, "-")
+        for w, k in enumerate([1, 4]):
+            if p + k > 150:
+                assert np.isnan(res["genome_sweep_profile_total_mean"].values[0, w, j]).all()
+                continue
+            per_rep = []
+            for r in range(2):
+                edited = win.copy()
+                edited[p - cs:p - cs + k] = rng.random_bases(3, 1, k, p, r, np.arange(k))
+                per_rep.append(_loop_reductions(_forward(spec, edited, "-") - ref, p - cs, p - cs + k - 1, 8, 4, 5))
+            for n in ("profile_total", "delta_gain", "delta_loss"):
+                vals = np.array([d[n] for d in per_rep])
+                np.testing.assert_allclose(res[f"genome_sweep_{n}_mean"].values[0, w, j], vals.mean(0), rtol=1e-4,
+                                           atol=1e-5)
+                np.testing.assert_allclose(res[f"genome_sweep_{n}_std"].values[0, w, j], vals.std(0), rtol=1e-3,
+                                           atol=1e-5)
+
+
+def test_genome_ism__profile_chunk_invariant_batched_and_bad_options(genome, monkeypatch):
+    """Chunking changes nothing; the model sees at most one batch of edits per call (memory bound)."""
+    from interpretome.engine.models import Runtime
+
+    path, _ = genome
+    spec = _profile_spec(8, 4)
+    real, sizes = Runtime.predict_edits, []
+
+    def counted(self, ref, starts, new):
+        sizes.append(len(starts))
+        return real(self, ref, starts, new)
+
+    monkeypatch.setattr(Runtime, "predict_edits", counted)
+    grouped = genome_ism(read_genome(path), spec, input_length=W, regions=["chr2:1-40"], bin_size=4, crop=8,
+                         context_step=8, merge=False)["genome_ism_profile_total"].compute(scheduler="threads").values
+    assert max(sizes) == spec.batch_size and sum(sizes) == 3 * 40  # 8 positions x 3 edits per context
+    assert np.isfinite(grouped).all()
+    runs = [genome_ism(read_genome(path, position_chunk=pc), spec, input_length=W, regions=["chr2:91-150"], bin_size=4,
+                       crop=8, strand="both", position_chunk=c, merge=False)["genome_ism_delta_gain"].values
+            for pc, c in [(1 << 20, None), (37, 5)]]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5, atol=1e-6)
+    ds = read_genome(path)
+    with pytest.raises(ValueError, match="reductions .* must be distinct names from"):
+        genome_ism(ds, spec, input_length=W, bin_size=4, crop=8, reductions=["peak"])
+    with pytest.raises(ValueError, match="only apply to profile models: pass bin_size="):
+        genome_ism(ds, spec, input_length=W, reductions=["total"])
+    with pytest.raises(ValueError, match="needs crop == crop_right"):
+        genome_ism(ds, spec, input_length=W, bin_size=4, crop=8, crop_right=4, strand="-")
+    with pytest.raises(ValueError, match="strand 'x' is not one of"):
+        genome_sweep(ds, SPEC, input_length=W, strand="x")
+    from interpretome.engine.models import ModelOutputError
+
+    with pytest.raises(ModelOutputError, match="pass bin_size="):  # a profile model read as scalar
+        genome_ism(ds, spec, input_length=W, regions=["chr2:1-3"]).compute()
+
+
+def test_genome_ism__sel_position_is_the_edited_genome_base(genome):
+    """Off-by-one check: ``.sel(contig=, position=p)`` is the effect of editing base p (0-based) of the FASTA."""
+    path, codes = genome
+    ds = read_genome(path, position_chunk=64)
+    res = genome_ism(ds, SPEC, input_length=W, regions=["chr1:101-120"], merge=False).compute()  # 1-based, inclusive
+    assert res.attrs["position_origin"] == "genome" and list(res["position"].values) == list(range(100, 120))
+    rt = get_runtime(SPEC)
+    seq = codes["chr1"]
+    for p in (100, 111, 119):
+        cs = _ctx_start(p, len(seq), 1, 1)
+        ctx = seq[cs:cs + W]
+        edited = np.repeat(ctx[None], 4, axis=0)
+        edited[np.arange(4), p - cs] = np.arange(4)
+        want = rt.predict(edited) - rt.predict(ctx[None])
+        got = res["genome_ism_delta"].sel(contig="chr1:101-120", position=p).values
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert got[seq[p]].tolist() == [0.0, 0.0]  # the reference base
+    whole = genome_ism(ds, SPEC, input_length=W, regions=["chr2"], merge=False)
+    assert whole["position"].values[0] == 0 and whole.sel(contig="chr2", position=149)["genome_ism_delta"].shape == (4, 2)
+    # regions with different starts: offsets along position, genome coordinates in genome_position
+    two = genome_ism(ds, SPEC, input_length=W, regions=["chr1:101-110", "chr2:21-25"], merge=False)
+    assert two.attrs["position_origin"] == "region_start"
+    np.testing.assert_array_equal(two["genome_position"].values, [np.arange(100, 110), np.arange(20, 30)])
+    # ... and genome_view selects them by contig name and genome position
+    from interpretome import genome_view
+
+    view = genome_view(two).compute()
+    assert view.sizes["site"] == 15 and list(view["position"].sel(contig="chr2").values) == list(range(20, 25))
+    np.testing.assert_array_equal(view["genome_ism_delta"].sel(contig="chr1", position=105).values,
+                                  res["genome_ism_delta"].sel(contig="chr1:101-120", position=105).values)
+
+
+def test_cli__profile_genome_ism_both_strands(genome, client2, tmp_path):
+    from interpretome.cli import main
+    from interpretome.storage.store import group_info, open_group
+
+    path, _ = genome
+    store = str(tmp_path / "p.zarr")
+    model = ["--model", "interpretome.datasets:profile_cnn", "--model-kwargs",
+             '{"channels": 8, "outputs": 2, "crop": 8, "bin_size": 4}', "--targets", "p,q",
+             "--scheduler", client2.scheduler.address]
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr2:1-10",
+                 "--bin-size", "4", "--crop", "8", "--reduction", "total", "--reduction", "delta_score",
+                 "--delta-distance", "9", "--strand", "both", *model]) == 0
+    got = open_group(store, "genome_ism")
+    want = genome_ism(read_genome(path), _profile_spec(8, 4), input_length=W, regions=["chr2:1-10"], bin_size=4,
+                      crop=8, reductions=["total", "delta_score"], delta_distance=9, strand="both", merge=False)
+    assert sorted(got.data_vars) == ["genome_ism_delta_gain", "genome_ism_delta_loss", "genome_ism_profile_total",
+                                     "genome_ism_reference"]
+    for v in got.data_vars:
+        np.testing.assert_allclose(got[v].values, want[v].values, rtol=1e-5, atol=1e-6)
+    assert got["genome_ism_delta_gain"].dims == ("contig", "position", "base", "target", "strand")
+    assert group_info(store, "genome_ism")["params"]["pad"] is None and got.attrs["pad"] == "N"
+
+
+def test_cli__render_region_is_one_based_inclusive(genome, client2, tmp_path, monkeypatch):
+    from interpretome.cli import main
+    from interpretome.jobs import stores
+
+    path, _ = genome
+    store = str(tmp_path / "r.zarr")
+    model = ["--model", "interpretome.datasets:reference_cnn", "--model-kwargs", '{"channels": 8, "outputs": 2}',
+             "--targets", "a,b", "--scheduler", client2.scheduler.address]
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr1:11-30", *model]) == 0
+    seen = {}
+    monkeypatch.setattr(stores, "render_store", lambda store, out, **kw: seen.update(kw) or [])
+    assert main(["render", store, "--region", "chr1:15-20"]) == 0
+    assert (seen["start"], seen["end"]) == (14, 20)  # 0-based start, exclusive end
+    assert main(["render", store, "--region", "chr1:15-20", "--start", "3"]) == 2
+
+
+def test_genome_ism__scalar_minus_strand_is_reverse_complement_by_hand(genome):
+    """strand='-' for a scalar model: the edited window reverse-complemented by hand, then predicted."""
+    path, codes = genome
+    res = genome_ism(read_genome(path), SPEC, input_length=W, regions=["chr2:1-8", "chr2:141-150"], strand="both",
+                     merge=False).compute()
+    assert res["genome_ism_delta"].dims == ("contig", "position", "base", "target", "strand")
+    rt = get_runtime(SPEC)
+    seq = codes["chr2"]
+    rc = lambda c: np.where(c < 4, 3 - c, 4).astype(np.uint8)[..., ::-1]  # noqa: E731
+    for i, (s0, s1) in enumerate([(0, 8), (140, 150)]):
+        for p in range(s0, s1):
+            cs = _ctx_start(p, len(seq), 1, 1)  # scalar models: pad='none' by default, contexts shift inward
+            edited = np.repeat(seq[cs:cs + W][None], 4, axis=0)
+            edited[np.arange(4), p - cs] = np.arange(4)
+            ref = rt.predict(np.ascontiguousarray(rc(seq[cs:cs + W][None])))
+            want = rt.predict(np.ascontiguousarray(rc(edited))) - ref
+            got = res["genome_ism_delta"].isel(contig=i).sel(position=p - s0 + res["position"].values[0],
+                                                              strand="-").values
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cli__profile_model_without_bin_size_refused_before_a_cluster(genome, tmp_path, capsys):
+    """A profile model run as scalar (or with a wrong crop) exits 2 naming the fix; no cluster is started."""
+    from interpretome.cli import main
+
+    path, _ = genome
+    model = ["--model", "interpretome.datasets:profile_cnn", "--model-kwargs",
+             '{"channels": 8, "outputs": 2, "crop": 8, "bin_size": 4}', "--targets", "p,q"]
+    store = str(tmp_path / "x.zarr")
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr2:1-5", *model]) == 2
+    assert "no --bin-size was given: pass --bin-size" in capsys.readouterr().err
+    assert main(["genome-sweep", str(path), "-o", store, "--input-length", str(W), "--region", "chr2:1-5",
+                 "--bin-size", "4", "--crop", "4", *model]) == 2
+    assert "expects a profile model output (N, T, 13)" in capsys.readouterr().err
+    assert main(["tiles", str(path), "-o", store, "--window", "96", "--region", "chr2", *model]) == 2
+    assert "no --bin-size was given: pass --bin-size" in capsys.readouterr().err

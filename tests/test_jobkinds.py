@@ -115,8 +115,14 @@ def test_kinds__tiles_genome_sweep_genome_ism_call_their_runners():
     assert run.call_args.kwargs["windows"] == [5] and run.call_args.kwargs["regions"] is None
     with mock.patch("interpretome.jobs.genome.run_genome_ism", autospec=True) as run:
         _call("genome_ism", fasta="g.fa", model=spec, store="s.zarr", group="gi", input_length=200,
-              regions=["chrI:101-200"])
-    assert run.call_args.kwargs["input_length"] == 200
+              regions=["chrI:101-200"], bin_size=1, crop=16, reductions=["delta_score"], delta_distance=20,
+              strand="both", pad="N")
+    kw = run.call_args.kwargs
+    assert kw["input_length"] == 200 and kw["bin_size"] == 1 and kw["reductions"] == ["delta_score"]
+    assert (kw["delta_distance"], kw["strand"], kw["pad"]) == (20, "both", "N")
+    params = {p.name for p in JOB_KINDS["genome_ism"].params} & {p.name for p in JOB_KINDS["genome_sweep"].params}
+    assert {"bin_size", "crop", "crop_right", "reductions", "delta_distance", "strand", "pad"} <= params
+    assert "pad" in {p.name for p in JOB_KINDS["tiles"].params}
 
 
 def test_kinds__attribute_calls_run_attribute(tmp_path):

@@ -4,7 +4,7 @@ Layers, bottom up: ``storage`` (where results live) <- ``engine`` (where work ru
 (what is computed); ``viz`` (how results are seen) sits on ``storage`` only; ``jobs`` and ``cli``
 on top. ``interpretome.errors`` and ``interpretome.version`` are neutral: every layer may import
 them; the package root (``interpretome/__init__.py``, the public API, which imports every layer)
-and the top-level helpers (``datasets``, ``pbmc``) are for jobs, cli and users only. Every import
+and the top-level helpers (``datasets``, ``pbmc``, ``zoo``) are for jobs, cli and users only. Every import
 counts — module level or inside a function — because a lazy import is still a dependency.
 """
 
@@ -20,7 +20,7 @@ import interpretome
 ROOT = Path(interpretome.__file__).parent
 PKG = "interpretome"
 
-TOP = {f"{PKG}.jobs", f"{PKG}.cli", f"{PKG}.datasets", f"{PKG}.pbmc", f"{PKG}.__main__", PKG}
+TOP = {f"{PKG}.jobs", f"{PKG}.cli", f"{PKG}.datasets", f"{PKG}.pbmc", f"{PKG}.zoo", f"{PKG}.__main__", PKG}
 FORBIDDEN = {
     "storage": {f"{PKG}.engine", f"{PKG}.tasks", f"{PKG}.viz"} | TOP,
     "engine": {f"{PKG}.tasks", f"{PKG}.viz"} | TOP,

@@ -62,7 +62,7 @@ def _loop_scalar(seq: str, window: int, stride: int, strand: str) -> np.ndarray:
             w = seq[s:s + window]
             f = model(_onehot(w)[None])[0].numpy()
             r = model(_onehot(_rc(w))[None])[0].numpy()
-            out.append({"+": f, "-": r, "both": (f + r) / 2}[strand])
+            out.append({"+": f, "-": r, "mean": (f + r) / 2, "both": np.stack([f, r], axis=-1)}[strand])
     return np.array(out)
 
 
@@ -75,20 +75,20 @@ def _loop_profile(seq: str, window: int, stride: int, strand: str, bin_size=4, c
         starts.append(tail)
     n_out = (window - 2 * crop) // bin_size
     n_bins = starts[-1] // bin_size + n_out
-    sums, counts = np.zeros((n_bins, 2)), np.zeros(n_bins)
+    sums, counts = np.zeros((n_bins, 2) + ((2,) if strand == "both" else ())), np.zeros(n_bins)
     with torch.no_grad():
         for s in starts:
             w = seq[s:s + window]
             f = model(_onehot(w)[None])[0].numpy()
             r = model(_onehot(_rc(w))[None])[0].numpy()[:, ::-1]
-            p = {"+": f, "-": r, "both": (f + r) / 2}[strand]
+            p = {"+": f, "-": r, "mean": (f + r) / 2, "both": np.stack([f, r], axis=-1)}[strand]
             for k in range(n_out):
                 sums[s // bin_size + k] += p[:, k]
                 counts[s // bin_size + k] += 1
-    return sums / counts[:, None]
+    return sums / counts.reshape((-1,) + (1,) * (sums.ndim - 1))
 
 
-@pytest.mark.parametrize("strand", ["+", "-", "both"])
+@pytest.mark.parametrize("strand", ["+", "-", "mean", "both"])
 def test_predict_tiles__scalar_equals_plain_loop(genome, strand):
     path, seqs = genome
     ds = read_genome(path, position_chunk=97)
@@ -102,16 +102,46 @@ def test_predict_tiles__scalar_equals_plain_loop(genome, strand):
         assert (res["track_coverage"].values[i, :len(want)] == 1).all()
 
 
-@pytest.mark.parametrize("strand", ["+", "-", "both"])
+@pytest.mark.parametrize("strand", ["+", "-", "mean", "both"])
 def test_predict_tiles__profile_equals_plain_loop(genome, strand):
     path, seqs = genome
     ds = read_genome(path, position_chunk=64)
-    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand=strand, merge=False).compute()
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand=strand, pad="none",
+                        merge=False).compute()
     for i, seq in enumerate(seqs.values()):
         want = _loop_profile(seq, 96, 40, strand)
         got = res["track_prediction"].values[i]
         np.testing.assert_allclose(got[:len(want)], want, rtol=1e-5, atol=1e-6)
         assert np.isnan(got[len(want):]).all()
+
+
+@pytest.mark.parametrize("strand", ["+", "both"])
+def test_predict_tiles__padded_profile_covers_every_base(genome, tmp_path, strand):
+    """pad='N' (the profile default): the contig is padded with N and every base gets a prediction."""
+    path, seqs = genome
+    ds = read_genome(path, position_chunk=64)
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand=strand, merge=False).compute()
+    assert res.attrs["track_pad"] == "N"
+    for i, (name, seq) in enumerate(seqs.items()):
+        padded = "N" * 8 + seq + "N" * (8 + (-len(seq)) % 4)  # a padded direct forward: N past both ends
+        want = _loop_profile(padded, 96, 40, strand)
+        n = -(-len(seq) // 4)
+        got = res["track_prediction"].values[i]
+        assert len(want) == n and (res["track_coverage"].values[i, :n] > 0).all()
+        np.testing.assert_allclose(got[:n], want, rtol=1e-5, atol=1e-6)
+        assert np.isnan(got[n:]).all()
+        bins = track_bins(res, i)
+        assert bins["start"][0] == 0 and bins["end"][-1] >= len(seq) > bins["end"][-1] - 4
+        np.testing.assert_array_equal(res["genome_position"].values[i, :n], np.arange(n) * 4 + 2)
+    sub = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, regions=["chr1:101-300"],
+                        merge=False).compute()  # inside a contig the padding is the real flanking sequence
+    np.testing.assert_allclose(sub["track_prediction"].values[0, :50],
+                               _loop_profile(seqs["chr1"][92:308], 96, 40, "+"), rtol=1e-5, atol=1e-6)
+    bg = export_bedgraph(res if strand == "+" else res.sel(strand="+"), tmp_path / "p.bedgraph")
+    last = [ln.split("\t") for ln in bg.read_text().splitlines() if ln.startswith("chrM")][-1]
+    assert last[2] == str(LENGTHS["chrM"])  # clipped to the contig end
+    with pytest.raises(ValueError, match="pad='N' applies to profile models"):
+        predict_tiles(ds, SCALAR, window=100, pad="N")
 
 
 def test_predict_tiles__identical_under_chunkings(genome):
@@ -121,7 +151,7 @@ def test_predict_tiles__identical_under_chunkings(genome):
     of another size (1 ulp of float32); the stitching adds nothing to that.
     """
     path, _ = genome
-    for spec, kw in [(PROFILE, dict(window=96, stride=40, bin_size=4, crop=8, strand="both")),
+    for spec, kw in [(PROFILE, dict(window=96, stride=40, bin_size=4, crop=8, strand="mean")),
                      (SCALAR, dict(window=100, stride=30))]:
         runs = {}
         for bs in (1, 16):
@@ -149,7 +179,7 @@ def test_predict_tiles__tail_covered(genome):
         assert s[0] == 0 and e[-1] == len(seq) and (s[1:] == e[:-1]).all() and ((s <= c) & (c < e)).all()
         np.testing.assert_array_equal(c, starts + 50)
     # profile: every base from the crop to the last full bin before the crop at the end is predicted
-    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, merge=False).compute()
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, pad="none", merge=False).compute()
     geom = TrackGeometry.from_attrs(res.attrs)
     for i, seq in enumerate(seqs.values()):
         n = geom.n_bins(len(seq))
@@ -168,6 +198,10 @@ def test_predict_tiles__regions_match_slices(genome):
     bins = track_bins(res, 0)  # genome coordinates of the first region's bins
     assert bins["contig"] == "chr1" and bins["start"][0] == 200 and bins["end"][-1] == 700
     np.testing.assert_array_equal(bins["centre"][:3], [250, 275, 300])
+    n0 = len(bins["centre"])  # the bin axis carries genome positions (bin centres), -1 past a row's bins
+    np.testing.assert_array_equal(res["genome_position"].values[0, :n0], bins["centre"])
+    assert (res["genome_position"].values[0, n0:] == -1).all()
+    np.testing.assert_array_equal(res["genome_position"].values[1, :3], [17 + 50, 17 + 75, 17 + 100])
     want = _loop_scalar(seqs["chr1"][200:700], 100, 25, "+")
     np.testing.assert_allclose(res["track_prediction"].values[0, :len(want)], want, rtol=1e-5, atol=1e-6)
 
@@ -179,8 +213,36 @@ def test_predict_tiles__lazy(genome):
     res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand="both")
     pyr = track_pyramid(res)
     assert isinstance(res["track_prediction"].data, da.Array) and isinstance(res["track_coverage"].data, da.Array)
-    assert isinstance(pyr["track_pyramid_min"].data, da.Array)
+    assert isinstance(pyr["track_min_l1"].data, da.Array) and isinstance(pyr["genome_position_l1"].data, da.Array)
     assert "sequence_code" in res  # merged into the input by default
+
+
+def test_predict_tiles__both_strands_pyramid_and_export(genome, tmp_path):
+    """strand='both' keeps a trailing strand dim through the pyramid; exports and figures pick one strand."""
+    from interpretome.viz.tracks_long import track_points
+
+    path, seqs = genome
+    ds = read_genome(path, position_chunk=100)
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand="both", merge=False).compute()
+    assert res["track_prediction"].dims == ("contig", "bin", "target", "strand")
+    mean = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand="mean", merge=False).compute()
+    np.testing.assert_allclose(res["track_prediction"].mean("strand").values, mean["track_prediction"].values,
+                               rtol=1e-5, atol=1e-6)
+    pyr = pyramid_level(track_pyramid(res, factor=4, min_groups=4).compute(), 1)
+    minus = res["track_prediction"].sel(strand="-").values
+    assert pyr["track_max_l1"].dims == ("contig", "bin_l1", "target", "strand")
+    np.testing.assert_allclose(pyr["track_max_l1"].sel(strand="-").values[0, :3], np.nanmax(
+        minus[0, :12].reshape(3, 4, 2), axis=1), rtol=1e-6)
+    bg = export_bedgraph(res, tmp_path / "m.bedgraph", target="q", strand="-")
+    vals = [float(ln.split("\t")[3]) for ln in bg.read_text().splitlines()[1:]]
+    n1 = TrackGeometry.from_attrs(res.attrs).n_bins(LENGTHS["chr1"])
+    np.testing.assert_allclose(vals[:n1], minus[0, :n1, 1], rtol=1e-5)
+    pts, _ = track_points(res, "chr2", strand="-", start=100, end=140)
+    np.testing.assert_allclose(pts["y"].to_numpy(), minus[1, 25:35, 0], rtol=1e-6)  # N-padded: bin g = [4g, 4g + 4)
+    from interpretome.viz.tracks_long import plot_track
+
+    fig = plot_track(res, "chr2", pyramid=track_pyramid(res, factor=4, min_groups=4), width=200, height=60)
+    assert fig.axes  # a two-strand track draws (its first strand)
 
 
 @pytest.mark.graph
@@ -233,6 +295,11 @@ def test_read_bed__regions_and_errors(tmp_path):
     bed.write_text("track name=x\nchr1\t10\t50\tpeak1\nchr2\t0\t30\n")
     assert read_bed(bed) == [Region("chr1", 10, 50, "peak1"), Region("chr2", 0, 30, None)]
     assert parse_region("chr1:1,001-2,000") == Region("chr1", 1000, 2000)
+    bed12 = tmp_path / "r.bed12"
+    bed12.write_text("chr1\t10\t50\ttx\t0\t+\t10\t50\t0\t2\t5,10\t0,30\n")
+    from interpretome.storage.genome import as_regions
+
+    assert as_regions(str(bed12)) == [Region("chr1", 10, 50, "tx")]
     bad = tmp_path / "bad.bed"
     bad.write_text("chr1\t10\t50\nchr1\tten\t50\n")
     with pytest.raises(InputError, match=r"bad.bed:2: malformed BED line"):
@@ -250,17 +317,84 @@ def test_track_pyramid__levels_equal_direct_reduction(genome):
                     coords={"contig": ["a", "b"], "target": ["x", "y"]})
     pyr = track_pyramid(ds, factor=3, min_groups=5, chunk=50).compute()
     levels = pyr.attrs["pyramid_levels"]
-    assert [lv for lv, _, _ in levels] == [1, 2, 3, 4, 5]
-    for lv, off, n in levels:
+    assert levels == [1, 2, 3, 4, 5]
+    assert "genome_position_l1" not in pyr.coords  # no geometry attrs: no genome coordinate to give
+    for lv in levels:
         g = 3 ** lv
+        n = -(-1000 // g)
+        assert pyr.sizes[f"bin_l{lv}"] == n
         padded = np.concatenate([track, np.full((2, n * g - 1000, 2), np.nan, np.float32)], axis=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN groups
             want_min = np.nanmin(padded.reshape(2, n, g, 2), axis=2)
             want_max = np.nanmax(padded.reshape(2, n, g, 2), axis=2)
         lvl = pyramid_level(pyr, lv)
-        np.testing.assert_array_equal(lvl["track_pyramid_min"].values, want_min)
-        np.testing.assert_array_equal(lvl["track_pyramid_max"].values, want_max)
+        assert set(lvl.data_vars) == {f"track_min_l{lv}", f"track_max_l{lv}"} and set(lvl.dims) == {
+            "contig", f"bin_l{lv}", "target"}  # one level only: no other level's axis
+        np.testing.assert_array_equal(lvl[f"track_min_l{lv}"].values, want_min)
+        np.testing.assert_array_equal(lvl[f"track_max_l{lv}"].values, want_max)
+        np.testing.assert_array_equal(pyr[f"track_min_l{lv}"].values, want_min)  # same variable in the whole pyramid
+    with pytest.raises(ValueError, match="has levels"):
+        pyramid_level(pyr, 6)
+
+
+def _loop_group_centres(starts, centres_of_row, n_rows_bins, g):
+    """Plain loop: each level bin's genome centre per row (midway between its first and last bin centres, floor)."""
+    n_max = max(n_rows_bins)
+    out = np.full((len(starts), -(-n_max // g)), -1, np.int64)
+    for i, nb in enumerate(n_rows_bins):
+        for j in range(-(-nb // g)):
+            first, last = j * g, min(j * g + g, nb) - 1
+            out[i, j] = starts[i] + (centres_of_row(i, first) + centres_of_row(i, last)) // 2
+    return out
+
+
+def test_track_pyramid__levels_carry_genome_positions(genome):
+    """Every level's bins carry the 0-based genome centre; a shared bin axis gives bin_lK to sel by position."""
+    path, seqs = genome
+    ds = read_genome(path, position_chunk=100)
+    # whole contigs, N-padded profile model: bin k = [4k, 4k + 4) in every row, so bin_lK is shared
+    res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, merge=False).compute()
+    assert res["bin"].values[0] == 2  # the track's own shared genome axis (bin centres)
+    pyr = track_pyramid(res, factor=3, min_groups=2, chunk=7)
+    geom = TrackGeometry.from_attrs(res.attrs)
+    lengths = [int(e - s) for s, e in zip(res["region_start"].values, res["region_end"].values)]
+    n_rows = [geom.n_bins(n) for n in lengths]
+    direct = res["track_prediction"].values
+    assert len(pyr.attrs["pyramid_levels"]) >= 3
+    for lv in pyr.attrs["pyramid_levels"]:
+        g = 3 ** lv
+        gp = pyr[f"genome_position_l{lv}"]
+        assert gp.dims == ("contig", f"bin_l{lv}")
+        want = _loop_group_centres([0] * len(lengths), lambda i, b: 4 * b + 2, n_rows, g)
+        np.testing.assert_array_equal(gp.values, want)
+        # bin_lK: the level-bin centres over the full bin axis, as a plain loop over the track's bin coordinate
+        c = res["bin"].values
+        np.testing.assert_array_equal(pyr[f"bin_l{lv}"].values, [
+            (c[j * g] + c[min(j * g + g, len(c)) - 1]) // 2 for j in range(pyr.sizes[f"bin_l{lv}"])])
+        # select by genome position: the level bin holding base p is the direct reduction of its bins
+        p = 123
+        sel = pyr[f"track_max_l{lv}"].sel(contig="chr1").sel({f"bin_l{lv}": p}, method="nearest")
+        j = (p // 4) // g  # bin p // 4 holds base p; level bin j holds that bin
+        assert int(sel[f"bin_l{lv}"]) == int(pyr[f"bin_l{lv}"].values[j])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            np.testing.assert_array_equal(sel.values, np.nanmax(direct[0, j * g:(j + 1) * g], axis=0))
+    # regions with different starts: no shared axis, but each row's centres are still exact
+    regs = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, merge=False,
+                         regions=["chr1:201-700", "chr2:18-300"]).compute()
+    rp = track_pyramid(regs, factor=4, min_groups=2)
+    assert "bin_l1" not in rp.coords
+    rg = TrackGeometry.from_attrs(regs.attrs)
+    starts = [int(s) for s in regs["region_start"].values]
+    rl = [int(e) - s for s, e in zip(starts, regs["region_end"].values)]
+    for lv in rp.attrs["pyramid_levels"]:
+        want = _loop_group_centres(starts, lambda i, b: int(rg.centres(rl[i], [b])[0]), [rg.n_bins(n) for n in rl],
+                                   4 ** lv)
+        np.testing.assert_array_equal(rp[f"genome_position_l{lv}"].values, want)
+    # chr1:201-700, N-padded: bin 0 is bases 200..203, so level-1 bin 0 (bins 0..3, bases 200..215) is centred
+    # midway between the bin centres 202 and 214: base 208 (0-based); level-1 bin 1: 224
+    np.testing.assert_array_equal(rp["genome_position_l1"].values[0, :2], [208, 224])
 
 
 def test_track_points__whole_view_reads_a_pyramid_level(tmp_path):
@@ -275,12 +409,15 @@ def test_track_points__whole_view_reads_a_pyramid_level(tmp_path):
     geom = TrackGeometry(1, 1, 1, 0, 0)
     track = xr.Dataset({"track_prediction": (("contig", "bin", "target"), da.from_array(y[None, :, None], chunks=(1, 8192, 1)))},
                        coords={"contig": ["c"], "contig_name": ("contig", ["c"]), "contig_index": ("contig", [0]),
-                               "region_start": ("contig", [0]), "region_end": ("contig", [n]), "target": ["t"]},
+                               "region_start": ("contig", [0]), "region_end": ("contig", [n]), "target": ["t"],
+                               "bin": np.arange(n)},  # bin k centred on base k
                        attrs=geom.to_attrs())
     write_dataset(track, tmp_path / "s.zarr", "tracks", task="tiled_prediction", params={})
     write_dataset(track_pyramid(open_group(tmp_path / "s.zarr", "tracks")), tmp_path / "s.zarr", "pyr",
                   task="track_pyramid", params={})
     tr, pyr = open_group(tmp_path / "s.zarr", "tracks"), open_group(tmp_path / "s.zarr", "pyr")
+    assert "track_min_l3" in pyr and pyr["bin_l4"].values[0] == (0 + 255) // 2 and pyr["genome_position_l4"].values[0, -1] == (
+        (390 * 256) + (n - 1)) // 2  # bin k centred on base k: the last, partial group's centre
     pts, level = track_points(tr, "c", width=100, pyramid=pyr)
     assert level == 4 and len(pts) == 2 * -(-n // 4 ** 4)  # 391 groups of 256 bins: >= 2 per pixel column
     assert pts["y"].max() == 5.0 and pts["y"].min() == y.min()
@@ -309,8 +446,10 @@ def test_tiles_store_export_and_render__client2(genome, client2, tmp_path):
     track = open_group(store, "tracks")
     np.testing.assert_array_equal(track["track_prediction"].values, local)  # 2 workers == local threads
     pyr = open_group(store, "tracks_pyramid")
-    np.testing.assert_array_equal(pyramid_level(pyr, 1)["track_pyramid_max"].values[0, :2, 0],
+    np.testing.assert_array_equal(pyramid_level(pyr, 1)["track_max_l1"].values[0, :2, 0],
                                   np.nanmax(local[0, :8, 0].reshape(2, 4), axis=1))
+    assert pyr["genome_position_l1"].dims == ("contig", "bin_l1")  # stored with its genome coordinate
+    assert (pyr["genome_position_l1"].values[0, :2] > 0).all()
     bg = export_bedgraph(track, tmp_path / "t.bedgraph.gz", target="b")
     lines = [ln.split("\t") for ln in gzip.open(bg, "rt").read().splitlines()[1:]]
     geom = TrackGeometry.from_attrs(track.attrs)
@@ -369,11 +508,11 @@ def test_cli__tiles_export_and_genome_ism(genome, client2, tmp_path, capsys):
     model = ["--model", "interpretome.datasets:reference_cnn", "--model-kwargs", '{"channels": 8, "outputs": 2}',
              "--targets", "a,b", "--scheduler", client2.scheduler.address]
     assert main(["tiles", str(path), "-o", store, "--window", "100", "--stride", "50", "--region", "chr1:1-600",
-                 "--region", "chr2", "--annotation", str(gtf), "--strand", "both", "--figures",
+                 "--region", "chr2", "--annotation", str(gtf), "--strand", "mean", "--figures",
                  str(tmp_path / "figs"), *model]) == 0
     track = open_group(store, "tracks")
     assert list(track["contig"].values) == ["chr1:1-600", "chr2"]
-    want = _loop_scalar(seqs["chr1"][:600], 100, 50, "both")
+    want = _loop_scalar(seqs["chr1"][:600], 100, 50, "mean")
     np.testing.assert_allclose(track["track_prediction"].values[0, :len(want)], want, rtol=1e-5, atol=1e-6)
     assert main(["export-track", store, "--bedgraph", str(tmp_path / "t.bg"), "--bigwig", str(tmp_path / "t.bw")]) == 0
     assert (tmp_path / "t.bw").stat().st_size > 0 and (tmp_path / "t.bg").read_text().count("\n") > 10

@@ -6,7 +6,8 @@ window) touches. These helpers are that shared machinery:
 
 * ``genome_input`` — codes (one row per chunk), lengths, names, resolved regions and their rows;
 * ``span_keys`` / ``join_span`` — the chunk keys covering ``[p0, p1)`` of one row, and the codes
-  of that span from the chunks' blocks inside a task;
+  of that span from the chunks' blocks inside a task; ``padded_span`` the same, read as N past
+  the contig ends (contexts of N-padded regions);
 * ``apply_kwargs`` — a graph task calling ``func(*args, **kwargs)`` (keys in ``args`` resolved);
 * ``region_coords`` — the per-row coordinates of a region axis;
 * ``graph_token`` — a deterministic dask name token of the parts of a graph (a ``ModelSpec``
@@ -21,7 +22,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from ..storage.genome import Region, resolve_regions
-from ..storage.schema import CONTIG, SEQUENCE, require
+from ..storage.schema import CODE_N, CONTIG, SEQUENCE, require
 from .blocks import require_vars
 from .spec import ModelSpec
 
@@ -64,6 +65,19 @@ def join_span(blocks, c0: int, p0: int, p1: int) -> np.ndarray:
     """Return codes ``[p0, p1)`` from the consecutive row blocks that start at ``c0``."""
     flat = np.concatenate([np.asarray(b).reshape(-1) for b in blocks]) if len(blocks) > 1 else np.asarray(blocks[0]).reshape(-1)
     return np.ascontiguousarray(flat[p0 - c0:p1 - c0])
+
+
+def padded_span(blocks, c0: int, p0: int, p1: int, length: int) -> np.ndarray:
+    """Return codes ``[p0, p1)`` of a contig of ``length`` bp, N (code 4) outside ``[0, length)``.
+
+    ``blocks`` are the consecutive row blocks starting at ``c0`` that cover the part of
+    ``[p0, p1)`` inside the contig.
+    """
+    a, b = max(int(p0), 0), min(int(p1), int(length))
+    core = join_span(blocks, c0, a, b) if b > a else np.zeros(0, np.uint8)
+    if a == p0 and b == p1:
+        return core
+    return np.concatenate([np.full(a - p0, CODE_N, np.uint8), core, np.full(p1 - b, CODE_N, np.uint8)])
 
 
 def apply_kwargs(func, args, kwargs):

@@ -48,7 +48,7 @@ def add_param_argument(parser: argparse.ArgumentParser, param: Param) -> None:
         kw["required"] = param.required
         if tp in _SCALARS and param.parse is None:
             kw["type"] = _SCALARS[tp]
-        if param.choices and not listy:
+        if param.choices and (not listy or param.repeat):  # a repeated flag: each value checked
             kw["choices"] = list(param.choices)
         if listy and param.repeat:
             kw["action"] = "append"

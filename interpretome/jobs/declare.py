@@ -24,7 +24,8 @@ class Param:
     against the job file's folder and checked to exist; a string instead of True is a separator:
     the path is what follows its last occurrence (``"="`` for ``KIND:MODEL:SET=PATH``).
     ``output``: a path written by the step, resolved against the job file's folder. ``step``:
-    names another step's group (the step then runs after that one). ``choices``: allowed values.
+    names another step's group (the step then runs after that one). ``choices``: allowed values
+(of each item, for a list).
 
     Command line: ``cli`` is the flag (``""``: ``--name-with-dashes``; a name without a leading
     dash: a positional argument; None: job files only). A list is comma-separated on the command

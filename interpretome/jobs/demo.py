@@ -17,7 +17,7 @@ from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.readers import write_fasta
 from .attribution import step_attribution
 from .dna import render_ism, render_sweep, run_ism, run_sweep
-from .genome import step_genome
+from .genome import step_genome, step_genome_profile
 from .embedding import step_embedding
 from .coefficients import step_coefficients
 from .report import step_report
@@ -53,7 +53,8 @@ def step_dna(ctx: DemoContext) -> list[Path]:
     return figs
 
 
-DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_embedding, step_coefficients, step_genome, step_attribution,
+DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_embedding, step_coefficients, step_genome,
+                                                          step_genome_profile, step_attribution,
                                                           step_report]  # the report last: it shows every step's figures
 
 

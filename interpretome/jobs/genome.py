@@ -9,14 +9,20 @@ interactive HTML, with gene starts as red lines.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
+from ..engine.models import get_runtime
 from ..storage.annotation import annotation_dataset, genes_from_dataset, read_annotation
 from ..storage.export import export_bedgraph, export_bigwig
-from ..storage.genome import as_regions, read_genome
+from ..storage.genome import TrackGeometry, as_regions, read_genome
+from ..storage.schema import CODE_N
 from ..storage.store import group_info, list_groups, open_group
-from ..tasks.genome_perturb import genome_ism, genome_sweep
-from ..tasks.tiles import STRANDS, predict_tiles, track_pyramid
+from ..tasks.genome_perturb import PADS, REDUCTIONS, genome_ism, genome_sweep, make_readout
+from ..tasks.genome_perturb import STRANDS as PERTURB_STRANDS
+from ..tasks.tiles import STRANDS, check_output, predict_tiles, track_pyramid
 from ..viz.tracks import plot_ism, plot_sweep, save
 from ..viz.tracks_long import plot_track, row_index, track_html
 from . import check_model_on, input_sample, store_result
@@ -26,9 +32,14 @@ from .declare import FIGURES, JobKind, Param, draw_figures
 ZOOM = 40_000
 
 
-def check_window_model(model, ds, regions, length: int) -> str:
+def check_window_model(model, ds, regions, length: int, check=None) -> str:
     """Run ``model`` in-process on one real ``length``-base window of the genome (the first region's
-    start, else the first contig's) and return its digest (``jobs.check_model_on``)."""
+    start, else the first contig's) and return its digest (``jobs.check_model_on``).
+
+    ``check``: called with the model's output on that window (N-padded to ``length``), e.g. a
+    readout's shape check, so that a profile model run as scalar (or with the wrong ``bin_size``
+    / ``crop``) fails here, naming the fix, before any cluster starts.
+    """
     def sample():
         names = [str(n) for n in ds["sequence"].values]
         first = regions[0] if regions else None
@@ -36,7 +47,12 @@ def check_window_model(model, ds, regions, length: int) -> str:
         return input_sample(ds, model.input_kind, row=row, start=first.start if first is not None else 0,
                             length=length)
 
-    return check_model_on(model, sample)
+    digest = check_model_on(model, sample)
+    if check is not None:
+        x = sample()[:1]
+        x = np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=CODE_N)  # a contig shorter than one window
+        check(get_runtime(model).predict(x))
+    return digest
 
 
 def regions_of(regions=None, bed=None) -> list | None:
@@ -48,7 +64,7 @@ def regions_of(regions=None, bed=None) -> list | None:
 
 
 def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bed=None, bin_size=None, crop=0,
-              crop_right=None, strand="+", annotation=None, feature="gene", group="tracks", pyramid=True,
+              crop_right=None, strand="+", pad=None, annotation=None, feature="gene", group="tracks", pyramid=True,
               position_chunk=1 << 20, bin_chunk=None, client=None, overwrite=False, log=print) -> dict:
     """Tile ``model`` along ``fasta`` (or ``regions``, plus those of ``bed``) into ``store/group``
     (+ pyramid, + genes).
@@ -60,11 +76,12 @@ def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bed=Non
     genes = read_annotation(annotation, feature=feature) if annotation else None
     regions = regions_of(regions, bed)
     params = dict(window=window, stride=stride, regions=[r.label for r in regions] if regions else None,
-                  bin_size=bin_size, crop=crop, crop_right=crop_right, strand=strand)
+                  bin_size=bin_size, crop=crop, crop_right=crop_right, strand=strand, pad=pad)
     res = predict_tiles(ds, model, window=window, stride=stride, regions=regions, bin_size=bin_size, crop=crop,
-                        crop_right=crop_right, strand=strand, bin_chunk=bin_chunk, merge=False)
+                        crop_right=crop_right, strand=strand, pad=pad, bin_chunk=bin_chunk, merge=False)
     res.attrs["genome_contigs"] = [[str(n), int(x)] for n, x in zip(ds["sequence"].values, ds["sequence_length"].values)]
-    digest = check_window_model(model, ds, regions, window)
+    digest = check_window_model(model, ds, regions, window,
+                                check=lambda o: check_output(o, TrackGeometry.from_attrs(res.attrs)))
     reports = {}
     if genes is not None:
         known = set(map(str, ds["sequence"].values))
@@ -127,16 +144,19 @@ def _run_genome_task(task_fn, kind, fasta, model, store, *, input_length, region
     params = dict(input_length=input_length, regions=[r.label for r in regions] if regions else None,
                   **kind.task_params(params))
     res = task_fn(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
+    readout = make_readout(input_length, params["bin_size"], params["crop"], params["crop_right"],
+                           params["reductions"], params["delta_distance"], params["strand"])
     return store_result(res, store, group, task=kind.name, params=params, model=model, inputs=[fasta],
-                        model_digest=check_window_model(model, ds, regions, input_length), client=client,
-                        overwrite=overwrite, log=log)
+                        model_digest=check_window_model(model, ds, regions, input_length, check=readout.check),
+                        client=client, overwrite=overwrite, log=log)
 
 
 def run_genome_sweep(fasta, model, store, *, input_length, regions=None, bed=None, group="genome_sweep",
                      position_chunk=None, client=None, overwrite=False, log=print, **params):
     """Sweep ``model`` along ``fasta`` (or ``regions``) into ``store/group``; return the WriteReport.
 
-    ``params``: the task parameters of ``GENOME_SWEEP`` (windows, stride, replicates, ...).
+    ``params``: the task parameters of ``GENOME_SWEEP`` (windows, stride, replicates, ..., and the
+    profile / strand / padding options ``bin_size`` ... ``pad`` of ``tasks.genome_perturb.genome_sweep``).
     """
     return _run_genome_task(genome_sweep, GENOME_SWEEP, fasta, model, store, input_length=input_length,
                             regions=regions, bed=bed, group=group, position_chunk=position_chunk, client=client,
@@ -145,29 +165,45 @@ def run_genome_sweep(fasta, model, store, *, input_length, regions=None, bed=Non
 
 def run_genome_ism(fasta, model, store, *, input_length, regions=None, bed=None, group="genome_ism",
                    position_chunk=None, client=None, overwrite=False, log=print, **params):
-    """Saturation mutagenesis of ``model`` along ``regions`` of ``fasta`` into ``store/group``."""
+    """Saturation mutagenesis of ``model`` along ``regions`` of ``fasta`` into ``store/group``.
+
+    ``params``: the task parameters of ``GENOME_ISM`` (``context_step`` and ``bin_size`` ... ``pad``
+    as in ``tasks.genome_perturb.genome_ism``).
+    """
     return _run_genome_task(genome_ism, GENOME_ISM, fasta, model, store, input_length=input_length,
                             regions=regions, bed=bed, group=group, position_chunk=position_chunk, client=client,
                             overwrite=overwrite, log=log, params=params)
 
 
 def _as_sequences(ds, names):
-    ds = ds.rename({"contig": "sequence", **{k: v for k, v in names.items() if k in ds.variables}})
-    return ds
+    """Return a genome perturbation result shaped for the foundation's figures (rows as ``sequence``).
+
+    ``names`` maps the first stored variable found to the name the figure reads; a ``strand`` dim
+    is read on ``+``.
+    """
+    if "strand" in ds.dims:
+        ds = ds.sel(strand="+")
+    for old, new in names.items():
+        if old in ds.variables:
+            return ds.rename({"contig": "sequence", old: new})
+    raise ValueError(f"the group holds none of {list(names)}")
 
 
 def render_genome_sweep(store, group, out_dir, *, sequences=None, markers=None, **_):
     """Draw the sweep of each region (default: the first 4) with the foundation's sweep figure."""
-    ds = _as_sequences(open_group(store, group), {"genome_sweep_delta_mean": "sweep_delta_mean",
-                                                  "genome_sweep_delta_std": "sweep_delta_std"})
+    ds = open_group(store, group)
+    value = next(n.removeprefix("genome_sweep_").removesuffix("_mean") for n in ds.data_vars if n.endswith("_mean"))
+    ds = _as_sequences(ds, {f"genome_sweep_{value}_mean": "sweep_delta_mean"}).rename(
+        {f"genome_sweep_{value}_std": "sweep_delta_std"})
     picks = sequences or [str(s) for s in ds["sequence"].values[:4]]
     return [save(plot_sweep(ds, s, markers=markers), Path(out_dir) / f"{group}_{str(s).replace(':', '_')}.png")
             for s in picks]
 
 
 def render_genome_ism(store, group, out_dir, *, sequences=None, start=None, end=None, **_):
-    """Draw the ISM heatmap of each region (default: the first 4)."""
-    ds = _as_sequences(open_group(store, group), {"genome_ism_delta": "ism_delta"})
+    """Draw the ISM heatmap of each region (default: the first 4; a profile model's total, else at_edit, else gain)."""
+    ds = _as_sequences(open_group(store, group), {f"genome_ism_{v}": "ism_delta" for v in
+                                                  ("delta", "profile_total", "profile_at_edit", "delta_gain")})
     picks = sequences or [str(s) for s in ds["sequence"].values[:4]]
     return [save(plot_ism(ds, s, start=start, end=end), Path(out_dir) / f"{group}_{str(s).replace(':', '_')}.png")
             for s in picks]
@@ -208,6 +244,27 @@ REGIONS = (
 )
 CONTEXT_STEP = Param("context_step", "int", 1, task=True, doc="positions sharing one context window")
 POSITIONS = Param("position_chunk", "int", None, doc="positions per task")
+PROFILE = (
+    Param("bin_size", "int", None, doc="profile models: bases per output bin"),
+    Param("crop", "int", 0, doc="profile models: bases cropped at the window start"),
+    Param("crop_right", "int", None, doc="profile models: bases cropped at the end (default --crop)"),
+)
+"""A profile model's output geometry, declared once for ``tiles`` (``run_tiles`` keywords) and the
+genome perturbations (there forwarded to the task: ``task=True``)."""
+PERTURB_OPTIONS = (
+    *(replace(p, task=True) for p in PROFILE),
+    Param("reductions", "list[str]", None, task=True, cli="--reduction", repeat=True, choices=REDUCTIONS,
+          doc="profile models: what to store of each edit, repeatable (default all): at_edit = change at the bin "
+              "covering the edit, total = change of the summed profile, delta_score = SpliceAI max gain and max "
+              "loss within --delta-distance"),
+    Param("delta_distance", "int", 50, task=True, doc="bases either side of the edit for delta_score"),
+    Param("strand", "str", "+", task=True, choices=PERTURB_STRANDS,
+          doc="forward, reverse complement (outputs flipped back), or both (a strand dimension)"),
+    Param("pad", "str", None, task=True, choices=PADS,
+          doc="contig ends: N = pad with N so every base has a centred context (default for profile models), "
+              "none = shift the context inward (default for scalar models)"),
+)
+"""The profile-model, strand and padding options of ``genome_sweep`` / ``genome_ism``."""
 
 TILES = JobKind(
     "tiles", run_tiles, group="tracks", finish=draw_figures(render_tiles),
@@ -216,11 +273,15 @@ TILES = JobKind(
         Param("window", "int", required=True, doc="model input length (bp)"),
         Param("stride", "int", None, doc="step between windows (default window/2)"),
         *REGIONS,
-        Param("bin_size", "int", None, doc="profile models: bases per output bin"),
-        Param("crop", "int", 0, doc="profile models: bases cropped at the window start"),
-        Param("crop_right", "int", None, doc="profile models: bases cropped at the end (default crop)"),
-        Param("strand", "str", "+", choices=tuple(STRANDS), doc="forward, reverse complement, or their mean"),
-        Param("annotation", "str", None, file=True, doc="GTF / GFF3 / BED of genes: starts stored and drawn"),
+        *PROFILE,
+        Param("strand", "str", "+", choices=tuple(STRANDS),
+              doc="forward, reverse complement, both (a strand dimension) or mean (their average: halves a "
+                  "stranded model's scores)"),
+        Param("pad", "str", None, choices=PADS,
+              doc="profile models: N = pad the regions with N so every base gets a prediction (default with "
+                  "--crop), none = leave the cropped ends unpredicted"),
+        Param("annotation", "str", None, file=True,
+              doc="GTF / GFF3 / BED / BED12 of genes (format told by content): starts stored and drawn"),
         Param("feature", "str", "gene", doc="annotation feature type to keep"),
         Param("pyramid", "bool", True, doc="also store the min/max pyramid"),
         Param("position_chunk", "int", 1 << 20, doc="bases per task"),
@@ -231,13 +292,13 @@ TILES = JobKind(
 GENOME_SWEEP = JobKind(
     "genome_sweep", run_genome_sweep, group="genome_sweep",
     doc="perturbation sweep along contigs/regions, in genomic context", params=(
-        GENOME, INPUT_LENGTH, *REGIONS, *SWEEP_PARAMS, CONTEXT_STEP, POSITIONS,
+        GENOME, INPUT_LENGTH, *REGIONS, *SWEEP_PARAMS, CONTEXT_STEP, *PERTURB_OPTIONS, POSITIONS,
     ))
 
 GENOME_ISM = JobKind(
     "genome_ism", run_genome_ism, group="genome_ism",
     doc="saturation mutagenesis along regions, in genomic context", params=(
-        GENOME, INPUT_LENGTH, *REGIONS, CONTEXT_STEP, POSITIONS,
+        GENOME, INPUT_LENGTH, *REGIONS, CONTEXT_STEP, *PERTURB_OPTIONS, POSITIONS,
     ))
 
 KINDS = (TILES, GENOME_SWEEP, GENOME_ISM)
@@ -254,10 +315,37 @@ def step_genome(ctx) -> list[Path]:
     from ..datasets import data_path, demo_model_spec
 
     fasta, gtf = data_path("yeast_chrI.fna.gz"), data_path("yeast_chrI.gtf.gz")
-    run_tiles(fasta, demo_model_spec(batch_size=256), ctx.store, window=200, stride=50, strand="both",
+    run_tiles(fasta, demo_model_spec(batch_size=256), ctx.store, window=200, stride=50, strand="mean",
               annotation=gtf, group="yeast_chrI", bin_chunk=1200, client=ctx.client, overwrite=ctx.overwrite,
               log=ctx.log)
     out = Path(ctx.out) / "figures"
     figs = render_tiles(ctx.store, "yeast_chrI", out, start=130_000, end=170_000)
     figs.append(export_bedgraph(open_group(ctx.store, "yeast_chrI"), out / "yeast_chrI_promoter.bedgraph.gz"))
     return figs
+
+
+DEMO_TATA = 129_169  # 0-based start of a TATAAA box 100 bp upstream of DEP1 on yeast chrI (NC_001133.9)
+
+
+def step_genome_profile(ctx) -> list[Path]:
+    """Demo: profile-model ISM on yeast chromosome I, the zoo's BPNet-like model planted with TATAAA.
+
+    Every base of the 100 bp ``NC_001133.9:129120-129219`` (1-based) upstream of DEP1 is mutated in
+    its 96 bp genomic context; each edit's profile change is reduced on the workers to the change
+    at the edited base and to the summed profile (``genome_ism_profile_at_edit`` / ``_total``).
+    The TATAAA box at ``DEMO_TATA`` tops the ISM. A few seconds.
+    """
+    from ..datasets import data_path
+    from ..zoo import zoo_spec
+
+    fasta = data_path("yeast_chrI.fna.gz")
+    run_genome_ism(fasta, zoo_spec("bpnet_like", motif="TATAAA", crop=16, options={"batch_size": 64}), ctx.store,
+                   input_length=96, regions=["NC_001133.9:129120-129219"], group="yeast_tata_ism", bin_size=1,
+                   crop=16, reductions=["at_edit", "total"], client=ctx.client, overwrite=ctx.overwrite, log=ctx.log)
+    res = open_group(ctx.store, "yeast_tata_ism")
+    loss = -res["genome_ism_profile_total"].isel(contig=0, target=0).min("base")
+    top = sorted(int(p) for p in loss["position"].values[np.argsort(-loss.values)[:6]])
+    ctx.log(f"profile ISM: the 6 bases whose edits lower the profile most: {top} (TATAAA planted in the model, "
+            f"found in the genome at {DEMO_TATA}-{DEMO_TATA + 5})")
+    return render_genome_ism(ctx.store, "yeast_tata_ism", Path(ctx.out) / "figures", start=DEMO_TATA - 30,
+                             end=DEMO_TATA + 36)

@@ -68,8 +68,18 @@ def _verify_cmd(args) -> int:
 
 def _render_cmd(args) -> int:
     out = args.out or str(Path(args.store).with_suffix("")) + "_figures"
+    start, end = args.start, args.end
+    if args.region:
+        from ..storage.genome import parse_region
+
+        if start is not None or end is not None:
+            raise ValueError("give either --region or --start/--end, not both")
+        r = parse_region(args.region)
+        if r.end is None:
+            raise ValueError(f"--region {args.region!r} needs start-end (1-based, inclusive), e.g. chrI:1001-2000")
+        start, end = r.start, r.end
     paths = render_store(args.store, out, groups=args.group, sequences=args.sequence,
-                         markers=parse_markers(args.marker), start=args.start, end=args.end)
+                         markers=parse_markers(args.marker), start=start, end=end)
     for p in paths:
         print(p)
     return 0
@@ -88,6 +98,12 @@ def register(sub) -> None:
     p.add_argument("store")
     p.add_argument("-o", "--out", default=None, help="output folder (default STORE_figures)")
     add_selection_arguments(p)
-    p.add_argument("--start", type=int, default=None, help="first position of a zoomed region")
-    p.add_argument("--end", type=int, default=None, help="end of a zoomed region")
+    p.add_argument("--start", type=int, default=None,
+                   help="first position of a zoomed view, as the stored position coordinate (0-based; genome "
+                        "results: the 0-based genome position, i.e. 1-based start - 1)")
+    p.add_argument("--end", type=int, default=None,
+                   help="end of a zoomed view, exclusive (0-based; equals the 1-based inclusive end)")
+    p.add_argument("--region", default=None,
+                   help="genome results: zoom to contig:start-end (1-based, inclusive, as everywhere on the command "
+                        "line); the view's bounds only, the rows drawn are chosen by --sequence")
     p.set_defaults(func=_render_cmd)

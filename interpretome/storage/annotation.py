@@ -3,13 +3,21 @@
 A small documented parser rather than pyranges: pyranges 0.1.7's ``read_gtf`` stops at the
 shipped NCBI yeast GTF (a quoted attribute value holding ``;``; ``ignore_bad=True`` then fails
 too), and does not name the file and line of a malformed line. Gene rows are checked against
-``pyranges.read_gtf(full=False)`` in the tests. Formats are told by the suffix (``.gtf``, ``.gff``, ``.gff3``, ``.bed``, each
-optionally ``.gz``):
+``pyranges.read_gtf(full=False)`` in the tests. Formats are told by the **content** (gzip by its
+magic bytes; ``##gff-version`` or ``key=value`` attributes: GFF3; ``key "value";`` attributes:
+GTF; 12 columns with block counts, sizes and starts: BED12; else 3+ columns with integer
+coordinates: BED), the suffix (``.gtf``, ``.gff``, ``.gff3``, ``.bed``, ``.bed12``, each
+optionally ``.gz``) only breaking a tie (e.g. a file of comment lines):
 
 * GTF / GFF3: 9 tab-separated columns, 1-based inclusive coordinates; rows whose type (column 3)
   is ``feature`` (default ``gene``) are kept. The name is the ``gene`` / ``gene_name`` / ``Name``
   attribute, else ``gene_id`` / ``ID`` / ``locus_tag``, else ``contig:start-end``.
 * BED: 0-based end-exclusive; column 4 is the name and column 6 the strand when present.
+* BED12 (one transcript per line, its exons as blocks): ``feature="gene"`` gives one row per
+  line (the transcript span); ``feature="exon"`` one row per block (start + blockStart, of
+  blockSize bases), named by the line's name, ids ``name:exonK`` (K = 1, 2, ... in genome
+  order). Blocks must be consistent (count, sizes, starts; the first starts at 0, the last
+  ends at the line's end).
 
 Coordinates are returned 0-based, end exclusive. The gene start (TSS) is strand-aware: ``start``
 on the ``+`` strand (and for unstranded ``.`` rows), ``end - 1`` — the gene's last base, i.e. the
@@ -39,12 +47,58 @@ COLUMNS = ["contig", "start", "end", "strand", "name", "gene_id", "tss"]
 _GTF_ATTR = re.compile(r'\s*([^\s";]+)\s+(?:"([^"]*)"|([^;\s]+))\s*;?')
 
 
+_SUFFIXES = (("gtf", (".gtf",)), ("gff", (".gff", ".gff3")), ("bed12", (".bed12",)), ("bed", (".bed",)))
+
+
+def _sniff_line(line: str) -> str | None:
+    """Return the format one data line looks like ('gtf', 'gff', 'bed12', 'bed'), or None."""
+    f = line.rstrip("\n").split("\t")
+    if len(f) == 9 and f[3].isdigit() and f[4].isdigit():
+        if re.search(r'[^\s";]+\s+"', f[8]) or re.search(r"gene_id\s", f[8]):
+            return "gtf"
+        if "=" in f[8]:
+            return "gff"
+    g = f if len(f) >= 3 else line.split()
+    if len(g) >= 3 and g[1].isdigit() and g[2].isdigit():
+        if len(g) == 12 and g[9].isdigit() and g[10].rstrip(",").replace(",", "").isdigit():
+            return "bed12"
+        return "bed"
+    return None
+
+
 def _format(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz")
-    for fmt, suffixes in (("gtf", (".gtf",)), ("gff", (".gff", ".gff3")), ("bed", (".bed",))):
-        if name.endswith(suffixes):
-            return fmt
-    raise InputError(f"annotation {str(path)!r} has an unknown suffix: name it .gtf, .gff, .gff3 or .bed (optionally .gz)")
+    """Return the annotation format of ``path``, told by its content (module doc)."""
+    fmt = None
+    with open_text(path) as fh:
+        for i, line in enumerate(fh):
+            if line.startswith("##gff-version"):
+                return "gff"
+            if skip_line(line):
+                continue
+            fmt = _sniff_line(line)
+            if fmt is not None or i > 50:
+                break
+    if fmt is None:
+        name = path.name.lower().removesuffix(".gz")
+        fmt = next((f for f, suffixes in _SUFFIXES if name.endswith(suffixes)), None)
+    if fmt is None:
+        raise InputError(f"annotation {str(path)!r} is neither GTF, GFF3, BED nor BED12 by its content and has an "
+                         f"unknown suffix: give a 9-column GTF/GFF3 or a BED file (.gtf, .gff, .gff3, .bed, .bed12)")
+    return fmt
+
+
+def _bed12_exons(f: list[str], start: int, end: int) -> list[tuple[int, int]]:
+    """Return the exon ``(start, end)`` of a BED12 line's blocks (0-based, end exclusive), checked."""
+    n = int(f[9])
+    sizes = [int(x) for x in f[10].rstrip(",").split(",") if x != ""]
+    offs = [int(x) for x in f[11].rstrip(",").split(",") if x != ""]
+    if n < 1 or len(sizes) != n or len(offs) != n:
+        raise ValueError(f"blockCount {n} but {len(sizes)} blockSizes and {len(offs)} blockStarts")
+    exons = [(start + o, start + o + z) for o, z in zip(offs, sizes)]
+    if offs[0] != 0 or exons[-1][1] != end or any(z < 1 for z in sizes) or any(
+            b[0] < a[1] for a, b in zip(exons, exons[1:])):
+        raise ValueError("blocks must start at 0, not overlap, keep order and end at chromEnd")
+    return exons
 
 
 def _gtf_attrs(text: str) -> dict[str, str]:
@@ -74,6 +128,9 @@ def read_annotation(path: str | os.PathLike, *, feature: str = "gene") -> pd.Dat
     if not path.is_file():
         raise InputError(f"annotation file {str(path)!r} does not exist: check the path")
     fmt = _format(path)
+    if fmt == "bed12" and feature not in ("gene", "transcript", "exon"):
+        raise InputError(f"a BED12 annotation gives feature 'gene' (each line's span, also 'transcript') or 'exon' "
+                         f"(its blocks), not {feature!r}")
     rows = []
     types: set[str] = set()
     with open_text(path) as fh:
@@ -82,8 +139,10 @@ def read_annotation(path: str | os.PathLike, *, feature: str = "gene") -> pd.Dat
                 continue
             f = line.rstrip("\n").split("\t")
             try:
-                if fmt == "bed":
+                if fmt in ("bed", "bed12"):
                     f, start, end = parse_bed_line(line)
+                    if fmt == "bed12" and len(f) != 12:
+                        raise ValueError(f"{len(f)} columns, BED12 needs 12")
                     strand = f[5] if len(f) > 5 else "."
                     name = gid = bed_name(f)
                 else:
@@ -98,14 +157,20 @@ def read_annotation(path: str | os.PathLike, *, feature: str = "gene") -> pd.Dat
                     gid = attrs.get("gene_id") or attrs.get("ID") or attrs.get("locus_tag")
                     name = attrs.get("gene") or attrs.get("gene_name") or attrs.get("Name") or gid
                 if start < 0 or end <= start:
-                    raise ValueError(f"start {start + (fmt != 'bed')} and end {end} do not make an interval")
+                    raise ValueError(f"start {start + (fmt not in ('bed', 'bed12'))} and end {end} do not make an interval")
                 if strand not in ("+", "-", "."):
                     raise ValueError(f"strand {strand!r} is not '+', '-' or '.'")
+                spans = [(start, end, gid)]
+                if fmt == "bed12" and feature == "exon":
+                    label = name or f"{f[0]}:{start + 1}-{end}"
+                    spans = [(a, b, f"{label}:exon{k}") for k, (a, b) in enumerate(_bed12_exons(f, start, end), 1)]
+                elif fmt == "bed12":
+                    _bed12_exons(f, start, end)  # checked all the same
             except ValueError as e:
                 raise InputError(f"{path}:{i}: malformed {fmt.upper()} line ({e}): {line.strip()[:100]!r}") from e
-            label = f"{f[0]}:{start + 1}-{end}"
-            rows.append((f[0], start, end, strand, name or gid or label, gid or name or label,
-                         end - 1 if strand == "-" else start))
+            for a, b, sid in spans:
+                label = f"{f[0]}:{a + 1}-{b}"
+                rows.append((f[0], a, b, strand, name or sid or label, sid or name or label, b - 1 if strand == "-" else a))
     if not rows:
         seen = f" (types present: {sorted(types)[:10]})" if types else ""
         raise InputError(f"annotation {str(path)!r} has no {feature!r} rows{seen}: pass feature= one of them")

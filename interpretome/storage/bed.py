@@ -1,6 +1,6 @@
 """BED lines, read in one place (0-based, end exclusive), for regions and for annotations.
 
-``open_text(path)`` opens plain or gzipped text; ``skip_line(line)`` tells blank, ``#``,
+``open_text(path)`` opens plain or gzipped text (told by the magic bytes); ``skip_line(line)`` tells blank, ``#``,
 ``track`` and ``browser`` lines; ``parse_bed_line(line)`` returns ``(fields, start, end)`` or
 raises ``ValueError`` saying what is wrong (callers add the file and line number). Fields are
 tab-separated, or whitespace-separated when a line has fewer than 3 tab-separated ones.
@@ -16,9 +16,11 @@ HEADER_PREFIXES = ("#", "track", "browser")
 
 
 def open_text(path: str | os.PathLike):
-    """Open a plain or ``.gz`` text file for reading (text mode)."""
+    """Open a plain or gzipped text file for reading (text mode); gzip is told by its magic bytes."""
     path = Path(path)
-    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path, "rt")
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt") if gz else open(path, "rt")
 
 
 def skip_line(line: str) -> bool:

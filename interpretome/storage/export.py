@@ -29,13 +29,29 @@ def _track_rows(ds: xr.Dataset):
     names = [str(n) for n in ds["contig_name"].values]
     starts = ds["region_start"].values.astype(np.int64)
     ends = ds["region_end"].values.astype(np.int64)
+    if "region_pad_left" in ds.coords:  # N-padded regions: bins are clipped to the region itself
+        pads = ds["region_pad_left"].values.astype(np.int64), ds["region_pad_right"].values.astype(np.int64)
+    else:
+        pads = np.zeros(len(names), np.int64), np.zeros(len(names), np.int64)
+    lo, hi = starts + pads[0], ends - pads[1]
     index = ds["contig_index"].values.astype(np.int64) if "contig_index" in ds.coords else np.zeros(len(names))
     order = sorted(range(len(names)), key=lambda i: (index[i], names[i], starts[i]))  # FASTA order
     for a, b in zip(order, order[1:]):
-        if names[a] == names[b] and starts[b] < ends[a]:
+        if names[a] == names[b] and lo[b] < hi[a]:
             raise ExportError(f"regions {ds['contig'].values[a]!r} and {ds['contig'].values[b]!r} overlap on "
                               f"{names[a]!r}: export them to separate files (select rows with ds.isel(contig=...))")
-    return geom, names, starts, ends, order
+    return geom, names, starts, ends, order, lo, hi
+
+
+def strand_view(ds: xr.Dataset | None, strand=None) -> xr.Dataset | None:
+    """Return ``ds`` on one strand when it has a ``strand`` dim (``strand`` None: the first, '+')."""
+    if ds is None or "strand" not in ds.dims:
+        return ds
+    names = [str(s) for s in ds["strand"].values]
+    pick = names[0] if strand is None else str(strand)
+    if pick not in names:
+        raise ExportError(f"strand {strand!r} is not in the track (strands: {names})")
+    return ds.sel(strand=pick)
 
 
 def target_index(ds: xr.Dataset, target) -> int:
@@ -50,8 +66,11 @@ def target_index(ds: xr.Dataset, target) -> int:
     return names.index(str(target))
 
 
-def _pieces(ds, geom, row, start, end, t, piece):
-    """Yield ``(starts, ends, values)`` genome intervals of one row, ``piece`` bins at a time, NaN dropped."""
+def _pieces(ds, geom, row, start, end, t, piece, lo, hi):
+    """Yield ``(starts, ends, values)`` genome intervals of one row, ``piece`` bins at a time, NaN dropped.
+
+    Intervals are clipped to ``[lo, hi)`` (the region without its N padding); empty ones are dropped.
+    """
     length = int(end - start)
     n = geom.n_bins(length)
     var = ds["track_prediction"]
@@ -59,16 +78,21 @@ def _pieces(ds, geom, row, start, end, t, piece):
         b1 = min(n, b0 + piece)
         vals = np.asarray(var[row, b0:b1, t].values, np.float64)
         s, e, _ = geom.bin_intervals(length, b0, b1)
-        ok = np.isfinite(vals)
-        yield start + s[ok], start + e[ok], vals[ok]
+        s, e = np.clip(start + s, lo, hi), np.clip(start + e, lo, hi)
+        ok = np.isfinite(vals) & (e > s)
+        yield s[ok], e[ok], vals[ok]
 
 
 def export_bedgraph(ds: xr.Dataset, path: str | os.PathLike, *, target=None, piece: int = 1 << 20,
-                    track_line: bool = True) -> Path:
-    """Write one target of a track as bedGraph and return the path (``.gz`` suffix: gzipped)."""
+                    track_line: bool = True, strand=None) -> Path:
+    """Write one target of a track as bedGraph and return the path (``.gz`` suffix: gzipped).
+
+    ``strand``: which strand of a two-strand track (default the first, '+').
+    """
     import gzip
 
-    geom, names, starts, ends, order = _track_rows(ds)
+    ds = strand_view(ds, strand)
+    geom, names, starts, ends, order, lo, hi = _track_rows(ds)
     t = target_index(ds, target)
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -77,25 +101,26 @@ def export_bedgraph(ds: xr.Dataset, path: str | os.PathLike, *, target=None, pie
             tname = str(ds["target"].values[t]) if "target" in ds.coords else "track"
             fh.write(f'track type=bedGraph name="{tname}"\n')
         for i in order:
-            for s, e, v in _pieces(ds, geom, i, int(starts[i]), int(ends[i]), t, piece):
+            for s, e, v in _pieces(ds, geom, i, int(starts[i]), int(ends[i]), t, piece, lo[i], hi[i]):
                 fh.writelines(f"{names[i]}\t{a}\t{b}\t{x:.6g}\n" for a, b, x in zip(s, e, v))
     return path
 
 
 def export_bigwig(ds: xr.Dataset, path: str | os.PathLike, chrom_sizes: dict[str, int], *, target=None,
-                  piece: int = 1 << 20) -> Path:
+                  piece: int = 1 << 20, strand=None) -> Path:
     """Write one target of a track as bigWig (needs pyBigWig) and return the path.
 
     ``chrom_sizes`` maps every contig to its full length (the bigWig header), e.g.
-    ``storage.readers.fasta_records(fasta)``.
+    ``storage.readers.fasta_records(fasta)``; ``strand`` as in ``export_bedgraph``.
     """
+    ds = strand_view(ds, strand)
     try:
         import pyBigWig
     except ImportError as e:
         raise ExportError("bigWig export needs pyBigWig, which is not importable here "
                           f"({e}): pip install pyBigWig (or interpretome[bigwig]), or export bedGraph "
                           "and convert it with UCSC bedGraphToBigWig") from e
-    geom, names, starts, ends, order = _track_rows(ds)
+    geom, names, starts, ends, order, lo, hi = _track_rows(ds)
     missing = sorted({n for n in names if n not in chrom_sizes})
     if missing:
         raise ExportError(f"chrom_sizes lacks {missing}: pass the lengths of every contig of the track")
@@ -107,7 +132,7 @@ def export_bigwig(ds: xr.Dataset, path: str | os.PathLike, chrom_sizes: dict[str
         header = first + [str(k) for k in chrom_sizes if str(k) not in first]
         bw.addHeader([(k, int(chrom_sizes[k])) for k in header])
         for i in order:
-            for s, e, v in _pieces(ds, geom, i, int(starts[i]), int(ends[i]), t, piece):
+            for s, e, v in _pieces(ds, geom, i, int(starts[i]), int(ends[i]), t, piece, lo[i], hi[i]):
                 if len(s):
                     bw.addEntries([names[i]] * len(s), s.tolist(), ends=e.tolist(), values=v.tolist())
     finally:

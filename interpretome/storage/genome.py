@@ -102,10 +102,15 @@ def read_bed(path: str | os.PathLike) -> list[Region]:
 
 
 def as_regions(regions) -> list[Region]:
-    """Return a list of Regions from Regions, ``chr:start-end`` strings, (contig, start, end) tuples or a BED path."""
+    """Return a list of Regions from Regions, ``chr:start-end`` strings, (contig, start, end) tuples or a BED path.
+
+    A BED path may be BED3+ or BED12 (``.bed``, ``.bed12``, optionally ``.gz``): each line is one
+    region (its whole span).
+    """
     if regions is None:
         return []
-    if isinstance(regions, (str, os.PathLike)) and (str(regions).endswith((".bed", ".bed.gz")) or os.path.isfile(regions)):
+    if isinstance(regions, (str, os.PathLike)) and (
+            str(regions).endswith((".bed", ".bed.gz", ".bed12", ".bed12.gz")) or os.path.isfile(regions)):
         return read_bed(regions)
     if isinstance(regions, (str, Region)):
         regions = [regions]

@@ -47,34 +47,60 @@ FEATURE_I = "feature_i"
 FEATURE_J = "feature_j"
 PAIR = "pair"
 COMPARISON = "comparison"
-PYRAMID_BIN = "pyramid_bin"
+STRAND = "strand"
+SITE = "site"
+MAX_LEVEL = 48
+"""Pyramid levels 1..MAX_LEVEL have their own bin dim and variables (``level_dim``, ``level_vars``)."""
+
+
+def level_dim(level: int) -> str:
+    """Return the bin dim of min/max pyramid level ``level`` (``bin_l3``; ``tasks.tiles.track_pyramid``)."""
+    return f"bin_l{int(level)}"
+
+
+def level_vars(level: int) -> tuple[str, str]:
+    """Return the ``(min, max)`` variable names of pyramid level ``level`` (``track_min_l3``, ``track_max_l3``)."""
+    return f"track_min_l{int(level)}", f"track_max_l{int(level)}"
+
 
 DIMENSIONS = frozenset({SEQUENCE, POSITION, BASE, WINDOW, REPLICATE, TARGET, CONTIG, BIN, SAMPLE, FEATURE, GROUP,
                         ITEM, COMPONENT, FOLD, METRIC, MODEL, CLASS, CHANNEL, HEIGHT, WIDTH, BACKGROUND, FEATURE_I,
-                        FEATURE_J, PAIR, COMPARISON, PYRAMID_BIN})
+                        FEATURE_J, PAIR, COMPARISON, STRAND, SITE} | {level_dim(lv) for lv in range(1, MAX_LEVEL + 1)})
 """Every dimension name a registered variable may have."""
 
 
 @dataclass(frozen=True)
 class Variable:
-    """One registered variable: its name, dims, numpy dtype kind ('f', 'i', 'u', 'b', 'U', 'O')."""
+    """One registered variable: its name, dims, numpy dtype kind ('f', 'i', 'u', 'b', 'U', 'O').
+
+    ``optional`` names dims of ``dims`` that the variable may lack (e.g. ``strand``, present only
+    when both strands are kept); the others keep their order.
+    """
 
     name: str
     dims: tuple[str, ...]
     kind: str
     doc: str
+    optional: tuple[str, ...] = ()
+
+    def allowed_dims(self) -> tuple[tuple[str, ...], ...]:
+        """Return the dims the variable may have: all of ``dims``, or those without ``optional``."""
+        if not self.optional:
+            return (self.dims,)
+        return self.dims, tuple(d for d in self.dims if d not in self.optional)
 
 
 REGISTRY: dict[str, Variable] = {}
 
 
-def register(name: str, dims: tuple[str, ...], kind: str, doc: str) -> Variable:
+def register(name: str, dims: tuple[str, ...], kind: str, doc: str, optional: tuple[str, ...] = ()) -> Variable:
     """Declare a variable and return it (called in this module only).
 
-    Raises ``ValueError`` when ``name`` is already registered (any definition: one declaration
-    per variable) or a dimension is not in ``DIMENSIONS``.
+    ``optional``: dims of ``dims`` the variable may lack (see ``Variable``). Raises ``ValueError``
+    when ``name`` is already registered (any definition: one declaration per variable) or a
+    dimension is not in ``DIMENSIONS``.
     """
-    var = Variable(name, tuple(dims), kind, doc)
+    var = Variable(name, tuple(dims), kind, doc, tuple(optional))
     old = REGISTRY.get(name)
     if old is not None:
         raise ValueError(
@@ -101,8 +127,9 @@ def require(ds: xr.Dataset, var: str, spec: str, producer: str) -> xr.DataArray:
     want = REGISTRY[spec]
     da_ = ds[var]
     what = repr(var) if var == spec else f"{var!r} (standing for {spec!r})"
-    if tuple(da_.dims) != want.dims:
-        raise ValueError(f"variable {what} has dims {tuple(da_.dims)}; the registry says {want.dims}")
+    if tuple(da_.dims) not in want.allowed_dims():
+        extra = f" (optional: {want.optional})" if want.optional else ""
+        raise ValueError(f"variable {what} has dims {tuple(da_.dims)}; the registry says {want.dims}{extra}")
     if np.dtype(da_.dtype).kind not in want.kind:
         raise ValueError(f"variable {what} has dtype {da_.dtype} (kind {np.dtype(da_.dtype).kind!r}); "
                          f"the registry says kind {want.kind!r}")
@@ -124,8 +151,9 @@ def validate(ds: xr.Dataset, names: list[str] | tuple[str, ...] | None = None) -
                 raise ValueError(f"variable {name!r} is not registered in interpretome.storage.schema")
             continue
         da = ds[name]
-        if tuple(da.dims) != spec.dims:
-            raise ValueError(f"variable {name!r} has dims {tuple(da.dims)}; the registry says {spec.dims}")
+        if tuple(da.dims) not in spec.allowed_dims():
+            extra = f" (optional: {spec.optional})" if spec.optional else ""
+            raise ValueError(f"variable {name!r} has dims {tuple(da.dims)}; the registry says {spec.dims}{extra}")
         if np.dtype(da.dtype).kind not in spec.kind:
             raise ValueError(
                 f"variable {name!r} has dtype {da.dtype} (kind {np.dtype(da.dtype).kind!r}); "
@@ -137,7 +165,8 @@ def validate(ds: xr.Dataset, names: list[str] | tuple[str, ...] | None = None) -
 def describe(name: str) -> str:
     """Return a one-line description ``name (dims) kind: doc`` of a registered variable."""
     v = REGISTRY[name]
-    return f"{v.name} ({', '.join(v.dims)}) {v.kind}: {v.doc}"
+    dims = ", ".join(f"{d}?" if d in v.optional else d for d in v.dims)
+    return f"{v.name} ({dims}) {v.kind}: {v.doc}"
 
 # Inputs: DNA (storage.readers, storage.genome) -----------------------------------------------
 register("sequence_code", (SEQUENCE, POSITION), "u",
@@ -176,25 +205,54 @@ register("ism_delta", (SEQUENCE, POSITION, BASE, TARGET), "f",
 register("ism_reference", (SEQUENCE, TARGET), "f", "prediction for the unmutated sequence")
 
 # Tiled tracks and pyramids (tasks.tiles) -----------------------------------------------------
-register("track_prediction", (CONTIG, BIN, TARGET), "f",
-         "tiled model prediction along a contig or region; bins placed by the track geometry attrs; NaN = not predicted")
+register("track_prediction", (CONTIG, BIN, TARGET, STRAND), "f",
+         "tiled model prediction along a contig or region; bins placed by the track geometry attrs; NaN = not "
+         "predicted; strand only with strand='both'", optional=(STRAND,))
 register("track_coverage", (CONTIG, BIN), "i", "number of windows averaged into each bin (0 = not predicted)")
-register("track_pyramid_min", (CONTIG, PYRAMID_BIN, TARGET), "f",
-         "minimum of track_prediction over factor**level consecutive bins, all levels concatenated")
-register("track_pyramid_max", (CONTIG, PYRAMID_BIN, TARGET), "f",
-         "maximum of track_prediction over factor**level consecutive bins, all levels concatenated")
+for _lv in range(1, MAX_LEVEL + 1):  # factor >= 2: level 48 groups 2**48 bins, more than any genome has
+    for _name, _what in zip(level_vars(_lv), ("minimum", "maximum")):
+        register(_name, (CONTIG, level_dim(_lv), TARGET, STRAND), "f",
+                 f"pyramid level {_lv}: NaN-ignoring {_what} of track_prediction over factor**{_lv} consecutive "
+                 f"bins; genome positions of the bin centres in genome_position_l{_lv} (and {level_dim(_lv)} when "
+                 f"shared by every row)", optional=(STRAND,))
 
 # Sweeps and ISM along genomes (tasks.genome_perturb) -----------------------------------------
-register("genome_sweep_delta_mean", (CONTIG, WINDOW, POSITION, TARGET), "f",
-         "mean over replicates of (perturbed - reference) prediction of the genomic context window; span starts at position")
-register("genome_sweep_delta_std", (CONTIG, WINDOW, POSITION, TARGET), "f",
-         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
-register("genome_sweep_reference", (CONTIG, POSITION, TARGET), "f",
-         "prediction of the unperturbed genomic context window used at each position")
-register("genome_ism_delta", (CONTIG, POSITION, BASE, TARGET), "f",
-         "prediction of the context window with base at position minus its reference prediction; 0 at the reference base")
-register("genome_ism_reference", (CONTIG, POSITION, TARGET), "f",
-         "prediction of the unmutated genomic context window used at each position")
+GENOME_REDUCTION_VALUES = {"at_edit": ("profile_at_edit",), "total": ("profile_total",),
+                           "delta_score": ("delta_gain", "delta_loss")}
+"""The stored values of each profile-model reduction of a genome perturbation (``tasks.genome_perturb``)."""
+_VALUE_DOCS = {
+    "profile_at_edit": "change of the profile at the output bin covering the edited base (NaN: no bin covers it)",
+    "profile_total": "change of the profile summed over the model's whole output window",
+    "delta_gain": "max over output bins within +/- delta_distance bases of the edit of (edited - reference) "
+                  "(SpliceAI delta score, gain)",
+    "delta_loss": "max over output bins within +/- delta_distance bases of the edit of (reference - edited) "
+                  "(SpliceAI delta score, loss)",
+}
+_G_ISM = (CONTIG, POSITION, BASE, TARGET, STRAND)
+_G_SWEEP = (CONTIG, WINDOW, POSITION, TARGET, STRAND)
+_G_REF = (CONTIG, POSITION, TARGET, STRAND)
+register("genome_sweep_delta_mean", _G_SWEEP, "f",
+         "mean over replicates of (perturbed - reference) prediction of the genomic context window; span starts at position",
+         optional=(STRAND,))
+register("genome_sweep_delta_std", _G_SWEEP, "f",
+         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction", optional=(STRAND,))
+register("genome_sweep_reference", _G_REF, "f",
+         "prediction of the unperturbed genomic context window used at each position (profile models: the "
+         "reference profile at the bin covering the position)", optional=(STRAND,))
+register("genome_ism_delta", _G_ISM, "f",
+         "prediction of the context window with base at position minus its reference prediction; 0 at the reference base",
+         optional=(STRAND,))
+register("genome_ism_reference", _G_REF, "f",
+         "prediction of the unmutated genomic context window used at each position (profile models: the reference "
+         "profile at the bin covering the position)", optional=(STRAND,))
+for _values in GENOME_REDUCTION_VALUES.values():
+    for _v in _values:
+        register(f"genome_ism_{_v}", _G_ISM, "f", f"profile models, base at position substituted: {_VALUE_DOCS[_v]}; "
+                 "0 at the reference base", optional=(STRAND,))
+        register(f"genome_sweep_{_v}_mean", _G_SWEEP, "f",
+                 f"profile models, mean over replicates: {_VALUE_DOCS[_v]}; span starts at position", optional=(STRAND,))
+        register(f"genome_sweep_{_v}_std", _G_SWEEP, "f",
+                 f"profile models, standard deviation (ddof 0) over replicates of: {_VALUE_DOCS[_v]}", optional=(STRAND,))
 
 # Attributions (tasks.attribute) --------------------------------------------------------------
 register("attribution", (SAMPLE, FEATURE, TARGET), "f", "attribution of each input feature to each target output")

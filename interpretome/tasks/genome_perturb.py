@@ -16,13 +16,38 @@ offset) — so a position gets the same draws whatever the region, chunking or w
 positions of one region and reads only the ``sequence_code`` chunks its contexts touch (the
 block plus a halo of half a window on each side, clipped to the contig).
 
-Positions are offsets from each region's start (``position`` coordinate; genome coordinate =
-``region_start`` + position; for whole contigs they are genome coordinates). Spans that do not
-fit in their region are NaN, as are positions past a region's end. ``merge`` defaults to False
-here: the result's ``position`` axis (offsets within regions) is not the genome's.
+Profile models (``bin_size=`` given, with ``crop``/``crop_right`` as in ``predict_tiles``; output
+``(N, T, L_out)``, bin ``k`` = window bases ``[crop + k*bin_size, crop + (k+1)*bin_size)``): each
+edit's profile change is reduced on the workers, one model batch at a time (never more than
+batch x T x L_out values held), to what users read — ``reductions``:
+
+* ``at_edit``: the change at the output bin covering the edited base (a span: its middle base
+  ``s + (k - 1) // 2``); NaN when no bin covers it (a cropped end, without padding);
+* ``total``: the change of the profile summed over the output window (counts-like);
+* ``delta_score``: the SpliceAI delta score, two values: the max gain ``max(edited - reference)``
+  and the max loss ``max(reference - edited)`` over the bins overlapping the edited span
+  +/- ``delta_distance`` bases (not clipped at 0: both are 0 at the reference base).
+
+Strands: ``"-"`` reverse-complements each context, predicts, and flips a profile back along its
+length; an edit is made in forward coordinates (substituting A reads as T on the reverse
+strand), so ``base`` is always the forward base. ``"both"`` keeps the two as a trailing
+``strand`` dim (``["+", "-"]``). ``pad="N"`` (default for profile models) keeps every context
+centred on its edit and reads N (all-zero one-hot columns) past the contig ends, so every base
+is evaluated; ``pad="none"`` shifts the contexts inward at the ends.
+
+Positions: ``position`` holds 0-based genome coordinates whenever every region starts at the
+same base (whole contigs, one region; ``attrs["position_origin"] = "genome"``), so
+``res.sel(contig=..., position=p)`` is the edit of FASTA base ``p``. Regions with different
+starts share the axis as offsets from each region start (``"region_start"``), with the genome
+coordinate in the 2-D ``genome_position`` (contig, position) coordinate. Spans that do not fit
+in their region are NaN, as are positions past a region's end. ``merge`` defaults to False here.
+In every layout ``tasks.genome_view.genome_view(res)`` (``res.genome.sel(contig=name,
+position=p)``) selects by contig name and 0-based genome position (a MultiIndex ``site`` dim).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
@@ -32,10 +57,168 @@ from dask.highlevelgraph import HighLevelGraph
 from ..engine.blocks import merge_result
 from ..engine.process import tune_malloc
 from ..engine.models import ModelSpec, get_runtime, load_spec, outputs_of
-from ..engine.regions import apply_kwargs, genome_input, graph_token, join_span, region_coords, span_keys
+from ..engine.regions import apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys
 from ..errors import InputError
-from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, validate
+from ..storage.genome import TrackGeometry
+from ..storage.schema import (BASE, BASES, CONTIG, GENOME_REDUCTION_VALUES, POSITION, STRAND, TARGET, WINDOW,
+                              validate)
 from .perturb import resolve_windows, window_edits
+from .tiles import check_output, edits_on_strand, predict_on_strand
+
+REDUCTIONS = tuple(GENOME_REDUCTION_VALUES)
+"""Profile-model reductions of one edit's effect (module doc)."""
+STRANDS = ("+", "-", "both")
+PADS = ("N", "none")
+_VALUES = GENOME_REDUCTION_VALUES
+
+_ISM_DIMS = (CONTIG, POSITION, BASE, TARGET, STRAND)
+_SWEEP_DIMS = (CONTIG, WINDOW, POSITION, TARGET, STRAND)
+_REF_DIMS = (CONTIG, POSITION, TARGET, STRAND)
+
+
+# --- what is stored of one edit: scalar deltas or profile reductions ------------------------------------
+
+@dataclass(frozen=True)
+class ScalarReadout:
+    """A scalar model ``(N, T)``: the stored value of an edit is its delta."""
+
+    window: int
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Return the value names (``delta``)."""
+        return ("delta",)
+
+    def check(self, o: np.ndarray) -> np.ndarray:
+        """Return ``o`` after checking it is ``(N, T)``."""
+        return check_output(o, TrackGeometry(self.window, 1), "genome perturbation")
+
+    def reference(self, ref: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Return the stored reference ``(E, T)`` for edits starting at ``lo`` of a ``ref`` (T,) window."""
+        return np.broadcast_to(ref, (len(lo),) + ref.shape)
+
+    def valid(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Return ``(E, V)`` bool: which values an edit of window bases ``[lo, hi]`` has."""
+        return np.ones((len(lo), 1), bool)
+
+    def reduce(self, pred: np.ndarray, ref: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Return ``(E, T, V)`` float32: the values of edits with outputs ``pred`` (E, T)."""
+        return (pred - ref[None])[..., None].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ProfileReadout:
+    """A profile model ``(N, T, L_out)``: each edit reduced to ``reductions`` (module doc).
+
+    ``geom`` places output bin ``k`` on window bases ``[crop + k*bin_size, crop + (k+1)*bin_size)``;
+    an edit of window bases ``[lo, hi]`` is read at the bin covering base ``(lo + hi) // 2``
+    (``at_edit``) and over the bins overlapping ``[lo - distance, hi + distance]`` (``delta_score``).
+    """
+
+    geom: TrackGeometry
+    reductions: tuple[str, ...]
+    distance: int
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Return the value names, in storage order (``delta_score`` gives gain and loss)."""
+        return tuple(v for r in self.reductions for v in _VALUES[r])
+
+    def check(self, o: np.ndarray) -> np.ndarray:
+        """Return ``o`` after checking it is ``(N, T, L_out)`` of the geometry."""
+        return check_output(o, self.geom, "the profile perturbation")
+
+    def _bin(self, lo, hi):
+        c = (np.asarray(lo) + np.asarray(hi)) // 2
+        k = (c - self.geom.crop) // self.geom.bin_size
+        return np.clip(k, 0, self.geom.out_length - 1), (c >= self.geom.crop) & (k < self.geom.out_length)
+
+    def _near(self, lo, hi):
+        """Return ``(E, L_out)`` bool: output bins overlapping ``[lo - distance, hi + distance]``."""
+        b0 = self.geom.crop + np.arange(self.geom.out_length) * self.geom.bin_size
+        return ((b0[None, :] <= np.asarray(hi)[:, None] + self.distance)
+                & (b0[None, :] + self.geom.bin_size - 1 >= np.asarray(lo)[:, None] - self.distance))
+
+    def reference(self, ref: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Return ``(E, T)``: the reference profile ``ref`` (T, L_out) at the bin covering base ``lo``."""
+        k, ok = self._bin(lo, lo)
+        return np.where(ok[:, None], ref[:, k].T, np.nan)
+
+    def valid(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Return ``(E, V)`` bool: which values an edit of window bases ``[lo, hi]`` has."""
+        cols = {"at_edit": [self._bin(lo, hi)[1]], "total": [np.ones(len(lo), bool)],
+                "delta_score": [self._near(lo, hi).any(axis=1)] * 2}
+        return np.stack([c for r in self.reductions for c in cols[r]], axis=1)
+
+    def reduce(self, pred: np.ndarray, ref: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Return ``(E, T, V)`` float32: the reductions of edits with profiles ``pred`` (E, T, L_out)."""
+        diff = pred.astype(np.float64) - ref[None]
+        cols = []
+        for r in self.reductions:
+            if r == "at_edit":
+                k, ok = self._bin(lo, hi)
+                cols.append(np.where(ok[:, None], diff[np.arange(len(k)), :, k], np.nan))
+            elif r == "total":
+                cols.append(diff.sum(axis=-1))
+            else:
+                near = self._near(lo, hi)[:, None, :]
+                some = near.any(axis=-1)
+                cols.append(np.where(some, np.where(near, diff, -np.inf).max(axis=-1), np.nan))
+                cols.append(np.where(some, np.where(near, -diff, -np.inf).max(axis=-1), np.nan))
+        return np.stack(cols, axis=-1).astype(np.float32)
+
+
+def make_readout(input_length: int, bin_size, crop: int, crop_right, reductions, delta_distance: int, strand: str):
+    """Return the readout of a scalar (``bin_size`` None) or profile model, checking its options.
+
+    Raises ``ValueError`` naming the option to fix.
+    """
+    if bin_size is None:
+        if reductions is not None or crop or crop_right:
+            raise ValueError("reductions=/crop= only apply to profile models: pass bin_size= (bases per output bin) "
+                             "too, or drop them for a scalar model")
+        return ScalarReadout(int(input_length))
+    crop_right = int(crop) if crop_right is None else int(crop_right)
+    geom = TrackGeometry(int(input_length), int(bin_size), int(bin_size), int(crop), crop_right)
+    reductions = tuple(REDUCTIONS if reductions is None else ([reductions] if isinstance(reductions, str) else reductions))
+    bad = [r for r in reductions if r not in REDUCTIONS]
+    if bad or not reductions or len(set(reductions)) != len(reductions):
+        raise ValueError(f"reductions {list(reductions)} must be distinct names from {REDUCTIONS}")
+    if int(delta_distance) < 0:
+        raise ValueError(f"delta_distance must be >= 0 bases, got {delta_distance}")
+    if strand != "+" and geom.crop != geom.crop_right:
+        raise ValueError(f"strand {strand!r} maps reverse-complement profiles back by mirroring, which needs "
+                         f"crop == crop_right (got {geom.crop} and {geom.crop_right})")
+    return ProfileReadout(geom, reductions, int(delta_distance))
+
+
+def _edit_values(rt, readout, ctx, ref, starts, new, lo, hi, strand) -> np.ndarray:
+    """Return ``(E, T, V)`` values of edits ``new`` at ``starts`` of ``ctx``, one model batch at a time.
+
+    Only one batch of model outputs (a profile: batch x T x L_out) is held at once.
+    """
+    bs = max(1, int(rt.spec.batch_size))
+    out = np.empty((len(starts), len(ref), len(readout.names)), np.float32)
+    for i in range(0, len(starts), bs):
+        sl = slice(i, i + bs)
+        pred = readout.check(edits_on_strand(rt, ctx, starts[sl], new[sl], strand))
+        out[sl] = readout.reduce(pred, ref, lo[sl], hi[sl])
+    return out
+
+
+def _strands(strand: str) -> tuple[str, ...]:
+    if strand not in STRANDS:
+        raise ValueError(f"strand {strand!r} is not one of {STRANDS}")
+    return ("+", "-") if strand == "both" else (strand,)
+
+
+def _pad(pad, readout) -> bool:
+    if pad is None:
+        return isinstance(readout, ProfileReadout)
+    if pad not in PADS:
+        raise ValueError(f"pad {pad!r} is not one of {PADS} ('N': contig ends padded with N, 'none': contexts "
+                         f"shifted inward)")
+    return pad == "N"
 
 
 class _Shifted:
@@ -48,17 +231,22 @@ class _Shifted:
         return self.codes[np.asarray(idx) - self.offset]
 
 
-def context_starts(positions: np.ndarray, contig_length: int, input_length: int, span: int, step: int) -> np.ndarray:
+def context_starts(positions: np.ndarray, contig_length: int, input_length: int, span: int, step: int,
+                   pad: bool = False) -> np.ndarray:
     """Return the genome start of the context window of each genome position (see the module doc).
 
-    ``span`` is the longest edit (max k); ``step`` the context step.
+    ``span`` is the longest edit (max k); ``step`` the context step. ``pad``: windows stay centred
+    and may reach past the contig ends (read as N); otherwise they are shifted inward.
     """
     g = np.asarray(positions, np.int64) // step
     centre = g * step + (step - 1 + span) // 2
+    if pad:
+        return centre - input_length // 2
     return np.clip(centre - input_length // 2, 0, contig_length - input_length)
 
 
-def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, sequence_var, length_var):
+def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, pad, sequence_var,
+          length_var):
     spec = load_spec(model)
     w, step, stride = int(input_length), int(context_step), int(stride)
     if w < 1 or step < 1 or stride < 1:
@@ -68,9 +256,9 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
                          f"than input_length {w}: lower context_step")
     codes, lengths, names, regs, rows = genome_input(ds, regions, sequence_var, length_var)
     for r, row in zip(regs, rows):
-        if lengths[row] < w:
+        if lengths[row] < w and not pad:
             raise InputError(f"input_length {w} is longer than contig {r.contig!r} ({int(lengths[row])} bp): "
-                             f"use a shorter input or drop that contig")
+                             f"use a shorter input, pad='N', or drop that contig")
     n_pos = -(-max(r.end - r.start for r in regs) // stride)
     positions = np.arange(n_pos, dtype=np.int64) * stride
     pc = int(position_chunk or max(1, codes.chunks[1][0] // stride))
@@ -78,22 +266,23 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
     return spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks
 
 
-def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, step, shape_tail, empty, **kw):
+def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, step, pad, shape_tail, **kw):
     dsk = {}
     for i, (r, row) in enumerate(zip(regs, rows)):
         p = 0
         for j, c in enumerate(pchunks):
             q = positions[p:p + c]
             gp = r.start + q[q < r.end - r.start]
+            key = (name, i, j) + (0,) * len(shape_tail)
             if not gp.size:
-                dsk[(name, i, j) + (0,) * len(shape_tail)] = (empty, (1, c) + shape_tail)
+                dsk[key] = (_nan, (1, c) + shape_tail)
             else:
-                cs = context_starts(gp[[0, -1]], int(lengths[row]), w, span, step)
+                cs = context_starts(gp[[0, -1]], int(lengths[row]), w, span, step, pad)
                 p0, p1 = int(cs[0]), int(cs[1]) + w
-                keys, c0 = span_keys(codes, row, p0, p1)
-                dsk[(name, i, j) + (0,) * len(shape_tail)] = (apply_kwargs, fn, [keys, c0, p0, p1], dict(
+                keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
+                dsk[key] = (apply_kwargs, fn, [keys, c0, p0, p1], dict(
                     q=q, rstart=r.start, rlen=r.end - r.start, contig_length=int(lengths[row]), contig_index=row,
-                    w=w, span=span, step=step, label=r.label, **kw))
+                    w=w, span=span, step=step, pad=pad, label=r.label, **kw))
             p += c
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     return da.Array(graph, name, chunks=((1,) * len(regs), pchunks) + tuple((s,) for s in shape_tail),
@@ -104,9 +293,9 @@ def _nan(shape):
     return np.full(shape, np.nan, np.float32)
 
 
-def _context(label: str, cs: int, w: int) -> str:
-    """Return how an error names a context window: region label and genome span."""
-    return f"region {label!r}, context window [{cs}, {cs + w})"
+def _context(label: str, cs: int, w: int, strand: str = "+") -> str:
+    """Return how an error names a context window: region label, genome span and strand."""
+    return f"region {label!r}, context window [{cs}, {cs + w}) ({strand})"
 
 
 def _groups(gp: np.ndarray, step: int):
@@ -115,24 +304,32 @@ def _groups(gp: np.ndarray, step: int):
     return np.split(np.arange(len(gp)), cuts)
 
 
-def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, label, spec,
-                 windows, inserts, mode, replicates, seed) -> np.ndarray:
-    """Return ``(1, P, T, 1 + 2 W)`` float32: reference, then delta means, then delta stds per window."""
+def _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step, pad, spec):
+    """Return ``(runtime, codes of [p0, p1), inside, genome positions, context starts)`` of one block."""
     tune_malloc()  # see tiles._tile_block
-    rt = get_runtime(spec)
-    codes = join_span(blocks, c0, p0, p1)
-    n_t, n_w = len(spec.target_names), len(windows)
-    out = np.full((1, len(q), n_t, 1 + 2 * n_w), np.nan, np.float32)
+    codes = padded_span(blocks, c0, p0, p1, contig_length)
     inside = np.flatnonzero(q < rlen)
     gp = rstart + q[inside]
-    cs_all = context_starts(gp, contig_length, w, span, step)
+    return get_runtime(spec), codes, inside, gp, context_starts(gp, contig_length, w, span, step, pad)
+
+
+def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
+                 spec, readout, strands, windows, inserts, mode, replicates, seed) -> np.ndarray:
+    """Return ``(1, P, T, S, 1 + 2 V W)`` float32: reference, then means (V, W), then stds (V, W).
+
+    ``label`` (the region's) names the context window of a non-finite model output."""
+    rt, codes, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step,
+                                                 pad, spec)
+    n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
+    out = np.full((1, len(q), n_t, len(strands), 1 + 2 * n_v * n_w), np.nan, np.float32)
     shifted = _Shifted(codes, p0)
     for grp in _groups(gp, step):
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
-        with outputs_of(_context(label, cs, w)):
-            ref_pred = rt.predict(ctx[None, :])[0]
-            out[0, inside[grp], :, 0] = ref_pred
+        for si, strand in enumerate(strands):
+            with outputs_of(_context(label, cs, w, strand)):
+                ref = readout.check(predict_on_strand(rt, ctx[None, :], strand))[0]
+            out[0, inside[grp], :, si, 0] = readout.reference(ref, gp[grp] - cs)
             for wi, k in enumerate(windows):
                 fit = grp[q[inside[grp]] + k <= rlen]
                 if not fit.size:
@@ -141,11 +338,65 @@ def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_i
                 new = window_edits(mode, shifted, starts, k, replicates, seed, contig_index,
                                    inserts[wi] if inserts is not None else None)
                 r = new.shape[1]
-                pred = rt.predict_edits(ctx, np.repeat(starts - cs, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
-                delta = pred - ref_pred[None, None, :]
-                out[0, inside[fit], :, 1 + wi] = delta.mean(axis=1)
-                out[0, inside[fit], :, 1 + n_w + wi] = delta.std(axis=1)
+                lo = np.repeat(starts - cs, r)
+                with outputs_of(_context(label, cs, w, strand)):
+                    vals = _edit_values(rt, readout, ctx, ref, lo, new.reshape(-1, k), lo, lo + k - 1, strand)
+                vals = vals.reshape(len(starts), r, n_t, n_v)
+                out[0, inside[fit], :, si, 1 + wi:1 + n_v * n_w:n_w] = vals.mean(axis=1)
+                out[0, inside[fit], :, si, 1 + n_v * n_w + wi::n_w] = vals.std(axis=1)
     return out
+
+
+def _region_axis(regs, rows, positions, pchunks):
+    """Return the coordinates of a (contig, position) result: region rows and genome positions.
+
+    When every region starts at the same base (whole contigs, one region), ``position`` holds
+    0-based genome coordinates; otherwise it holds offsets from each region start and the 2-D
+    ``genome_position`` (contig, position) coordinate the genome coordinates.
+    """
+    starts = np.asarray([r.start for r in regs], np.int64)
+    coords = region_coords(regs, rows)
+    if (starts == starts[0]).all():
+        return coords | {POSITION: positions + starts[0]}, "genome"
+    gpos = da.from_array(starts[:, None], chunks=1) + da.from_array(positions, chunks=(pchunks,))[None, :]
+    return coords | {POSITION: positions, "genome_position": ((CONTIG, POSITION), gpos)}, "region_start"
+
+
+def _describe_coords(new: xr.Dataset, origin) -> None:
+    """State the coordinate convention in the attrs of ``position`` / ``genome_position`` / ``contig``."""
+    sel = "; select by contig name and genome position with interpretome.genome_view(ds)"
+    if origin == "genome":
+        new[POSITION].attrs["description"] = ("0-based genome position (ISM: the edited base; sweep: the span start)"
+                                              + sel)
+    else:
+        new[POSITION].attrs["description"] = "offset from each region start (region_start)" + sel
+        new["genome_position"].attrs["description"] = ("0-based genome position = region_start + position (ISM: the "
+                                                       "edited base; sweep: the span start)")
+    new[CONTIG].attrs["description"] = "region label (the contig name for whole contigs; see contig_name)"
+
+
+def _finish(ds, variables, coords, strands, attrs, merge):
+    """Return the result Dataset: ``variables`` name -> (dims with strand last, array), strand dropped if single."""
+    out = {}
+    for name, (dims, arr) in variables.items():
+        if len(strands) == 1:
+            out[name] = (dims[:-1], arr[..., 0])
+        else:
+            out[name] = (dims, arr)
+    if len(strands) > 1:
+        coords = coords | {STRAND: list(strands)}
+    new = xr.Dataset(out, coords=coords, attrs=attrs)
+    _describe_coords(new, attrs.get("position_origin"))
+    validate(new)
+    return merge_result(ds, new, merge)
+
+
+def _profile_attrs(readout, strand, pad) -> dict:
+    attrs = {"strand": strand, "pad": "N" if pad else "none"}
+    if isinstance(readout, ProfileReadout):
+        attrs |= {"bin_size": readout.geom.bin_size, "crop": readout.geom.crop, "crop_right": readout.geom.crop_right,
+                  "reductions": list(readout.reductions), "delta_distance": readout.distance}
+    return attrs
 
 
 def genome_sweep(
@@ -161,6 +412,13 @@ def genome_sweep(
     seed: int = 0,
     inserts=None,
     context_step: int = 1,
+    bin_size: int | None = None,
+    crop: int = 0,
+    crop_right: int | None = None,
+    reductions=None,
+    delta_distance: int = 50,
+    strand: str = "+",
+    pad: str | None = None,
     position_chunk: int | None = None,
     sequence_var: str = "sequence_code",
     length_var: str = "sequence_length",
@@ -168,49 +426,72 @@ def genome_sweep(
 ) -> xr.Dataset:
     """Return the lazy perturbation sweep of ``model`` along the contigs (or ``regions``) of ``ds``.
 
-    Input: ``ds[sequence_var]`` / ``ds[length_var]`` (a ``sequence_code`` / ``sequence_length``,
-    e.g. from ``read_genome``). ``input_length`` is the
-    model's input window; ``windows``/``stride``/``replicates``/``mode``/``seed``/``inserts`` as in
-    ``perturbation_sweep``; ``context_step`` groups positions sharing a context (module doc).
-    Output: ``genome_sweep_delta_mean`` / ``genome_sweep_delta_std`` (contig, window, position,
-    target), ``genome_sweep_reference`` (contig, position, target), one row per region (region
-    coordinates as in ``predict_tiles``); ``position`` = offset of the span start from the region
-    start, every ``stride``. Nothing is computed.
+    Parameters
+    ----------
+    ds : Dataset
+        ``ds[sequence_var]`` (a ``sequence_code``: (sequence, position)) and ``ds[length_var]`` (a
+        ``sequence_length``: (sequence,)), e.g. ``read_genome``.
+    model : ModelSpec, str or dict
+        The model; ``input_length`` is its input window (bp).
+    regions, windows, stride, replicates, mode, seed, inserts
+        As in ``perturbation_sweep``; regions as in ``predict_tiles``.
+    context_step : int
+        Positions sharing one context window (module doc).
+    bin_size, crop, crop_right : int
+        A profile model's output geometry (as in ``predict_tiles``); ``bin_size=None``: a scalar model.
+    reductions : sequence of str
+        Profile models: which of ``REDUCTIONS`` to store (default all); a span ``[s, s + k)`` is read
+        at the bin covering base ``s + (k - 1) // 2`` and within ``delta_distance`` bases of the span.
+    strand : {'+', '-', 'both'}
+        Read the contexts forward, reverse-complemented (outputs flipped back), or both (a
+        trailing ``strand`` dim).
+    pad : {'N', 'none'}
+        'N' (default for profile models): contexts stay centred at contig ends, past which they
+        read N; 'none' (default for scalar models): they shift inward.
+
+    Returns
+    -------
+    Dataset
+        Scalar models: ``genome_sweep_delta_mean`` / ``genome_sweep_delta_std`` (contig, window,
+        position, target[, strand]); profile models: ``genome_sweep_<value>_mean`` / ``_std`` for
+        the values of ``reductions`` (``profile_at_edit``, ``profile_total``, ``delta_gain``,
+        ``delta_loss``); both: ``genome_sweep_reference`` (contig, position, target[, strand]).
+        One row per region (region coordinates as in ``predict_tiles``); ``position`` = span start
+        (see ``_region_axis``), every ``stride``. Nothing is computed.
     """
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
+    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, strand)
+    strands, pad = _strands(strand), _pad(pad, readout)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride, sequence_var, length_var)
-    n_t, n_w = len(spec.target_names), len(windows)
+        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride, pad,
+        sequence_var, length_var)
+    n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
     name = "genome-sweep-" + graph_token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
-                                    replicates, seed)
-    out = _graph(name, _sweep_block, codes, regs, rows, lengths, positions, pchunks, w, max(windows), step,
-                 (n_t, 1 + 2 * n_w), _nan, spec=spec, windows=tuple(windows), inserts=insert_codes, mode=mode,
-                 replicates=int(replicates), seed=int(seed))
-    dims4 = (CONTIG, WINDOW, POSITION, TARGET)
-    new = xr.Dataset(
-        {"genome_sweep_reference": ((CONTIG, POSITION, TARGET), out[..., 0]),
-         "genome_sweep_delta_mean": (dims4, da.moveaxis(out[..., 1:1 + n_w], -1, 1)),
-         "genome_sweep_delta_std": (dims4, da.moveaxis(out[..., 1 + n_w:], -1, 1))},
-        coords=region_coords(regs, rows) | {WINDOW: labels, "window_length": (WINDOW, windows),
-                                            POSITION: positions, TARGET: spec.target_names},
-        attrs={"sweep_mode": mode, "sweep_stride": stride, "sweep_replicates": int(replicates), "sweep_seed": int(seed),
-               "input_length": w, "context_step": step, "position_origin": "region_start"},
-    )
-    validate(new)
-    return merge_result(ds, new, merge)
+                                    replicates, seed, readout, strands, pad)
+    out = _graph(name, _sweep_block, codes, regs, rows, lengths, positions, pchunks, w, max(windows), step, pad,
+                 (n_t, len(strands), 1 + 2 * n_v * n_w), spec=spec, readout=readout, strands=strands,
+                 windows=tuple(windows), inserts=insert_codes, mode=mode, replicates=int(replicates), seed=int(seed))
+    variables = {"genome_sweep_reference": (_REF_DIMS, out[..., 0])}
+    for v, value in enumerate(readout.names):
+        for stat, off in (("mean", 1), ("std", 1 + n_v * n_w)):
+            arr = out[..., off + v * n_w:off + (v + 1) * n_w]  # (contig, position, target, strand, window)
+            variables[f"genome_sweep_{value}_{stat}"] = (_SWEEP_DIMS, da.moveaxis(arr, -1, 1))
+    coords, origin = _region_axis(regs, rows, positions, pchunks)
+    attrs = {"sweep_mode": mode, "sweep_stride": stride, "sweep_replicates": int(replicates), "sweep_seed": int(seed),
+             "input_length": w, "context_step": step, "position_origin": origin, **_profile_attrs(readout, strand, pad)}
+    return _finish(ds, variables, coords | {WINDOW: labels, "window_length": (WINDOW, windows), TARGET: spec.target_names},
+                   strands, attrs, merge)
 
 
-def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, label,
-               spec) -> np.ndarray:
-    """Return ``(1, P, T, 5)`` float32: the reference, then the delta for bases A, C, G, T."""
-    tune_malloc()  # see tiles._tile_block
-    rt = get_runtime(spec)
-    codes = join_span(blocks, c0, p0, p1)
-    n_t = len(spec.target_names)
-    out = np.full((1, len(q), n_t, 5), np.nan, np.float32)
-    inside = np.flatnonzero(q < rlen)
-    gp = rstart + q[inside]
-    cs_all = context_starts(gp, contig_length, w, span, step)
+def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
+               spec, readout, strands) -> np.ndarray:
+    """Return ``(1, P, T, S, 1 + 4 V)`` float32: the reference, then per value the bases A, C, G, T.
+
+    ``label`` (the region's) names the context window of a non-finite model output."""
+    rt, codes, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step,
+                                                 pad, spec)
+    n_t, n_v = len(spec.target_names), len(readout.names)
+    out = np.full((1, len(q), n_t, len(strands), 1 + 4 * n_v), np.nan, np.float32)
     for grp in _groups(gp, step):
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
@@ -218,13 +499,17 @@ def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_ind
         alt = np.tile(np.arange(4, dtype=np.uint8), len(grp))
         starts = np.repeat(local, 4)
         keep = alt != ctx[starts]
-        delta = np.zeros((len(grp) * 4, n_t), np.float32)
-        with outputs_of(_context(label, cs, w)):
-            ref_pred = rt.predict(ctx[None, :])[0]
-            if keep.any():
-                delta[keep] = rt.predict_edits(ctx, starts[keep], alt[keep][:, None]) - ref_pred[None, :]
-        out[0, inside[grp], :, 0] = ref_pred
-        out[0, inside[grp], :, 1:] = delta.reshape(len(grp), 4, n_t).transpose(0, 2, 1)
+        for si, strand in enumerate(strands):
+            vals = np.where(readout.valid(starts, starts)[:, None, :], 0.0, np.nan).astype(np.float32)
+            vals = np.broadcast_to(vals, (len(starts), n_t, n_v)).copy()
+            with outputs_of(_context(label, cs, w, strand)):
+                ref = readout.check(predict_on_strand(rt, ctx[None, :], strand))[0]
+                if keep.any():
+                    vals[keep] = _edit_values(rt, readout, ctx, ref, starts[keep], alt[keep][:, None], starts[keep],
+                                              starts[keep], strand)
+            out[0, inside[grp], :, si, 0] = readout.reference(ref, local)
+            out[0, inside[grp], :, si, 1:] = vals.reshape(len(grp), 4, n_t, n_v).transpose(0, 2, 3, 1).reshape(
+                len(grp), n_t, 4 * n_v)
     return out
 
 
@@ -235,6 +520,13 @@ def genome_ism(
     input_length: int,
     regions=None,
     context_step: int = 1,
+    bin_size: int | None = None,
+    crop: int = 0,
+    crop_right: int | None = None,
+    reductions=None,
+    delta_distance: int = 50,
+    strand: str = "+",
+    pad: str | None = None,
     position_chunk: int | None = None,
     sequence_var: str = "sequence_code",
     length_var: str = "sequence_length",
@@ -243,20 +535,37 @@ def genome_ism(
     """Return the lazy saturation mutagenesis of ``model`` along the contigs (or ``regions``) of ``ds``.
 
     Every base of every region is substituted by A, C, G and T inside its genomic context window
-    (module doc). Output: ``genome_ism_delta`` (contig, position, base, target) — 0 at the
-    reference base — and ``genome_ism_reference`` (contig, position, target). Nothing is computed.
+    (module doc); the ``base`` coordinate is the forward-strand base, whatever ``strand``.
+
+    Parameters
+    ----------
+    ds, model, input_length, regions, context_step
+        As in ``genome_sweep``.
+    bin_size, crop, crop_right, reductions, delta_distance, strand, pad
+        As in ``genome_sweep``; an edit of base ``p`` is read at the bin covering ``p`` and over
+        the bins within ``delta_distance`` bases of it.
+
+    Returns
+    -------
+    Dataset
+        Scalar models: ``genome_ism_delta`` (contig, position, base, target[, strand]); profile
+        models: ``genome_ism_<value>`` for the values of ``reductions`` (``profile_at_edit``,
+        ``profile_total``, ``delta_gain``, ``delta_loss``), same dims; all 0 at the reference base.
+        ``genome_ism_reference`` (contig, position, target[, strand]). ``position``: the edited
+        base (see ``_region_axis``). Nothing is computed.
     """
+    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, strand)
+    strands, pad = _strands(strand), _pad(pad, readout)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, 1, context_step, position_chunk, 1, sequence_var, length_var)
+        ds, model, regions, input_length, 1, context_step, position_chunk, 1, pad, sequence_var,
+        length_var)
     n_t = len(spec.target_names)
-    name = "genome-ism-" + graph_token(spec, w, step, codes.name, regs, pchunks)
-    out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, (n_t, 5), _nan,
-                 spec=spec)
-    new = xr.Dataset(
-        {"genome_ism_delta": ((CONTIG, POSITION, BASE, TARGET), da.moveaxis(out[..., 1:], -1, 2)),
-         "genome_ism_reference": ((CONTIG, POSITION, TARGET), out[..., 0])},
-        coords=region_coords(regs, rows) | {POSITION: positions, BASE: list(BASES), TARGET: spec.target_names},
-        attrs={"input_length": w, "context_step": step, "position_origin": "region_start"},
-    )
-    validate(new)
-    return merge_result(ds, new, merge)
+    name = "genome-ism-" + graph_token(spec, w, step, codes.name, regs, pchunks, readout, strands, pad)
+    out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, pad,
+                 (n_t, len(strands), 1 + 4 * len(readout.names)), spec=spec, readout=readout, strands=strands)
+    variables = {"genome_ism_reference": (_REF_DIMS, out[..., 0])}
+    for v, value in enumerate(readout.names):  # (contig, position, target, strand, base) -> base third
+        variables[f"genome_ism_{value}"] = (_ISM_DIMS, da.moveaxis(out[..., 1 + 4 * v:5 + 4 * v], -1, 2))
+    coords, origin = _region_axis(regs, rows, positions, pchunks)
+    attrs = {"input_length": w, "context_step": step, "position_origin": origin, **_profile_attrs(readout, strand, pad)}
+    return _finish(ds, variables, coords | {BASE: list(BASES), TARGET: spec.target_names}, strands, attrs, merge)

@@ -12,9 +12,14 @@ placement):
   starting at ``s`` is bin ``s / bin_size + k`` of the region; overlapping windows are blended by
   their **mean** (each bin's sum is accumulated in window order, so the value does not depend on
   the chunking); the last window starts at the largest multiple of ``bin_size`` that fits.
+  With ``pad="N"`` (the default when there is a crop) each region is first extended by
+  ``padded_region`` — N past the contig ends — so that bin 0 starts at the region start and the
+  last bin reaches its end: every base gets a prediction.
 
 ``strand``: ``"+"`` predicts the windows as they are, ``"-"`` their reverse complements (a
-profile then read back in forward orientation), ``"both"`` the mean of the two.
+profile then read back in forward orientation), ``"both"`` keeps the two as a trailing ``strand``
+dim (``["+", "-"]``) and ``"mean"`` stores their mean (note: averaging a stranded model — one that
+scores a site on one strand only — halves its scores; keep ``"both"`` for such models).
 
 Each task predicts one block of bins of one region: it depends only on the ``sequence_code``
 chunks that the block's windows touch (the block plus a halo of one window), so a 250 Mb contig
@@ -22,8 +27,9 @@ is never held whole in one task, and block boundaries leave no seam. ``track_cov
 (contig, bin) counts the windows averaged into each bin (0 = not predicted, NaN).
 
 ``track_pyramid`` reduces a track into M4-style min/max levels (each level groups ``factor``
-bins of the previous) stored along one ``pyramid_bin`` axis, so that drawing a whole chromosome
-reads a few thousand values instead of every bin.
+bins of the previous), level ``K`` as its own variables ``track_min_lK`` / ``track_max_lK`` over
+its own ``bin_lK`` axis with genome positions, so that drawing a whole chromosome reads a few
+thousand values of one level instead of every bin.
 """
 
 from __future__ import annotations
@@ -39,52 +45,91 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..engine.blocks import merge_result, require_vars
 from ..engine.process import tune_malloc
 from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec, outputs_of
-from ..engine.regions import apply_kwargs, genome_input, graph_token, join_span, region_coords, span_keys
+from ..engine.regions import apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys
 from ..storage.alphabet import reverse_complement
-from ..storage.genome import TrackGeometry
-from ..storage.schema import BIN, CONTIG, PYRAMID_BIN, TARGET, require, validate
+from ..storage.genome import Region, TrackGeometry
+from ..storage.schema import BIN, CONTIG, MAX_LEVEL, STRAND, TARGET, level_dim, level_vars, require, validate
 
-STRANDS = ("+", "-", "both")
-
-
-def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> np.ndarray:
-    """Return ``(N, T)`` or ``(N, T, L_out)`` predictions of windows ``x`` (N, W) on ``strand``."""
-    outs = []
-    if strand in ("+", "both"):
-        outs.append(rt.predict(x))
-    if strand in ("-", "both"):
-        r = rt.predict(np.ascontiguousarray(reverse_complement(x)))
-        outs.append(r[..., ::-1] if r.ndim == 3 else r)
-    for o in outs:
-        if geom.profile and (o.ndim != 3 or o.shape[-1] != geom.out_length):
-            raise ModelOutputError(
-                f"the track expects a profile model output (N, T, {geom.out_length}) for window {geom.window}, "
-                f"bin_size {geom.bin_size}, crop {geom.crop}/{geom.crop_right}, but the model returned "
-                f"{tuple(o.shape)}: fix bin_size=/crop= (or drop bin_size= for a scalar model)")
-        if not geom.profile and o.ndim != 2:
-            raise ModelOutputError(
-                f"the model returned a profile {tuple(o.shape)} but no bin_size= was given: pass bin_size= "
-                f"and crop= for a profile model (output bins of bin_size bases after cropping)")
-    return outs[0] if len(outs) == 1 else (outs[0].astype(np.float64) + outs[1]) / 2
+STRANDS = ("+", "-", "both", "mean")
 
 
-def _window_predict(rt, win, idx, i, step, strand, geom, where) -> np.ndarray:
-    """Return the predictions of windows ``idx[i:i + step]``; a non-finite output names its window (``where(j)``)."""
+def _flip_back(out: np.ndarray) -> np.ndarray:
+    """Return a reverse-complement prediction in forward orientation (a profile's length axis reversed)."""
+    return np.ascontiguousarray(out[..., ::-1]) if out.ndim == 3 else out
+
+
+def predict_on_strand(rt, x: np.ndarray, strand: str) -> np.ndarray:
+    """Return the model outputs of windows ``x`` (N, W) read on ``strand`` ('+' or '-'), forward-oriented.
+
+    ``-``: the windows are reverse-complemented, predicted, and a profile output ``(N, T, L_out)``
+    is reversed along its length so that bin ``k`` lies where the forward bin ``k`` does.
+    """
+    if strand == "+":
+        return rt.predict(x)
+    return _flip_back(rt.predict(np.ascontiguousarray(reverse_complement(x))))
+
+
+def edits_on_strand(rt, ref: np.ndarray, starts: np.ndarray, new: np.ndarray, strand: str) -> np.ndarray:
+    """Return ``rt.predict_edits(ref, starts, new)`` with the edited windows read on ``strand``.
+
+    Edits are given in forward coordinates (``starts`` (E,), ``new`` (E, k) codes); on ``-`` the
+    window is reverse-complemented and each edit becomes the reverse complement of ``new`` at
+    ``len(ref) - start - k`` (a substitution by A is one by T there), and the output is turned
+    back as in ``predict_on_strand``.
+    """
+    if strand == "+":
+        return rt.predict_edits(ref, starts, new)
+    k = new.shape[1]
+    rc = np.ascontiguousarray(reverse_complement(ref))
+    return _flip_back(rt.predict_edits(rc, len(ref) - np.asarray(starts, np.int64) - k,
+                                       np.ascontiguousarray(reverse_complement(new))))
+
+
+def check_output(o: np.ndarray, geom: TrackGeometry, what: str = "the track") -> np.ndarray:
+    """Return ``o`` after checking that it is a profile ``(N, T, L_out)`` of ``geom`` or ``(N, T)``.
+
+    Raises ``ModelOutputError`` naming the parameter to fix.
+    """
+    if geom.profile and (o.ndim != 3 or o.shape[-1] != geom.out_length):
+        raise ModelOutputError(
+            f"{what} expects a profile model output (N, T, {geom.out_length}) for window {geom.window}, "
+            f"bin_size {geom.bin_size}, crop {geom.crop}/{geom.crop_right}, but the model returned "
+            f"{tuple(o.shape)}: fix bin_size=/crop= (or drop bin_size= for a scalar model)")
+    if not geom.profile and o.ndim != 2:
+        raise ModelOutputError(
+            f"the model returned a profile {tuple(o.shape)} but no bin_size= was given: pass bin_size= "
+            f"and crop= for a profile model (output bins of bin_size bases after cropping)")
+    return o
+
+
+def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> list[np.ndarray]:
+    """Return the stored predictions of windows ``x`` (N, W): one ``(N, T[, L_out])`` per stored strand.
+
+    ``both``: the forward and the reverse-complement predictions; ``mean``: their mean.
+    """
+    outs = [check_output(predict_on_strand(rt, x, s), geom) for s in ("+", "-") if strand in (s, "both", "mean")]
+    return [(outs[0].astype(np.float64) + outs[1]) / 2] if strand == "mean" else outs
+
+
+def _window_predict(rt, win, idx, i, step, strand, geom, where) -> list[np.ndarray]:
+    """Return ``_strand_predict`` of windows ``idx[i:i + step]``; a non-finite output names its window (``where(j)``)."""
     with outputs_of(lambda r: where(i + r)):
         return _strand_predict(rt, win[idx[i:i + step]], strand, geom)
 
 
 def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, length: int, rstart: int,
-                b0: int, b1: int, strand: str, n_t: int, label: str = "") -> np.ndarray:
-    """Return ``(1, b1 - b0, T + 1)`` float32: mean prediction per bin, then the window count.
+                b0: int, b1: int, strand: str, n_t: int, contig_length: int, label: str = "") -> np.ndarray:
+    """Return ``(1, b1 - b0, T S + 1)`` float32: mean prediction per bin (target-major, S strands), then the count.
 
     ``label`` (the region's) names the window of a non-finite model output."""
     tune_malloc()  # dask workers' fixed malloc trim threshold otherwise doubles the forward's CPU time
     rt = get_runtime(spec)
-    span = join_span(blocks, c0, p0, p1)
+    span = padded_span(blocks, c0, p0, p1, contig_length)
     nb = b1 - b0
-    out = np.full((1, nb, n_t + 1), np.nan, np.float32)
-    out[0, :, n_t] = 0
+    n_s = 2 if strand == "both" else 1
+    n_ts = n_t * n_s
+    out = np.full((1, nb, n_ts + 1), np.nan, np.float32)
+    out[0, :, n_ts] = 0
     starts = geom.windows_for_bins(length, b0, b1)
     if not starts.size:
         return out
@@ -97,25 +142,79 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
 
     if not geom.profile:
         for i in range(0, len(idx), step):
-            pred = _window_predict(rt, win, idx, i, step, strand, geom, where)
-            out[0, i:i + len(pred), :n_t] = pred
-        out[0, :len(idx), n_t] = 1
+            for si, pred in enumerate(_window_predict(rt, win, idx, i, step, strand, geom, where)):
+                out[0, i:i + len(pred), si:n_ts:n_s] = pred
+        out[0, :len(idx), n_ts] = 1
         return out
-    total = np.zeros((n_t, nb), np.float64)
+    total = np.zeros((n_s, n_t, nb), np.float64)
     count = np.zeros(nb, np.int64)
     offs = np.arange(geom.out_length)
     for i in range(0, len(idx), step):
-        pred = _window_predict(rt, win, idx, i, step, strand, geom, where)  # (n, T, L_out)
+        preds = _window_predict(rt, win, idx, i, step, strand, geom, where)  # per strand (n, T, L_out)
         bins = starts[i:i + step, None] // geom.bin_size + offs[None, :] - b0  # (n, L_out)
         keep = (bins >= 0) & (bins < nb)
         w, k = np.nonzero(keep)  # C order: window by window, as in any other chunking
-        for t in range(n_t):
-            np.add.at(total[t], bins[w, k], pred[w, t, k])
+        for si, pred in enumerate(preds):
+            for t in range(n_t):
+                np.add.at(total[si, t], bins[w, k], pred[w, t, k])
         np.add.at(count, bins[w, k], 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[0, :, :n_t] = (total / np.where(count > 0, count, np.nan)).T
-    out[0, :, n_t] = count
+        out[0, :, :n_ts] = (total / np.where(count > 0, count, np.nan)).transpose(2, 1, 0).reshape(nb, n_ts)
+    out[0, :, n_ts] = count
     return out
+
+
+def _tile_pad(pad, geom: TrackGeometry) -> bool:
+    """Return whether to pad the regions with N (``pad`` None: profile models with a crop)."""
+    if pad is None:
+        return geom.profile and (geom.crop > 0 or geom.crop_right > 0)
+    if pad not in ("N", "none"):
+        raise ValueError(f"pad {pad!r} is not 'N' (regions padded with N) or 'none'")
+    if pad == "N" and not geom.profile:
+        raise ValueError("pad='N' applies to profile models (bin_size=): a scalar model's windows already cover "
+                         "the region, the last one ending at its end")
+    return pad == "N"
+
+
+def padded_region(r: Region, geom: TrackGeometry) -> Region:
+    """Return region ``r`` extended with N so that the bins of a profile ``geom`` cover every base.
+
+    ``crop`` bases are added before the start (bin 0 then starts at the region start) and
+    ``crop_right`` plus up to ``bin_size - 1`` after the end (the last bin ends at or past the
+    end), more if needed to hold one window. The extension lies outside the contig only at its
+    ends (read as N there); the label stays the region's.
+    """
+    length = r.end - r.start
+    ext = max(length + geom.crop + geom.crop_right + (-length) % geom.bin_size, geom.window)
+    start = r.start - geom.crop
+    return Region(r.contig, start, start + ext, r.label)
+
+
+def _bin_centres(block_info=None, *, geom: TrackGeometry, starts, lengths) -> np.ndarray:
+    """Return the int64 genome position (0-based) of each bin centre of one (contig, bin) block; -1 past the bins."""
+    (r0, r1), (b0, b1) = block_info[None]["array-location"]
+    out = np.full((r1 - r0, b1 - b0), -1, np.int64)
+    for i in range(r0, r1):
+        hi = min(b1, geom.n_bins(lengths[i]))
+        if hi > b0:
+            out[i - r0, :hi - b0] = starts[i] + geom.centres(lengths[i], np.arange(b0, hi))
+    return out
+
+
+def _shared_centres(geom: TrackGeometry, regs, n_bins, g_max: int):
+    """Return the int64 genome bin centres shared by every row (bin k centred on one base in all rows), or None.
+
+    E.g. whole contigs of a profile model padded with N (all bins ``[k b, (k + 1) b)``); a scalar
+    model's tail window, or regions with different starts, usually break it.
+    """
+    out = np.full(g_max, -1, np.int64)
+    for r, nb in zip(regs, n_bins):
+        c = r.start + geom.centres(r.end - r.start, np.arange(nb))
+        seen = out[:nb] >= 0
+        if (out[:nb][seen] != c[seen]).any():
+            return None
+        out[:nb] = c
+    return out if (out >= 0).all() and (np.diff(out) > 0).all() else None
 
 
 def _nan_block(shape) -> np.ndarray:
@@ -135,6 +234,7 @@ def predict_tiles(
     crop: int = 0,
     crop_right: int | None = None,
     strand: str = "+",
+    pad: str | None = None,
     bin_chunk: int | None = None,
     sequence_var: str = "sequence_code",
     length_var: str = "sequence_length",
@@ -146,13 +246,21 @@ def predict_tiles(
     ``ds[length_var]`` (a ``sequence_length``: (sequence,)), e.g. from ``read_genome``. ``window``
     is the model's input length; ``stride`` (default ``window // 2``) the step between windows; ``regions`` ``chr:start-end`` strings (1-based),
     ``Region``s or a BED path (default: every contig, whole); ``bin_size``/``crop``/``crop_right``
-    (default ``crop``) describe a profile model's output; ``strand`` is ``+``, ``-`` or ``both``;
+    (default ``crop``) describe a profile model's output; ``strand`` is ``+``, ``-``, ``both`` (a
+    trailing ``strand`` dim) or ``mean`` (module doc); ``pad`` ``"N"`` (default for profile models
+    with a crop) pads each region with N so that every base gets a prediction (``padded_region``),
+    ``"none"`` leaves the cropped ends and the final partial bin unpredicted;
     ``bin_chunk`` bins per task (default: the input's position chunk in bins).
 
-    Output: ``track_prediction`` (contig, bin, target) float32 and ``track_coverage`` (contig, bin)
+    Output: ``track_prediction`` (contig, bin, target[, strand]) float32 and ``track_coverage`` (contig, bin)
     int32, one row per region (``contig`` = region label, with coordinates ``contig_name``,
-    ``contig_index``, ``region_start``, ``region_end``), rows padded with NaN / 0 past their last
-    bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
+    ``contig_index``, ``region_start``, ``region_end`` — of the N-padded region with ``pad="N"``,
+    ``region_pad_left/right`` its padding — and ``genome_position`` (contig, bin), the 0-based
+    genome position of each bin's centre, -1 past a row's bins; when every row's bin ``k`` is
+    centred on the same base — whole contigs of a profile model padded with N — ``bin`` itself
+    holds those positions, so ``res.sel(contig=name, bin=p)`` is the bin centred at base ``p``;
+    in any layout ``genome_view(res)`` selects by contig name and bin-centre position), rows
+    padded with NaN / 0 past their last bin; the geometry in the attrs (``track_window`` ...; ``storage.genome.track_bins`` turns bin
     indices into genome coordinates). Nothing is computed. Raises
     ``InputError`` for an unknown contig, a region outside its contig or a window longer than a
     region, ``ValueError`` for inconsistent tiling parameters — before any work.
@@ -170,6 +278,10 @@ def predict_tiles(
         raise ValueError(f"strand {strand!r} maps reverse-complement profiles back by mirroring, which needs "
                          f"crop == crop_right (got {geom.crop} and {geom.crop_right})")
     codes, lengths, names, regs, rows = genome_input(ds, regions, sequence_var, length_var)
+    pad = _tile_pad(pad, geom)
+    real = regs
+    if pad:
+        regs = [padded_region(r, geom) for r in regs]
     for r in regs:
         geom.check_length(r.end - r.start, r.label)
     n_bins = [geom.n_bins(r.end - r.start) for r in regs]
@@ -178,7 +290,8 @@ def predict_tiles(
     bc = int(bin_chunk or max(1, codes.chunks[1][0] // per_bin))
     bchunks = tuple(min(bc, g_max - s) for s in range(0, g_max, bc))
     n_t = len(spec.target_names)
-    name = "tiles-" + graph_token(spec, geom, strand, codes.name, regs, bchunks)
+    n_ts = n_t * (2 if strand == "both" else 1)
+    name = "tiles-" + graph_token(spec, geom, strand, codes.name, regs, bchunks, pad)
     dsk = {}
     for i, (r, row, nb_r) in enumerate(zip(regs, rows, n_bins)):
         length = r.end - r.start
@@ -187,23 +300,42 @@ def predict_tiles(
             b1 = b0 + c
             starts = geom.windows_for_bins(length, b0, b1) if b0 < nb_r else np.zeros(0, np.int64)
             if not starts.size:
-                dsk[(name, i, j, 0)] = (_nan_block, (1, c, n_t + 1))
+                dsk[(name, i, j, 0)] = (_nan_block, (1, c, n_ts + 1))
             else:
                 p0, p1 = r.start + int(starts.min()), r.start + int(starts.max()) + window
-                keys, c0 = span_keys(codes, row, p0, p1)
+                keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
                 dsk[(name, i, j, 0)] = (apply_kwargs, _tile_block, [keys, c0, p0, p1], dict(
                     spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1, strand=strand, n_t=n_t,
-                    label=r.label))
+                    contig_length=int(lengths[row]), label=r.label))
             b0 = b1
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
-    out = da.Array(graph, name, chunks=((1,) * len(regs), bchunks, (n_t + 1,)), dtype=np.float32,
+    out = da.Array(graph, name, chunks=((1,) * len(regs), bchunks, (n_ts + 1,)), dtype=np.float32,
                    meta=np.empty((0, 0, 0), np.float32))
+    pred = out[..., :n_ts]
+    if strand == "both":
+        pred = pred.reshape(pred.shape[:2] + (n_t, 2))
+        pred_var, strand_coord = ((CONTIG, BIN, TARGET, STRAND), pred), {STRAND: ["+", "-"]}
+    else:
+        pred_var, strand_coord = ((CONTIG, BIN, TARGET), pred), {}
     new = xr.Dataset(
-        {"track_prediction": ((CONTIG, BIN, TARGET), out[..., :n_t]),
-         "track_coverage": ((CONTIG, BIN), out[..., n_t].astype(np.int32))},
-        coords=region_coords(regs, rows) | {TARGET: spec.target_names},
-        attrs={**geom.to_attrs(), "track_strand": strand, "track_model": spec.factory or spec.torchscript},
+        {"track_prediction": pred_var, "track_coverage": ((CONTIG, BIN), out[..., n_ts].astype(np.int32))},
+        coords=region_coords(regs, rows) | {TARGET: spec.target_names} | strand_coord | {
+            "region_pad_left": (CONTIG, np.asarray([r.start - v.start for r, v in zip(real, regs)], np.int64)),
+            "region_pad_right": (CONTIG, np.asarray([v.end - r.end for r, v in zip(real, regs)], np.int64)),
+            "genome_position": ((CONTIG, BIN), da.map_blocks(
+                _bin_centres, chunks=((1,) * len(regs), bchunks), dtype=np.int64, meta=np.empty((0, 0), np.int64),
+                geom=geom, starts=tuple(r.start for r in regs), lengths=tuple(r.end - r.start for r in regs)))},
+        attrs={**geom.to_attrs(), "track_strand": strand, "track_model": spec.factory or spec.torchscript,
+               "track_pad": "N" if pad else "none"},
     )
+    shared = _shared_centres(geom, regs, n_bins, g_max)
+    if shared is not None:  # every row's bin k is centred on the same base: bin = that genome position
+        new = new.assign_coords({BIN: shared})
+        new[BIN].attrs["description"] = ("0-based genome position of the bin centre, the same in every row "
+                                         "(sel(contig=..., bin=p)); otherwise use genome_view")
+    new["track_prediction"].attrs.update(geom.to_attrs())  # survives merge=True (which keeps ds's attrs)
+    new["genome_position"].attrs.update(description="0-based genome position of each bin centre (-1 past a row's "
+                                                    "bins); genome_view(ds) selects by (contig name, position)")
     validate(new)
     return merge_result(ds, new, merge)
 
@@ -227,22 +359,73 @@ def _coarsen(x: da.Array, factor: int, reduce) -> da.Array:
     n = x.shape[1]
     pad = -n % factor
     if pad:
-        x = da.pad(x, ((0, 0), (0, pad), (0, 0)), constant_values=np.nan)
+        x = da.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2), constant_values=np.nan)
     c = max(factor, x.chunks[1][0] // factor * factor)
     x = x.rechunk({1: c})
     return da.coarsen(reduce, x, {1: factor})
 
 
+def _group_centres(block_info=None, *, geom: TrackGeometry, starts, lengths, group: int) -> np.ndarray:
+    """Return the int64 genome position (0-based) of each level-bin centre of one (contig, bin_lK) block.
+
+    A level bin groups track bins ``[g group, (g + 1) group)``; its centre lies midway between the
+    centres of its first and last bin of that row (floor); -1 past the row's bins.
+    """
+    (r0, r1), (g0, g1) = block_info[None]["array-location"]
+    out = np.full((r1 - r0, g1 - g0), -1, np.int64)
+    for i in range(r0, r1):
+        nb = geom.n_bins(lengths[i])
+        hi = min(g1, -(-nb // group))
+        if hi > g0:
+            g = np.arange(g0, hi)
+            first, last = g * group, np.minimum((g + 1) * group, nb) - 1
+            out[i - r0, :hi - g0] = starts[i] + (geom.centres(lengths[i], first) + geom.centres(lengths[i], last)) // 2
+    return out
+
+
+def _track_rows(ds: xr.Dataset, var: str = "track_prediction"):
+    """Return ``(geometry, region starts, region lengths)`` of a track, or None when it lacks them."""
+    attrs = ds.attrs if "track_bin_size" in ds.attrs else ds[var].attrs  # merge=True: on the variable
+    if "track_bin_size" not in attrs or "region_start" not in ds.coords or "region_end" not in ds.coords:
+        return None
+    starts = np.asarray(ds["region_start"].values, np.int64)
+    return TrackGeometry.from_attrs(attrs), starts, np.asarray(ds["region_end"].values, np.int64) - starts
+
+
+def _shared_track_centres(ds: xr.Dataset, rows) -> np.ndarray | None:
+    """Return the track's ``bin`` coordinate when it holds the genome bin centres shared by every row, else None."""
+    if rows is None or BIN not in ds.coords or np.dtype(ds[BIN].dtype).kind not in "iu":
+        return None
+    c = np.asarray(ds[BIN].values, np.int64)
+    geom, starts, lengths = rows
+    i = int(np.argmax([geom.n_bins(int(n)) for n in lengths]))  # the longest row holds every shared bin
+    nb = geom.n_bins(int(lengths[i]))
+    if nb != len(c) or not np.array_equal(c, starts[i] + geom.centres(int(lengths[i]), np.arange(nb))):
+        return None
+    return c
+
+
 def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chunk: int = 1 << 16,
                   var: str = "track_prediction") -> xr.Dataset:
-    """Return the lazy min/max pyramid of ``ds[var]`` (a ``track_prediction``: contig, bin, target).
+    """Return the lazy min/max pyramid of ``ds[var]`` (a ``track_prediction``: contig, bin, target[, strand]).
 
-    Level ``l`` (1, 2, ...) holds the NaN-ignoring min and max over ``factor**l`` consecutive bins
+    Level ``K`` (1, 2, ...) holds the NaN-ignoring min and max over ``factor**K`` consecutive bins
     (groups start at bin 0; a group of only NaN is NaN), each level computed from the previous
-    one; levels stop once a level has at most ``min_groups`` groups. Output:
-    ``track_pyramid_min`` / ``track_pyramid_max`` (contig, pyramid_bin, target), all levels
-    concatenated along ``pyramid_bin`` in ``chunk``-sized chunks; attrs ``pyramid_factor`` and
-    ``pyramid_levels`` = ``[[level, offset, groups], ...]``, plus the track's own attrs.
+    one; levels stop once a level has at most ``min_groups`` groups. Each level is its own pair of
+    variables ``track_min_lK`` / ``track_max_lK`` (contig, bin_lK, target[, strand]) in
+    ``chunk``-sized chunks (names: ``storage.schema.level_vars`` / ``level_dim``), so one level is
+    read without touching the others (``pyramid_level(pyr, K)``).
+
+    Genome coordinates (when the track has its geometry attrs and region coords, as every
+    ``predict_tiles`` result does): ``genome_position_lK`` (contig, bin_lK) is the 0-based genome
+    position of each level bin's centre in its row — midway (floor) between the centres of its
+    first and last track bin — and -1 past the row's bins. When the track's ``bin`` axis itself
+    holds genome positions shared by every row, ``bin_lK`` holds them too (the centres over the
+    full bin axis; a shorter row's last, partial group is centred as ``genome_position_lK`` says),
+    so ``pyr.sel(contig=c).sel(bin_l3=p, method="nearest")`` is the level-3 bin around base ``p``.
+
+    Attrs: ``pyramid_factor``, ``pyramid_levels`` (the level numbers), ``track_bins`` and the
+    track's own ``track_*`` attrs; each variable has ``pyramid_level`` and ``pyramid_group_bins``.
     Nothing is computed.
     """
     require_vars(ds, (var,), "interpretome.tasks.tiles.predict_tiles")
@@ -252,37 +435,57 @@ def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chu
         raise ValueError(f"pyramid factor must be >= 2, got {factor}")
     x = ds[var].data
     if not isinstance(x, da.Array):
-        x = da.from_array(np.asarray(x), chunks=(1, chunk, -1))
-    mins, maxs, levels = [], [], []
+        x = da.from_array(np.asarray(x), chunks=(1, chunk) + (-1,) * (x.ndim - 2))
+    rows = _track_rows(ds, var)
+    shared = _shared_track_centres(ds, rows)
+    coords = {k: v for k, v in ds.coords.items() if CONTIG in v.dims and BIN not in v.dims}
+    for c in (TARGET, STRAND):
+        if c in ds.coords:
+            coords[c] = ds[c]
+    attrs = {k: v for k, v in ds.attrs.items() if k.startswith("track_")}
+    extra = tuple(ds[var].dims[2:])
+    rechunk = {0: 1, 1: chunk, **{d: -1 for d in range(2, x.ndim)}}
+    data, levels = {}, []
     lo = hi = x.astype(np.float32)
-    offset, level = 0, 0
-    n = x.shape[1]
+    n_rows, level = x.shape[0], 0
     while True:
         level += 1
+        if level > MAX_LEVEL:
+            raise ValueError(f"the pyramid would need more than {MAX_LEVEL} levels: raise min_groups or factor")
         lo, hi = _coarsen(lo, factor, _nanmin), _coarsen(hi, factor, _nanmax)
-        n = lo.shape[1]
-        mins.append(lo)
-        maxs.append(hi)
-        levels.append([level, offset, n])
-        offset += n
+        n, group, dim = lo.shape[1], factor ** level, level_dim(level)
+        vmin, vmax = level_vars(level)
+        mn, mx = lo.rechunk(rechunk), hi.rechunk(rechunk)
+        for name, arr in ((vmin, mn), (vmax, mx)):
+            data[name] = xr.Variable((CONTIG, dim) + extra, arr, attrs={"pyramid_level": level,
+                                                                        "pyramid_group_bins": group})
+        if rows is not None:
+            geom, starts, lengths = rows
+            coords[f"genome_position_l{level}"] = xr.Variable((CONTIG, dim), da.map_blocks(
+                _group_centres, chunks=((1,) * n_rows, mn.chunks[1]), dtype=np.int64,
+                meta=np.empty((0, 0), np.int64), geom=geom, starts=tuple(int(s) for s in starts),
+                lengths=tuple(int(v) for v in lengths), group=group), attrs={"description": (
+                    f"0-based genome position of each level-{level} bin's centre in its row (midway between the "
+                    f"centres of its first and last track bins, floor); -1 past the row's bins")})
+        if shared is not None:
+            g = np.arange(n)
+            first, last = g * group, np.minimum((g + 1) * group, len(shared)) - 1
+            coords[dim] = xr.Variable(dim, (shared[first] + shared[last]) // 2, attrs={"description": (
+                f"0-based genome position of each level-{level} bin's centre (midway between the centres of its "
+                f"first and last track bins), the same in every row: sel({dim}=p, method='nearest')")})
+        levels.append(level)
         if n <= min_groups:
             break
-    cat = lambda arrs: da.concatenate(arrs, axis=1).rechunk({0: 1, 1: chunk, 2: -1})  # noqa: E731
-    coords = {k: v for k, v in ds.coords.items() if CONTIG in v.dims and BIN not in v.dims}
-    if TARGET in ds.coords:
-        coords[TARGET] = ds[TARGET]
-    attrs = {k: v for k, v in ds.attrs.items() if k.startswith("track_")}
-    new = xr.Dataset({"track_pyramid_min": ((CONTIG, PYRAMID_BIN, TARGET), cat(mins)),
-                      "track_pyramid_max": ((CONTIG, PYRAMID_BIN, TARGET), cat(maxs))},
-                     coords=coords, attrs={**attrs, "pyramid_factor": factor, "pyramid_levels": levels,
-                                           "track_bins": int(x.shape[1])})
+    new = xr.Dataset(data, coords=coords, attrs={
+        **attrs, "pyramid_factor": factor, "pyramid_levels": levels, "track_bins": int(x.shape[1]),
+        "pyramid_position": "level bin centre, 0-based: midway between the centres of its first and last track bins"})
     validate(new)
     return new
 
 
 def pyramid_level(pyr: xr.Dataset, level: int) -> xr.Dataset:
-    """Return level ``level`` of a pyramid as ``track_pyramid_min/max`` (contig, pyramid_bin, target)."""
-    for lv, off, n in pyr.attrs["pyramid_levels"]:
-        if int(lv) == int(level):
-            return pyr.isel({PYRAMID_BIN: slice(int(off), int(off) + int(n))})
-    raise ValueError(f"the pyramid has levels {[lv for lv, _, _ in pyr.attrs['pyramid_levels']]}, not {level}")
+    """Return level ``level`` of a pyramid: ``track_min_lK`` / ``track_max_lK`` with the ``bin_lK`` coords only."""
+    names = level_vars(level)
+    if not all(v in pyr.data_vars for v in names):
+        raise ValueError(f"the pyramid has levels {list(pyr.attrs.get('pyramid_levels', []))}, not {level}")
+    return pyr[list(names)]

@@ -4,7 +4,8 @@ Reads stored groups only (never a model): the tiled track (``track_prediction`` 
 geometry attrs), optionally its min/max pyramid (``tasks.tiles.track_pyramid``) and a gene table
 (``storage.annotation``). A view of ``n`` bins drawn ``width`` pixels wide reads the full track
 when ``n <= oversample * width``; otherwise it reads the coarsest pyramid level that still has
-at least ``oversample * width`` groups in view and draws each group as a vertical min-max
+at least ``oversample * width`` groups in view — only that level's ``track_min_lK`` /
+``track_max_lK`` slice of the view, never the other levels — and draws each group as a vertical min-max
 segment (M4-style: the pixel columns of a line through every bin are covered by the group's
 min..max). So a whole-chromosome render reads work proportional to pixels, not positions.
 
@@ -19,8 +20,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..storage.export import target_index
+from ..storage.export import strand_view, target_index
 from ..storage.genome import TrackGeometry
+from ..storage.schema import level_dim, level_vars
 from .figures import pyplot
 
 
@@ -40,13 +42,15 @@ def row_index(ds: xr.Dataset, contig) -> int:
 
 
 def track_points(track: xr.Dataset, contig=None, *, start=None, end=None, target=None, width: int = 1200,
-                 pyramid: xr.Dataset | None = None, oversample: int = 2) -> tuple[pd.DataFrame, int]:
+                 pyramid: xr.Dataset | None = None, oversample: int = 2, strand=None) -> tuple[pd.DataFrame, int]:
     """Return ``(points, level)``: the x (genome position), y values to draw and the level read.
 
     ``level`` 0 means the full-resolution track (one point per bin, at the bin centre); level
     ``l >= 1`` means pyramid groups of ``factor**l`` bins, two points per group (min then max) at
-    the group's centre. ``start``/``end`` are genome coordinates (0-based) of the view.
+    the group's centre. ``start``/``end`` are genome coordinates (0-based) of the view; ``strand``
+    picks one strand of a two-strand track (default the first).
     """
+    track, pyramid = strand_view(track, strand), strand_view(pyramid, strand)
     geom = TrackGeometry.from_attrs(track.attrs)
     i, t = row_index(track, contig), target_index(track, target)
     rstart, rend = int(track["region_start"].values[i]), int(track["region_end"].values[i])
@@ -59,19 +63,22 @@ def track_points(track: xr.Dataset, contig=None, *, start=None, end=None, target
     b0, b1 = geom.bin_of(length, lo - rstart), geom.bin_of(length, hi - 1 - rstart) + 1
     level, factor = 0, 1
     if pyramid is not None and b1 - b0 > oversample * width:
+        if "track_pyramid_min" in pyramid.data_vars:
+            raise ValueError("this pyramid has the old one-axis layout (track_pyramid_min over pyramid_bin): "
+                             "rebuild it with tasks.tiles.track_pyramid (or rerun tiles) for per-level variables")
         factor_base = int(pyramid.attrs["pyramid_factor"])
-        for lv, off, n_l in pyramid.attrs["pyramid_levels"]:
+        for lv in pyramid.attrs["pyramid_levels"]:
             f = factor_base ** int(lv)
             if (b1 - b0) / f >= oversample * width:
-                level, factor, offset, n_groups = int(lv), f, int(off), int(n_l)
+                level, factor = int(lv), f
     if level == 0:
         y = np.asarray(track["track_prediction"][i, b0:b1, t].values, np.float64)
         x = rstart + geom.centres(length, np.arange(b0, b1))
         return pd.DataFrame({"x": x.astype(np.float64), "y": y}), 0
-    g0, g1 = b0 // factor, min(n_groups, -(-b1 // factor))
-    sl = slice(offset + g0, offset + g1)
-    mn = np.asarray(pyramid["track_pyramid_min"][i, sl, t].values, np.float64)
-    mx = np.asarray(pyramid["track_pyramid_max"][i, sl, t].values, np.float64)
+    vmin, vmax = level_vars(level)
+    g0, g1 = b0 // factor, min(pyramid.sizes[level_dim(level)], -(-b1 // factor))
+    mn = np.asarray(pyramid[vmin][i, g0:g1, t].values, np.float64)
+    mx = np.asarray(pyramid[vmax][i, g0:g1, t].values, np.float64)
     g = np.arange(g0, g1)
     first, last = g * factor, np.minimum((g + 1) * factor, n) - 1
     xc = rstart + (geom.centres(length, first) + geom.centres(length, last)) / 2

@@ -62,9 +62,10 @@ class _Checker:
         if not type_ok(value, param.type):
             self.add(path, key, f"key {key!r} in {where} must be {param.type}, got {toml_type(value)} {value!r}")
             return value
-        if param.choices and value not in param.choices:
+        bad = [v for v in (value if isinstance(value, list) else [value]) if v not in param.choices]
+        if param.choices and bad:  # a list: each item is one of the choices
             self.add(path, key, f"key {key!r} in {where} is {value!r}, not one of {list(param.choices)}"
-                                f"{_did_you_mean(str(value), [str(c) for c in param.choices])}")
+                                f"{_did_you_mean(str(bad[0]), [str(c) for c in param.choices])}")
         if param.type.startswith("float") and isinstance(value, int):
             value = float(value)
         if param.file or param.output:
