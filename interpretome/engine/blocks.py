@@ -6,6 +6,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..storage.schema import require
+
 
 def as_dask(values, chunks) -> da.Array:
     """Return ``values`` as a dask array with ``chunks`` (dask arrays are rechunked, numpy wrapped)."""
@@ -29,6 +31,19 @@ def require_vars(ds: xr.Dataset, names: tuple[str, ...], producer: str) -> None:
     missing = [n for n in names if n not in ds.variables]
     if missing:
         raise ValueError(f"the input dataset has no {missing}: build it with {producer}")
+
+
+def sequence_codes(ds: xr.Dataset, sequence_var: str, length_var: str, producer: str, chunks) -> da.Array:
+    """Return ``ds[sequence_var]`` as a dask array (numpy input chunked ``chunks``), after checking
+    that it and ``ds[length_var]`` fit the registered ``sequence_code`` / ``sequence_length``
+    (present, dims, dtype kind: metadata only; ``producer`` named when they are missing)."""
+    require_vars(ds, (sequence_var, length_var), producer)
+    require(ds, sequence_var, "sequence_code", producer)
+    require(ds, length_var, "sequence_length", producer)
+    codes = ds[sequence_var].data
+    if not isinstance(codes, da.Array):
+        codes = da.from_array(np.asarray(codes), chunks=chunks)
+    return codes
 
 
 def merge_result(ds: xr.Dataset, new: xr.Dataset, merge: bool) -> xr.Dataset:

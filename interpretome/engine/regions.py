@@ -22,8 +22,8 @@ import xarray as xr
 from dask.base import tokenize
 
 from ..storage.genome import Region, resolve_regions
-from ..storage.schema import CODE_N, CONTIG, SEQUENCE, require
-from .blocks import require_vars
+from ..storage.schema import CODE_N, CONTIG, SEQUENCE
+from .blocks import sequence_codes
 from .spec import ModelSpec
 
 
@@ -34,12 +34,7 @@ def genome_input(ds: xr.Dataset, regions, sequence_var: str = "sequence_code", l
     record lengths (``ds[length_var]``); ``regions`` the resolved ``Region`` list; ``rows`` each
     region's record index.
     """
-    require_vars(ds, (sequence_var, length_var), "interpretome.storage.genome.read_genome")
-    require(ds, sequence_var, "sequence_code", "interpretome.storage.genome.read_genome")
-    require(ds, length_var, "sequence_length", "interpretome.storage.genome.read_genome")
-    codes = ds[sequence_var].data
-    if not isinstance(codes, da.Array):
-        codes = da.from_array(np.asarray(codes), chunks=(1, -1))
+    codes = sequence_codes(ds, sequence_var, length_var, "interpretome.storage.genome.read_genome", (1, -1))
     if any(c != 1 for c in codes.chunks[0]):
         codes = codes.rechunk({0: 1})
     if isinstance(ds[length_var].data, da.Array):

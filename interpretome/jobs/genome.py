@@ -20,8 +20,9 @@ from ..storage.export import export_bedgraph, export_bigwig
 from ..storage.genome import TrackGeometry, as_regions, read_genome
 from ..storage.schema import CODE_N
 from ..storage.store import group_info, list_groups, open_group
-from ..tasks.genome_perturb import PADS, REDUCTIONS, genome_ism, genome_sweep, make_readout
+from ..tasks.genome_perturb import PADS, genome_ism, genome_sweep
 from ..tasks.genome_perturb import STRANDS as PERTURB_STRANDS
+from ..tasks.genome_readout import REDUCTIONS, make_readout
 from ..tasks.tiles import STRANDS, check_output, predict_tiles, track_pyramid
 from ..viz.tracks import plot_ism, plot_sweep, save
 from ..viz.tracks_long import plot_track, row_index, track_html

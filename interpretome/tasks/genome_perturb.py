@@ -28,6 +28,9 @@ batch x T x L_out values held), to what users read — ``reductions``:
   and the max loss ``max(reference - edited)`` over the bins overlapping the edited span
   +/- ``delta_distance`` bases (not clipped at 0: both are 0 at the reference base).
 
+(The readouts — ``ScalarReadout``, ``ProfileReadout``, ``make_readout`` — live in
+``tasks.genome_readout``.)
+
 Strands: ``"-"`` reverse-complements each context, predicts, and flips a profile back along its
 length; an edit is made in forward coordinates (substituting A reads as T on the reverse
 strand), so ``base`` is always the forward base. ``"both"`` keeps the two as a trailing
@@ -47,8 +50,6 @@ position=p)``) selects by contig name and 0-based genome position (a MultiIndex 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -59,137 +60,19 @@ from ..engine.process import tune_malloc
 from ..engine.models import ModelSpec, get_runtime, load_spec, outputs_of
 from ..engine.regions import apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys
 from ..errors import InputError
-from ..storage.genome import TrackGeometry
-from ..storage.schema import (BASE, BASES, CONTIG, GENOME_REDUCTION_VALUES, POSITION, STRAND, TARGET, WINDOW,
-                              validate)
+from ..storage.schema import BASE, BASES, CONTIG, POSITION, STRAND, TARGET, WINDOW, validate
+from .genome_readout import REDUCTIONS, ProfileReadout, make_readout
 from .perturb import resolve_windows, window_edits
-from .tiles import check_output, edits_on_strand, predict_on_strand
+from .tiles import edits_on_strand, predict_on_strand
 
-REDUCTIONS = tuple(GENOME_REDUCTION_VALUES)
-"""Profile-model reductions of one edit's effect (module doc)."""
+__all__ = ["REDUCTIONS", "STRANDS", "PADS", "genome_sweep", "genome_ism", "context_starts"]
+
 STRANDS = ("+", "-", "both")
 PADS = ("N", "none")
-_VALUES = GENOME_REDUCTION_VALUES
 
 _ISM_DIMS = (CONTIG, POSITION, BASE, TARGET, STRAND)
 _SWEEP_DIMS = (CONTIG, WINDOW, POSITION, TARGET, STRAND)
 _REF_DIMS = (CONTIG, POSITION, TARGET, STRAND)
-
-
-# --- what is stored of one edit: scalar deltas or profile reductions ------------------------------------
-
-@dataclass(frozen=True)
-class ScalarReadout:
-    """A scalar model ``(N, T)``: the stored value of an edit is its delta."""
-
-    window: int
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Return the value names (``delta``)."""
-        return ("delta",)
-
-    def check(self, o: np.ndarray) -> np.ndarray:
-        """Return ``o`` after checking it is ``(N, T)``."""
-        return check_output(o, TrackGeometry(self.window, 1), "genome perturbation")
-
-    def reference(self, ref: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        """Return the stored reference ``(E, T)`` for edits starting at ``lo`` of a ``ref`` (T,) window."""
-        return np.broadcast_to(ref, (len(lo),) + ref.shape)
-
-    def valid(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Return ``(E, V)`` bool: which values an edit of window bases ``[lo, hi]`` has."""
-        return np.ones((len(lo), 1), bool)
-
-    def reduce(self, pred: np.ndarray, ref: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Return ``(E, T, V)`` float32: the values of edits with outputs ``pred`` (E, T)."""
-        return (pred - ref[None])[..., None].astype(np.float32)
-
-
-@dataclass(frozen=True)
-class ProfileReadout:
-    """A profile model ``(N, T, L_out)``: each edit reduced to ``reductions`` (module doc).
-
-    ``geom`` places output bin ``k`` on window bases ``[crop + k*bin_size, crop + (k+1)*bin_size)``;
-    an edit of window bases ``[lo, hi]`` is read at the bin covering base ``(lo + hi) // 2``
-    (``at_edit``) and over the bins overlapping ``[lo - distance, hi + distance]`` (``delta_score``).
-    """
-
-    geom: TrackGeometry
-    reductions: tuple[str, ...]
-    distance: int
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Return the value names, in storage order (``delta_score`` gives gain and loss)."""
-        return tuple(v for r in self.reductions for v in _VALUES[r])
-
-    def check(self, o: np.ndarray) -> np.ndarray:
-        """Return ``o`` after checking it is ``(N, T, L_out)`` of the geometry."""
-        return check_output(o, self.geom, "the profile perturbation")
-
-    def _bin(self, lo, hi):
-        c = (np.asarray(lo) + np.asarray(hi)) // 2
-        k = (c - self.geom.crop) // self.geom.bin_size
-        return np.clip(k, 0, self.geom.out_length - 1), (c >= self.geom.crop) & (k < self.geom.out_length)
-
-    def _near(self, lo, hi):
-        """Return ``(E, L_out)`` bool: output bins overlapping ``[lo - distance, hi + distance]``."""
-        b0 = self.geom.crop + np.arange(self.geom.out_length) * self.geom.bin_size
-        return ((b0[None, :] <= np.asarray(hi)[:, None] + self.distance)
-                & (b0[None, :] + self.geom.bin_size - 1 >= np.asarray(lo)[:, None] - self.distance))
-
-    def reference(self, ref: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        """Return ``(E, T)``: the reference profile ``ref`` (T, L_out) at the bin covering base ``lo``."""
-        k, ok = self._bin(lo, lo)
-        return np.where(ok[:, None], ref[:, k].T, np.nan)
-
-    def valid(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Return ``(E, V)`` bool: which values an edit of window bases ``[lo, hi]`` has."""
-        cols = {"at_edit": [self._bin(lo, hi)[1]], "total": [np.ones(len(lo), bool)],
-                "delta_score": [self._near(lo, hi).any(axis=1)] * 2}
-        return np.stack([c for r in self.reductions for c in cols[r]], axis=1)
-
-    def reduce(self, pred: np.ndarray, ref: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Return ``(E, T, V)`` float32: the reductions of edits with profiles ``pred`` (E, T, L_out)."""
-        diff = pred.astype(np.float64) - ref[None]
-        cols = []
-        for r in self.reductions:
-            if r == "at_edit":
-                k, ok = self._bin(lo, hi)
-                cols.append(np.where(ok[:, None], diff[np.arange(len(k)), :, k], np.nan))
-            elif r == "total":
-                cols.append(diff.sum(axis=-1))
-            else:
-                near = self._near(lo, hi)[:, None, :]
-                some = near.any(axis=-1)
-                cols.append(np.where(some, np.where(near, diff, -np.inf).max(axis=-1), np.nan))
-                cols.append(np.where(some, np.where(near, -diff, -np.inf).max(axis=-1), np.nan))
-        return np.stack(cols, axis=-1).astype(np.float32)
-
-
-def make_readout(input_length: int, bin_size, crop: int, crop_right, reductions, delta_distance: int, strand: str):
-    """Return the readout of a scalar (``bin_size`` None) or profile model, checking its options.
-
-    Raises ``ValueError`` naming the option to fix.
-    """
-    if bin_size is None:
-        if reductions is not None or crop or crop_right:
-            raise ValueError("reductions=/crop= only apply to profile models: pass bin_size= (bases per output bin) "
-                             "too, or drop them for a scalar model")
-        return ScalarReadout(int(input_length))
-    crop_right = int(crop) if crop_right is None else int(crop_right)
-    geom = TrackGeometry(int(input_length), int(bin_size), int(bin_size), int(crop), crop_right)
-    reductions = tuple(REDUCTIONS if reductions is None else ([reductions] if isinstance(reductions, str) else reductions))
-    bad = [r for r in reductions if r not in REDUCTIONS]
-    if bad or not reductions or len(set(reductions)) != len(reductions):
-        raise ValueError(f"reductions {list(reductions)} must be distinct names from {REDUCTIONS}")
-    if int(delta_distance) < 0:
-        raise ValueError(f"delta_distance must be >= 0 bases, got {delta_distance}")
-    if strand != "+" and geom.crop != geom.crop_right:
-        raise ValueError(f"strand {strand!r} maps reverse-complement profiles back by mirroring, which needs "
-                         f"crop == crop_right (got {geom.crop} and {geom.crop_right})")
-    return ProfileReadout(geom, reductions, int(delta_distance))
 
 
 def _edit_values(rt, readout, ctx, ref, starts, new, lo, hi, strand) -> np.ndarray:
@@ -375,8 +258,25 @@ def _describe_coords(new: xr.Dataset, origin) -> None:
     new[CONTIG].attrs["description"] = "region label (the contig name for whole contigs; see contig_name)"
 
 
-def _finish(ds, variables, coords, strands, attrs, merge):
-    """Return the result Dataset: ``variables`` name -> (dims with strand last, array), strand dropped if single."""
+def _prepare(ds, model, regions, input_length, span, context_step, position_chunk, stride, sequence_var, length_var,
+             *, bin_size, crop, crop_right, reductions, delta_distance, strand, pad):
+    """Return ``(readout, strands, pad, plan)`` of a genome sweep / ISM: its options checked, its graph planned."""
+    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, strand)
+    strands, pad = _strands(strand), _pad(pad, readout)
+    plan = _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, pad, sequence_var,
+                 length_var)
+    return readout, strands, pad, plan
+
+
+def _finish(ds, variables, axis, coords, strands, attrs, profile, merge):
+    """Return the result Dataset: ``variables`` name -> (dims with strand last, array), strand dropped if single.
+
+    ``axis``: ``(regions, rows, positions, position chunks)`` of the region axis (``_region_axis``);
+    ``profile``: ``(readout, strand, pad)``, stated in the attrs with the position origin.
+    """
+    axis_coords, origin = _region_axis(*axis)
+    coords = axis_coords | coords
+    attrs = attrs | {"position_origin": origin, **_profile_attrs(*profile)}
     out = {}
     for name, (dims, arr) in variables.items():
         if len(strands) == 1:
@@ -460,11 +360,11 @@ def genome_sweep(
         (see ``_region_axis``), every ``stride``. Nothing is computed.
     """
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
-    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, strand)
-    strands, pad = _strands(strand), _pad(pad, readout)
-    spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride, pad,
-        sequence_var, length_var)
+    readout, strands, pad, plan = _prepare(
+        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride, sequence_var, length_var,
+        bin_size=bin_size, crop=crop, crop_right=crop_right, reductions=reductions, delta_distance=delta_distance,
+        strand=strand, pad=pad)
+    spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = plan
     n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
     name = "genome-sweep-" + graph_token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
                                     replicates, seed, readout, strands, pad)
@@ -476,11 +376,11 @@ def genome_sweep(
         for stat, off in (("mean", 1), ("std", 1 + n_v * n_w)):
             arr = out[..., off + v * n_w:off + (v + 1) * n_w]  # (contig, position, target, strand, window)
             variables[f"genome_sweep_{value}_{stat}"] = (_SWEEP_DIMS, da.moveaxis(arr, -1, 1))
-    coords, origin = _region_axis(regs, rows, positions, pchunks)
     attrs = {"sweep_mode": mode, "sweep_stride": stride, "sweep_replicates": int(replicates), "sweep_seed": int(seed),
-             "input_length": w, "context_step": step, "position_origin": origin, **_profile_attrs(readout, strand, pad)}
-    return _finish(ds, variables, coords | {WINDOW: labels, "window_length": (WINDOW, windows), TARGET: spec.target_names},
-                   strands, attrs, merge)
+             "input_length": w, "context_step": step}
+    return _finish(ds, variables, (regs, rows, positions, pchunks),
+                   {WINDOW: labels, "window_length": (WINDOW, windows), TARGET: spec.target_names}, strands, attrs,
+                   (readout, strand, pad), merge)
 
 
 def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
@@ -554,11 +454,11 @@ def genome_ism(
         ``genome_ism_reference`` (contig, position, target[, strand]). ``position``: the edited
         base (see ``_region_axis``). Nothing is computed.
     """
-    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, strand)
-    strands, pad = _strands(strand), _pad(pad, readout)
-    spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, 1, context_step, position_chunk, 1, pad, sequence_var,
-        length_var)
+    readout, strands, pad, plan = _prepare(
+        ds, model, regions, input_length, 1, context_step, position_chunk, 1, sequence_var, length_var,
+        bin_size=bin_size, crop=crop, crop_right=crop_right, reductions=reductions, delta_distance=delta_distance,
+        strand=strand, pad=pad)
+    spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = plan
     n_t = len(spec.target_names)
     name = "genome-ism-" + graph_token(spec, w, step, codes.name, regs, pchunks, readout, strands, pad)
     out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, pad,
@@ -566,6 +466,5 @@ def genome_ism(
     variables = {"genome_ism_reference": (_REF_DIMS, out[..., 0])}
     for v, value in enumerate(readout.names):  # (contig, position, target, strand, base) -> base third
         variables[f"genome_ism_{value}"] = (_ISM_DIMS, da.moveaxis(out[..., 1 + 4 * v:5 + 4 * v], -1, 2))
-    coords, origin = _region_axis(regs, rows, positions, pchunks)
-    attrs = {"input_length": w, "context_step": step, "position_origin": origin, **_profile_attrs(readout, strand, pad)}
-    return _finish(ds, variables, coords | {BASE: list(BASES), TARGET: spec.target_names}, strands, attrs, merge)
+    return _finish(ds, variables, (regs, rows, positions, pchunks), {BASE: list(BASES), TARGET: spec.target_names},
+                   strands, {"input_length": w, "context_step": step}, (readout, strand, pad), merge)

@@ -21,10 +21,10 @@ import numpy as np
 import xarray as xr
 
 from ..engine import rng
-from ..engine.blocks import chunk_size, index_array, merge_result, require_vars, as_dask
+from ..engine.blocks import as_dask, chunk_size, index_array, merge_result, sequence_codes
 from ..engine.models import ModelSpec, get_runtime, item_name, load_spec, outputs_of
 from ..storage.alphabet import CODE_N, encode_bases
-from ..storage.schema import POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, require, validate
+from ..storage.schema import POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, validate
 
 MODES = ("random", "shuffle", "insert", "mask")
 DEFAULT_WINDOWS = (1, 3, 5, 7, 9, 11, 13, 15)
@@ -154,12 +154,7 @@ def sequence_input(ds: xr.Dataset, sequence_var: str = "sequence_code", length_v
     ``ds[sequence_var]`` must fit the registered ``sequence_code`` (sequence, position) uint8 and
     ``ds[length_var]`` ``sequence_length`` (sequence) int (checked on metadata, nothing computed).
     """
-    require_vars(ds, (sequence_var, length_var), "interpretome.read_fasta or sequences_to_dataset")
-    require(ds, sequence_var, "sequence_code", "interpretome.read_fasta or sequences_to_dataset")
-    require(ds, length_var, "sequence_length", "interpretome.read_fasta or sequences_to_dataset")
-    codes = ds[sequence_var].data
-    if not isinstance(codes, da.Array):
-        codes = da.from_array(np.asarray(codes), chunks=(64, -1))
+    codes = sequence_codes(ds, sequence_var, length_var, "interpretome.read_fasta or sequences_to_dataset", (64, -1))
     lengths = as_dask(ds[length_var].data, (codes.chunks[0],))
     known = None if isinstance(ds[length_var].data, da.Array) else np.asarray(ds[length_var].values)
     seq_ids = index_array(codes.shape[0], codes.chunks[0])
