@@ -130,3 +130,24 @@ def test_read_annotation__format_by_content_not_suffix(tmp_path):
     gff = tmp_path / "genes.gtf"
     gff.write_text("chrA\tsrc\tgene\t101\t200\t.\t-\t.\tID=gene-gm;Name=MINUS\n")
     assert list(read_annotation(gff)["gene_id"]) == ["gene-gm"]
+
+
+def test_read_exons__gtf_bed12_and_none(tmp_path):
+    """Exons for the figures: GTF exon rows, BED12 blocks; a plain BED or a GTF without exons has none."""
+    from interpretome.storage.annotation import read_exons
+
+    gtf = tmp_path / "a.gtf"
+    gtf.write_text('c\tt\tgene\t1\t100\t.\t-\t.\tgene_id "g"; gene_name "G";\n'
+                   'c\tt\texon\t1\t20\t.\t-\t.\tgene_id "g"; gene_name "G";\n'
+                   'c\tt\texon\t61\t100\t.\t-\t.\tgene_id "g"; gene_name "G";\n')
+    ex = read_exons(gtf)
+    assert list(zip(ex["start"], ex["end"], ex["name"])) == [(0, 20, "G"), (60, 100, "G")]
+    genes_only = tmp_path / "b.gtf"
+    genes_only.write_text('c\tt\tgene\t1\t100\t.\t-\t.\tgene_id "g";\n')
+    assert read_exons(genes_only) is None
+    bed = tmp_path / "c.bed"
+    bed.write_text("c\t0\t100\tg\t0\t+\n")
+    assert read_exons(bed) is None
+    bed12 = tmp_path / "d.bed12"
+    bed12.write_text("c\t10\t50\ttx\t0\t+\t10\t50\t0\t2\t5,10\t0,30\n")
+    assert list(zip(read_exons(bed12)["start"], read_exons(bed12)["end"])) == [(10, 15), (40, 50)]

@@ -399,3 +399,112 @@ def test_cli__profile_model_without_bin_size_refused_before_a_cluster(genome, tm
     assert "expects a profile model output (N, T, 13)" in capsys.readouterr().err
     assert main(["tiles", str(path), "-o", store, "--window", "96", "--region", "chr2", *model]) == 2
     assert "no --bin-size was given: pass --bin-size" in capsys.readouterr().err
+
+
+# --- strand="auto": each region on its gene's strand ------------------------------------------------------
+
+def _genes_gtf(tmp_path):
+    """chr1: gene P (+) at 11-60 and gene M (-) at 101-180 (1-based); chr2: both strands over 21-80."""
+    rows = [("chr1", 11, 60, "+", "P"), ("chr1", 101, 180, "-", "M"), ("chr2", 21, 80, "+", "Q"),
+            ("chr2", 41, 90, "-", "R")]
+    path = tmp_path / "genes.gtf"
+    path.write_text("".join(f'{c}\tt\tgene\t{a}\t{b}\t.\t{s}\t.\tgene_id "{n}"; gene_name "{n}";\n'
+                            for c, a, b, s, n in rows))
+    return path
+
+
+def test_genome_ism__auto_strand_equals_each_region_alone(genome, tmp_path):
+    """strand='auto': each region runs on its gene's strand; equal to that region alone with the explicit strand,
+    and the minus-strand region equal to reverse-complement-and-flip by hand."""
+    path, codes = genome
+    gtf = _genes_gtf(tmp_path)
+    spec = _profile_spec(8, 1)
+    ds = read_genome(path)
+    regions = ["chr1:21-30", "chr1:121-130"]
+    kw = dict(input_length=W, bin_size=1, crop=8, reductions=["at_edit", "total"], position_chunk=4, merge=False)
+    res = genome_ism(ds, spec, regions=regions, strand="auto", annotation=gtf, **kw).compute()
+    assert list(res["region_strand"].values) == ["+", "-"] and "strand" not in res.dims
+    assert res.attrs["strand"] == "auto"
+    for i, (r, sd) in enumerate(zip(regions, "+-")):
+        alone = genome_ism(ds, spec, regions=[r], strand=sd, **kw).compute()
+        for v in ("genome_ism_profile_at_edit", "genome_ism_profile_total", "genome_ism_reference"):
+            np.testing.assert_array_equal(res[v].isel(contig=i).values, alone[v].isel(contig=0).values)
+    seq = codes["chr1"]
+    for p in (120, 125, 129):  # the minus-strand gene's region, by hand: centred context, edit, rc, predict, flip
+        cs = p - W // 2
+        ref = _forward(spec, seq[cs:cs + W], "-")
+        for b in range(4):
+            ed = seq[cs:cs + W].copy()
+            ed[p - cs] = b
+            want = (_forward(spec, ed, "-") - ref).sum(axis=1)
+            got = res["genome_ism_profile_total"].isel(contig=1, position=p - 120).sel(base="ACGT"[b]).values
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_genome_sweep__auto_strand_bed_strand_and_errors(genome, tmp_path):
+    path, _ = genome
+    ds = read_genome(path)
+    bed = tmp_path / "r.bed"
+    bed.write_text("chr2\t30\t40\tboth\t0\t-\nchr1\t20\t30\tp\t0\t.\n")
+    gtf = _genes_gtf(tmp_path)
+    kw = dict(input_length=W, windows=[2], mode="mask", merge=False)
+    from interpretome.storage.genome import as_regions
+    res = genome_sweep(ds, SPEC, regions=as_regions(bed), strand="auto", annotation=gtf, **kw).compute()
+    assert list(res["region_strand"].values) == ["-", "+"]  # BED column 6 wins; else the gene's strand
+    alone = genome_sweep(ds, SPEC, regions=["chr2:31-40"], strand="-", **kw).compute()
+    np.testing.assert_array_equal(res["genome_sweep_delta_mean"].isel(contig=0).values,
+                                  alone["genome_sweep_delta_mean"].isel(contig=0).values)
+    with pytest.raises(InputError, match=r"'chr2:51-60' overlaps genes of both strands .*--strand \+/-/both"):
+        genome_sweep(ds, SPEC, regions=["chr1:21-30", "chr2:51-60"], strand="auto", annotation=gtf, **kw)
+    with pytest.raises(InputError, match=r"'chr1:301-310' overlaps no stranded gene.*strand column"):
+        genome_ism(ds, SPEC, input_length=W, regions=["chr1:301-310"], strand="auto", annotation=gtf)
+    with pytest.raises(InputError, match="--annotation FILE"):
+        genome_ism(ds, SPEC, input_length=W, regions=["chr1:21-30"], strand="auto")
+
+
+def test_cli__genome_ism_strand_auto(genome, client2, tmp_path, capsys):
+    """--strand auto --annotation FILE on the command line; a region of both strands exits 2 before any work."""
+    from interpretome.cli import main
+    from interpretome.storage.store import open_group
+
+    path, _ = genome
+    gtf = _genes_gtf(tmp_path)
+    store = str(tmp_path / "a.zarr")
+    model = ["--model", "interpretome.datasets:reference_cnn", "--model-kwargs", '{"channels": 8, "outputs": 2}',
+             "--targets", "a,b"]
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr2:51-60",
+                 "--strand", "auto", "--annotation", str(gtf), *model]) == 2
+    err = capsys.readouterr().err
+    assert "'chr2:51-60' overlaps genes of both strands" in err and "--strand +/-/both" in err
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr1:121-125",
+                 "--region", "chr1:21-25", "--strand", "auto", "--annotation", str(gtf), "--dry-run", *model]) == 0
+    assert main(["genome-ism", str(path), "-o", store, "--input-length", str(W), "--region", "chr1:121-125",
+                 "--region", "chr1:21-25", "--strand", "auto", "--annotation", str(gtf), *model,
+                 "--scheduler", client2.scheduler.address]) == 0
+    got = open_group(store, "genome_ism")
+    assert list(got["region_strand"].values) == ["-", "+"]
+    want = genome_ism(read_genome(path), SPEC, input_length=W, regions=["chr1:121-125"], strand="-",
+                      merge=False)["genome_ism_delta"].values[0]
+    np.testing.assert_allclose(got["genome_ism_delta"].values[0], want, rtol=1e-6)
+
+
+def test_jobfile__strand_auto_annotation_relative_and_refused_in_the_plan(genome, tmp_path, capsys):
+    """A job-file step takes strand = "auto" with annotation (resolved against the job file); a region of both
+    strands fails in the dry-run plan, naming the fix."""
+    import shutil
+
+    from interpretome.cli import main
+
+    path, _ = genome
+    shutil.copy(path, tmp_path / "g.fa")
+    _genes_gtf(tmp_path)
+    model = ('[model]\nfactory = "interpretome.datasets:reference_cnn"\nkwargs = {channels = 8, outputs = 2}\n'
+             'targets = ["a", "b"]\n')
+    step = ('[[step]]\nkind = "genome_ism"\nfasta = "g.fa"\ninput_length = 60\nregions = ["{r}"]\n'
+            'strand = "auto"\nannotation = "genes.gtf"\n')
+    job = tmp_path / "job.toml"
+    job.write_text(f'store = "out.zarr"\n{model}\n{step.replace("{r}", "chr1:121-125")}')
+    assert main(["run", str(job), "--dry-run"]) == 0
+    job.write_text(f'store = "out.zarr"\n{model}\n{step.replace("{r}", "chr2:51-60")}')
+    assert main(["run", str(job), "--dry-run"]) == 2
+    assert "'chr2:51-60' overlaps genes of both strands" in capsys.readouterr().err

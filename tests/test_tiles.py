@@ -299,7 +299,7 @@ def test_read_bed__regions_and_errors(tmp_path):
     bed12.write_text("chr1\t10\t50\ttx\t0\t+\t10\t50\t0\t2\t5,10\t0,30\n")
     from interpretome.storage.genome import as_regions
 
-    assert as_regions(str(bed12)) == [Region("chr1", 10, 50, "tx")]
+    assert as_regions(str(bed12)) == [Region("chr1", 10, 50, "tx", "+")]  # column 6: the region's strand
     bad = tmp_path / "bad.bed"
     bad.write_text("chr1\t10\t50\nchr1\tten\t50\n")
     with pytest.raises(InputError, match=r"bad.bed:2: malformed BED line"):
@@ -573,3 +573,68 @@ def test_track_html__renders_in_headless_chromium(tmp_path):
         assert [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"] == []
     finally:
         driver.quit()
+
+
+# --- strand="auto" and exons ---------------------------------------------------------------------------------
+
+def _bed12(tmp_path):
+    """chr1: gene PLUS (+) over 0-300 (one block), gene MINUS (-) over 500-900 (exons 500-560, 700-900)."""
+    path = tmp_path / "genes.bed12"
+    path.write_text("chr1\t0\t300\tPLUS\t0\t+\t0\t300\t0\t1\t300,\t0,\n"
+                    "chr1\t500\t900\tMINUS\t0\t-\t500\t900\t0\t2\t60,200,\t0,200,\n")
+    return path
+
+
+def test_predict_tiles__auto_strand_equals_each_region_alone(genome, tmp_path):
+    """strand='auto': each region on its gene's strand (region_strand), equal to that region alone with the
+    explicit strand; the minus-strand gene's region equal to reverse-complement-and-flip by hand."""
+    from interpretome.storage.annotation import read_annotation
+
+    path, seqs = genome
+    ds = read_genome(path, position_chunk=64)
+    genes = read_annotation(_bed12(tmp_path))
+    regions = ["chr1:1-250", "chr1:601-800"]
+    kw = dict(window=96, stride=40, bin_size=4, crop=8, pad="none", merge=False)
+    res = predict_tiles(ds, PROFILE, regions=regions, strand="auto", annotation=genes, **kw).compute()
+    assert list(res["region_strand"].values) == ["+", "-"] and "strand" not in res.dims
+    assert res.attrs["track_strand"] == "auto"
+    for i, (r, sd) in enumerate(zip(regions, "+-")):
+        alone = predict_tiles(ds, PROFILE, regions=[r], strand=sd, **kw).compute()
+        n = alone.sizes["bin"]
+        np.testing.assert_array_equal(res["track_prediction"].values[i, :n], alone["track_prediction"].values[0])
+    want = _loop_profile(seqs["chr1"][600:800], 96, 40, "-")  # by hand: rc each window, predict, flip back
+    np.testing.assert_allclose(res["track_prediction"].values[1, :len(want)], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match=r"'chr2' overlaps no stranded gene.*--strand \+/-/both"):
+        predict_tiles(ds, PROFILE, regions=["chr2"], strand="auto", annotation=genes, **kw)
+    with pytest.raises(ValueError, match="crop == crop_right"):  # a minus region needs a mirrorable crop
+        predict_tiles(ds, PROFILE, regions=regions, strand="auto", annotation=genes,
+                      **(kw | {"crop_right": 4, "window": 92}))
+
+
+def test_run_tiles__auto_strand_and_exons_reach_the_figures(genome, tmp_path, monkeypatch):
+    """--strand auto through the job, and the BED12 exons stored with the track and handed to the figures."""
+    import interpretome.jobs.genome as jg
+    from interpretome.viz.tracks_long import plot_track
+
+    path, _ = genome
+    bed12 = _bed12(tmp_path)
+    store = tmp_path / "s.zarr"
+    jg.run_tiles(path, SCALAR, store, window=100, stride=50, regions=["chr1:1-250", "chr1:551-900"],
+                 annotation=bed12, strand="auto", pyramid=False, log=lambda m: None)
+    track = open_group(store, "tracks")
+    assert list(track["region_strand"].values) == ["+", "-"]
+    seen = []
+
+    def spy(*a, **kw):
+        seen.append(kw.get("exons"))
+        return plot_track(*a, **kw)
+
+    monkeypatch.setattr(jg, "plot_track", spy)
+    monkeypatch.setattr(jg, "track_html", lambda *a, **kw: seen.append(kw.get("exons")) or tmp_path / "x.html")
+    jg.render_tiles(store, "tracks", tmp_path / "figs")
+    assert len(seen) == 6
+    for ex in seen:
+        assert sorted(zip(ex["start"], ex["end"])) == [(0, 300), (500, 560), (700, 900)]
+    fig = plot_track(track, "chr1:551-900", exons=seen[0], width=100, height=50)
+    boxes = [p for p in fig.axes[0].patches if p.get_gid() == "exon"]
+    assert sorted((b.get_x(), b.get_x() + b.get_width()) for b in boxes) == [(550, 560), (700, 900)]

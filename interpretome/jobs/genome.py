@@ -2,9 +2,12 @@
 
 ``tiles`` writes three groups: ``<group>`` (the tiled track, task ``tiled_prediction``),
 ``<group>_pyramid`` (its min/max pyramid) and, with ``--annotation``, ``<group>_genes`` (the gene
-table with strand-aware starts). Renderers draw a whole-contig PNG per contig, and for a zoomed
+table with strand-aware starts) and, when the annotation has exons (BED12 blocks, GTF / GFF3
+``exon`` rows), ``<group>_exons``. Renderers draw a whole-contig PNG per contig, and for a zoomed
 region (``--start/--end`` of ``interpretome render``, or the first 40 kb) a PNG and an
-interactive HTML, with gene starts as red lines.
+interactive HTML, with gene starts as red lines and exons as thin boxes on the gene track.
+``--strand auto`` (tiles, genome-sweep, genome-ism) runs each region on the strand of the genes of
+``--annotation`` it overlaps (or its BED strand column).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.models import get_runtime
-from ..storage.annotation import annotation_dataset, genes_from_dataset, read_annotation
+from ..storage.annotation import annotation_dataset, genes_from_dataset, read_annotation, read_exons
 from ..storage.export import export_bedgraph, export_bigwig
 from ..storage.genome import TrackGeometry, as_regions, read_genome
 from ..storage.schema import CODE_N
@@ -79,7 +82,8 @@ def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bed=Non
     params = dict(window=window, stride=stride, regions=[r.label for r in regions] if regions else None,
                   bin_size=bin_size, crop=crop, crop_right=crop_right, strand=strand, pad=pad)
     res = predict_tiles(ds, model, window=window, stride=stride, regions=regions, bin_size=bin_size, crop=crop,
-                        crop_right=crop_right, strand=strand, pad=pad, bin_chunk=bin_chunk, merge=False)
+                        crop_right=crop_right, strand=strand, annotation=genes if strand == "auto" else None, pad=pad,
+                        bin_chunk=bin_chunk, merge=False)
     res.attrs["genome_contigs"] = [[str(n), int(x)] for n, x in zip(ds["sequence"].values, ds["sequence_length"].values)]
     digest = check_window_model(model, ds, regions, window,
                                 check=lambda o: check_output(o, TrackGeometry.from_attrs(res.attrs)))
@@ -93,8 +97,15 @@ def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bed=Non
         reports[f"{group}_genes"] = store_result(annotation_dataset(genes), store, f"{group}_genes",
                                                  task="gene_annotation", params={"feature": feature},
                                                  inputs=[annotation], overwrite=overwrite, log=log)
+        exons = read_exons(annotation)
+        if exons is not None:
+            params["exons_group"] = f"{group}_exons"
+            reports[f"{group}_exons"] = store_result(annotation_dataset(exons), store, f"{group}_exons",
+                                                     task="gene_annotation", params={"feature": "exon"},
+                                                     inputs=[annotation], overwrite=overwrite, log=log)
+    inputs = [fasta] + ([p for p in (bed, annotation) if p] if strand == "auto" else [])  # auto reads their strands
     reports[group] = store_result(res, store, group, task="tiled_prediction", params=params, model=model,
-                                  model_digest=digest, inputs=[fasta], client=client, overwrite=overwrite, log=log)
+                                  model_digest=digest, inputs=inputs, client=client, overwrite=overwrite, log=log)
     if pyramid:
         track = open_group(store, group)
         fp = group_info(store, group)["fingerprint"]
@@ -115,25 +126,32 @@ def load_track(store, group):
     return track, pyr, genes
 
 
+def load_exons(store, group):
+    """Return the exon table (``storage.annotation.COLUMNS``) stored with a tiled-prediction group, or None."""
+    exons_group = (group_info(store, group).get("params") or {}).get("exons_group")
+    return genes_from_dataset(open_group(store, exons_group).load()) if exons_group in list_groups(store) else None
+
+
 def render_tiles(store, group, out_dir, *, sequences=None, start=None, end=None, html=True, **_) -> list[Path]:
     """Draw each contig of a track (default: the first 4) whole, zoomed (PNG) and as HTML."""
     track, pyr, genes = load_track(store, group)
+    exons = load_exons(store, group)
     out_dir = Path(out_dir)
     labels = [str(c) for c in track["contig"].values]
     picks = sequences or labels[:4]
     paths = []
     for c in picks:
         safe = str(c).replace(":", "_").replace("/", "_")
-        paths.append(save(plot_track(track, c, genes=genes, pyramid=pyr), out_dir / f"{group}_{safe}.png"))
+        paths.append(save(plot_track(track, c, genes=genes, exons=exons, pyramid=pyr), out_dir / f"{group}_{safe}.png"))
         i = row_index(track, c)
         rs, re_ = int(track["region_start"].values[i]), int(track["region_end"].values[i])
         z0 = rs if start is None else int(start)
         z1 = min(re_, z0 + ZOOM) if end is None else int(end)
-        paths.append(save(plot_track(track, c, genes=genes, pyramid=pyr, start=z0, end=z1),
+        paths.append(save(plot_track(track, c, genes=genes, exons=exons, pyramid=pyr, start=z0, end=z1),
                           out_dir / f"{group}_{safe}_{z0}-{z1}.png"))
         if html:
-            paths.append(track_html(track, c, out_dir / f"{group}_{safe}_{z0}-{z1}.html", genes=genes, pyramid=pyr,
-                                    start=z0, end=z1))
+            paths.append(track_html(track, c, out_dir / f"{group}_{safe}_{z0}-{z1}.html", genes=genes, exons=exons,
+                                    pyramid=pyr, start=z0, end=z1))
     return paths
 
 
@@ -146,8 +164,10 @@ def _run_genome_task(task_fn, kind, fasta, model, store, *, input_length, region
                   **kind.task_params(params))
     res = task_fn(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
     readout = make_readout(input_length, params["bin_size"], params["crop"], params["crop_right"],
-                           params["reductions"], params["delta_distance"], params["strand"])
-    return store_result(res, store, group, task=kind.name, params=params, model=model, inputs=[fasta],
+                           params["reductions"], params["delta_distance"],
+                           "+" if params["strand"] == "auto" else params["strand"])  # the shape check only
+    inputs = [fasta] + ([p for p in (bed, params.get("annotation")) if p] if params["strand"] == "auto" else [])
+    return store_result(res, store, group, task=kind.name, params=params, model=model, inputs=inputs,
                         model_digest=check_window_model(model, ds, regions, input_length, check=readout.check),
                         client=client, overwrite=overwrite, log=log)
 
@@ -260,7 +280,10 @@ PERTURB_OPTIONS = (
               "loss within --delta-distance"),
     Param("delta_distance", "int", 50, task=True, doc="bases either side of the edit for delta_score"),
     Param("strand", "str", "+", task=True, choices=PERTURB_STRANDS,
-          doc="forward, reverse complement (outputs flipped back), or both (a strand dimension)"),
+          doc="forward, reverse complement (outputs flipped back), both (a strand dimension), or auto: each region "
+              "on the strand of the --annotation genes it overlaps (or its BED strand column)"),
+    Param("annotation", "str", None, task=True, file=True,
+          doc="--strand auto: GTF / GFF3 / BED / BED12 of genes whose strands the regions take"),
     Param("pad", "str", None, task=True, choices=PADS,
           doc="contig ends: N = pad with N so every base has a centred context (default for profile models), "
               "none = shift the context inward (default for scalar models)"),
@@ -276,8 +299,9 @@ TILES = JobKind(
         *REGIONS,
         *PROFILE,
         Param("strand", "str", "+", choices=tuple(STRANDS),
-              doc="forward, reverse complement, both (a strand dimension) or mean (their average: halves a "
-                  "stranded model's scores)"),
+              doc="forward, reverse complement, both (a strand dimension), mean (their average: halves a "
+                  "stranded model's scores) or auto (each region on the strand of the --annotation genes it "
+                  "overlaps, or its BED strand column)"),
         Param("pad", "str", None, choices=PADS,
               doc="profile models: N = pad the regions with N so every base gets a prediction (default with "
                   "--crop), none = leave the cropped ends unpredicted"),

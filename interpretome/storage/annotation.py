@@ -23,6 +23,10 @@ Coordinates are returned 0-based, end exclusive. The gene start (TSS) is strand-
 on the ``+`` strand (and for unstranded ``.`` rows), ``end - 1`` — the gene's last base, i.e. the
 GTF end coordinate — on the ``-`` strand.
 
+``region_strands`` is the annotation-aware strand choice (``strand="auto"`` of the genome tasks):
+each region takes its own strand (a BED strand column), else the strand of the genes it overlaps.
+``read_exons`` returns the exons (BED12 blocks, GTF / GFF3 ``exon`` rows) for the track figures.
+
 ``annotation_dataset`` turns the table into a Dataset for the store: ``gene_contig``,
 ``gene_start``, ``gene_end``, ``gene_strand``, ``gene_tss``, ``gene_name`` along ``feature``
 (whose coordinate is the gene id).
@@ -40,6 +44,7 @@ import xarray as xr
 
 from ..errors import InputError
 from .bed import bed_name, open_text, parse_bed_line, skip_line
+from .genome import Region
 from .schema import FEATURE
 
 
@@ -221,3 +226,70 @@ def genes_from_dataset(ds: xr.Dataset) -> pd.DataFrame:
         "end": ds["gene_end"].values.astype(np.int64), "strand": text("gene_strand"),
         "name": text("gene_name"), "gene_id": text(FEATURE),
         "tss": ds["gene_tss"].values.astype(np.int64)})
+
+
+def read_exons(path: str | os.PathLike) -> pd.DataFrame | None:
+    """Return the exons of an annotation (``read_annotation(feature="exon")``), or None when it has none.
+
+    BED12: its blocks; GTF / GFF3: its ``exon`` rows; a plain BED holds no exons (None).
+    """
+    path = Path(path)
+    if not path.is_file() or _format(path) == "bed":
+        return None
+    try:
+        return read_annotation(path, feature="exon")
+    except InputError:
+        if _format(path) == "bed12":
+            raise
+        return None
+
+
+def region_strands(regions: list[Region], genes: pd.DataFrame | None, *, what: str = "strand='auto'") -> list[str]:
+    """Return the strand ('+' or '-') each region runs on under ``strand="auto"``.
+
+    A region with its own strand (a BED strand column) keeps it; otherwise it takes the strand of
+    the ``genes`` (a ``read_annotation`` table) it overlaps — genes of one strand only; unstranded
+    ('.') genes are ignored. Raises ``InputError`` naming the regions overlapping genes of both
+    strands or none (and the fix) — before any work.
+    """
+    by_contig = {}
+    if genes is not None:
+        for c, g in genes[genes["strand"].isin(["+", "-"])].groupby("contig"):
+            by_contig[str(c)] = (g["start"].to_numpy(np.int64), g["end"].to_numpy(np.int64),
+                                 g["strand"].to_numpy(str), g["name"].astype(str).to_numpy())
+    out, bad = [], []
+    for r in regions:
+        if r.strand in ("+", "-"):
+            out.append(r.strand)
+            continue
+        s, e, st, names = by_contig.get(r.contig, (np.zeros(0, np.int64),) * 2 + (np.zeros(0, str),) * 2)
+        hit = (s < r.end) & (e > r.start)
+        seen = sorted(set(st[hit].tolist()))
+        if len(seen) == 1:
+            out.append(seen[0])
+            continue
+        if not seen:
+            bad.append(f"{r.label!r} overlaps no stranded gene")
+        else:
+            plus, minus = names[hit & (st == "+")][:2].tolist(), names[hit & (st == "-")][:2].tolist()
+            bad.append(f"{r.label!r} overlaps genes of both strands (+: {', '.join(plus)}; -: {', '.join(minus)})")
+    if bad:
+        src = "the annotation" if genes is not None else "no annotation given"
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise InputError(f"{what} cannot choose a strand from {src}: region {'; region '.join(bad[:3])}{more}: pass "
+                         f"--strand +/-/both, or regions from a BED file with a strand column (6)"
+                         + ("" if genes is not None else ", or --annotation FILE"))
+    return out
+
+
+def auto_strands(strand: str, regions: list[Region], annotation) -> list[str] | None:
+    """Return the per-region strands of ``strand="auto"`` (``region_strands``), None for any other ``strand``.
+
+    ``annotation``: a ``read_annotation`` table, a GTF / GFF3 / BED / BED12 path, or None.
+    """
+    if strand != "auto":
+        return None
+    genes = annotation
+    if annotation is not None and not isinstance(annotation, pd.DataFrame):
+        genes = read_annotation(annotation)
+    return region_strands(regions, genes)

@@ -45,12 +45,16 @@ from .schema import POSITION, SEQUENCE
 
 @dataclass(frozen=True)
 class Region:
-    """A genomic interval: ``contig``, 0-based ``start``, exclusive ``end`` (None: the contig end)."""
+    """A genomic interval: ``contig``, 0-based ``start``, exclusive ``end`` (None: the contig end).
+
+    ``strand``: '+' / '-' when known (a BED strand column), else None; read by ``strand="auto"``.
+    """
 
     contig: str
     start: int = 0
     end: int | None = None
     name: str | None = None
+    strand: str | None = None
 
     @property
     def label(self) -> str:
@@ -78,7 +82,8 @@ def parse_region(text: str) -> Region:
 
 
 def read_bed(path: str | os.PathLike) -> list[Region]:
-    """Return the regions of a BED file (0-based, end exclusive; column 4, when present, names them).
+    """Return the regions of a BED file (0-based, end exclusive; column 4, when present, names them;
+    column 6, when '+' or '-', is the region's ``strand``).
 
     ``track``, ``browser`` and ``#`` lines are skipped; a malformed line raises ``InputError``
     naming the file and the 1-based line number.
@@ -95,7 +100,8 @@ def read_bed(path: str | os.PathLike) -> list[Region]:
                 f, start, end = parse_bed_line(line)
             except ValueError as e:
                 raise InputError(f"{path}:{i}: malformed BED line ({e}): {line.strip()[:80]!r}") from e
-            out.append(Region(f[0], start, end, bed_name(f)))
+            strand = f[5] if len(f) > 5 and f[5] in ("+", "-") else None
+            out.append(Region(f[0], start, end, bed_name(f), strand))
     if not out:
         raise InputError(f"BED file {str(path)!r} holds no regions")
     return out
@@ -147,7 +153,8 @@ def resolve_regions(regions, names, lengths) -> list[Region]:
         if r.start < 0 or end > size[r.contig] or end <= r.start:
             raise InputError(f"region {r.label!r} ({r.start}-{end}, 0-based) lies outside contig {r.contig!r} "
                              f"(0-{size[r.contig]}): clip it to the contig")
-        out.append(Region(r.contig, int(r.start), end, r.name or (r.label if r.end is not None else r.contig)))
+        out.append(Region(r.contig, int(r.start), end, r.name or (r.label if r.end is not None else r.contig),
+                          r.strand))
     labels = [r.label for r in out]
     if len(set(labels)) != len(labels):
         raise InputError("two regions have the same label; name them (BED column 4) or drop duplicates")

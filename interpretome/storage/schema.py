@@ -204,6 +204,11 @@ register("ism_delta", (SEQUENCE, POSITION, BASE, TARGET), "f",
          "prediction with base at position minus the reference prediction; 0 at the reference base")
 register("ism_reference", (SEQUENCE, TARGET), "f", "prediction for the unmutated sequence")
 
+# The strand each region ran on (strand='auto': tasks.tiles, tasks.genome_perturb) -------------
+register("region_strand", (CONTIG,), "UO",
+         "strand ('+' or '-') each region ran on under strand='auto': its BED strand, else that of the genes it "
+         "overlaps (storage.annotation.region_strands)")
+
 # Tiled tracks and pyramids (tasks.tiles) -----------------------------------------------------
 register("track_prediction", (CONTIG, BIN, TARGET, STRAND), "f",
          "tiled model prediction along a contig or region; bins placed by the track geometry attrs; NaN = not "

@@ -60,6 +60,7 @@ from ..engine.process import tune_malloc
 from ..engine.models import ModelSpec, get_runtime, load_spec, outputs_of
 from ..engine.regions import apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys
 from ..errors import InputError
+from ..storage.annotation import auto_strands
 from ..storage.schema import BASE, BASES, CONTIG, POSITION, STRAND, TARGET, WINDOW, validate
 from .genome_readout import REDUCTIONS, ProfileReadout, make_readout
 from .perturb import resolve_windows, window_edits
@@ -67,7 +68,7 @@ from .tiles import edits_on_strand, predict_on_strand
 
 __all__ = ["REDUCTIONS", "STRANDS", "PADS", "genome_sweep", "genome_ism", "context_starts"]
 
-STRANDS = ("+", "-", "both")
+STRANDS = ("+", "-", "both", "auto")
 PADS = ("N", "none")
 
 _ISM_DIMS = (CONTIG, POSITION, BASE, TARGET, STRAND)
@@ -92,7 +93,7 @@ def _edit_values(rt, readout, ctx, ref, starts, new, lo, hi, strand) -> np.ndarr
 def _strands(strand: str) -> tuple[str, ...]:
     if strand not in STRANDS:
         raise ValueError(f"strand {strand!r} is not one of {STRANDS}")
-    return ("+", "-") if strand == "both" else (strand,)
+    return ("+", "-") if strand == "both" else ("auto",) if strand == "auto" else (strand,)
 
 
 def _pad(pad, readout) -> bool:
@@ -149,9 +150,15 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
     return spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks
 
 
-def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, step, pad, shape_tail, **kw):
+def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, step, pad, shape_tail, per=None,
+           **kw):
+    """Return the dask array of ``fn`` over the (region, position chunk) blocks.
+
+    ``per``: one strand per region (``strand="auto"``), passed to that region's blocks as ``strands``.
+    """
     dsk = {}
     for i, (r, row) in enumerate(zip(regs, rows)):
+        kw_i = kw | ({"strands": (per[i],)} if per else {})
         p = 0
         for j, c in enumerate(pchunks):
             q = positions[p:p + c]
@@ -165,7 +172,7 @@ def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, st
                 keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
                 dsk[key] = (apply_kwargs, fn, [keys, c0, p0, p1], dict(
                     q=q, rstart=r.start, rlen=r.end - r.start, contig_length=int(lengths[row]), contig_index=row,
-                    w=w, span=span, step=step, pad=pad, label=r.label, **kw))
+                    w=w, span=span, step=step, pad=pad, label=r.label, **kw_i))
             p += c
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     return da.Array(graph, name, chunks=((1,) * len(regs), pchunks) + tuple((s,) for s in shape_tail),
@@ -259,16 +266,22 @@ def _describe_coords(new: xr.Dataset, origin) -> None:
 
 
 def _prepare(ds, model, regions, input_length, span, context_step, position_chunk, stride, sequence_var, length_var,
-             *, bin_size, crop, crop_right, reductions, delta_distance, strand, pad):
-    """Return ``(readout, strands, pad, plan)`` of a genome sweep / ISM: its options checked, its graph planned."""
-    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, strand)
-    strands, pad = _strands(strand), _pad(pad, readout)
+             *, bin_size, crop, crop_right, reductions, delta_distance, strand, pad, annotation=None):
+    """Return ``(readout, strands, pad, plan, per)`` of a genome sweep / ISM: its options checked, its graph
+    planned; ``per`` the strand of each region under ``strand="auto"`` (else None)."""
+    strands = _strands(strand)
+    readout = make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance,
+                           "+" if strand == "auto" else strand)
+    pad = _pad(pad, readout)
     plan = _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, pad, sequence_var,
                  length_var)
-    return readout, strands, pad, plan
+    per = auto_strands(strand, plan[6], annotation)
+    if per and "-" in per:
+        make_readout(input_length, bin_size, crop, crop_right, reductions, delta_distance, "-")  # the mirror check
+    return readout, strands, pad, plan, per
 
 
-def _finish(ds, variables, axis, coords, strands, attrs, profile, merge):
+def _finish(ds, variables, axis, coords, strands, attrs, profile, merge, per=None):
     """Return the result Dataset: ``variables`` name -> (dims with strand last, array), strand dropped if single.
 
     ``axis``: ``(regions, rows, positions, position chunks)`` of the region axis (``_region_axis``);
@@ -285,8 +298,14 @@ def _finish(ds, variables, axis, coords, strands, attrs, profile, merge):
             out[name] = (dims, arr)
     if len(strands) > 1:
         coords = coords | {STRAND: list(strands)}
+    if per:
+        coords = coords | {"region_strand": (CONTIG, np.asarray(per, dtype=object))}
     new = xr.Dataset(out, coords=coords, attrs=attrs)
     _describe_coords(new, attrs.get("position_origin"))
+    if per:
+        new["region_strand"].attrs["description"] = ("the strand each region ran on (strand='auto': its BED strand or "
+                                                     "that of the genes it overlaps)")
+        validate(new, ["region_strand"])
     validate(new)
     return merge_result(ds, new, merge)
 
@@ -318,6 +337,7 @@ def genome_sweep(
     reductions=None,
     delta_distance: int = 50,
     strand: str = "+",
+    annotation=None,
     pad: str | None = None,
     position_chunk: int | None = None,
     sequence_var: str = "sequence_code",
@@ -342,9 +362,11 @@ def genome_sweep(
     reductions : sequence of str
         Profile models: which of ``REDUCTIONS`` to store (default all); a span ``[s, s + k)`` is read
         at the bin covering base ``s + (k - 1) // 2`` and within ``delta_distance`` bases of the span.
-    strand : {'+', '-', 'both'}
-        Read the contexts forward, reverse-complemented (outputs flipped back), or both (a
-        trailing ``strand`` dim).
+    strand : {'+', '-', 'both', 'auto'}
+        Read the contexts forward, reverse-complemented (outputs flipped back), both (a
+        trailing ``strand`` dim), or each region on its gene's strand (``auto``, module doc).
+    annotation : DataFrame or path
+        ``strand="auto"``: the genes (a ``read_annotation`` table, or a GTF / GFF3 / BED / BED12 path).
     pad : {'N', 'none'}
         'N' (default for profile models): contexts stay centred at contig ends, past which they
         read N; 'none' (default for scalar models): they shift inward.
@@ -360,17 +382,18 @@ def genome_sweep(
         (see ``_region_axis``), every ``stride``. Nothing is computed.
     """
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
-    readout, strands, pad, plan = _prepare(
+    readout, strands, pad, plan, per = _prepare(
         ds, model, regions, input_length, max(windows), context_step, position_chunk, stride, sequence_var, length_var,
         bin_size=bin_size, crop=crop, crop_right=crop_right, reductions=reductions, delta_distance=delta_distance,
-        strand=strand, pad=pad)
+        strand=strand, pad=pad, annotation=annotation)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = plan
     n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
     name = "genome-sweep-" + graph_token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
-                                    replicates, seed, readout, strands, pad)
+                                    replicates, seed, readout, strands, per, pad)
     out = _graph(name, _sweep_block, codes, regs, rows, lengths, positions, pchunks, w, max(windows), step, pad,
                  (n_t, len(strands), 1 + 2 * n_v * n_w), spec=spec, readout=readout, strands=strands,
-                 windows=tuple(windows), inserts=insert_codes, mode=mode, replicates=int(replicates), seed=int(seed))
+                 per=per, windows=tuple(windows), inserts=insert_codes, mode=mode, replicates=int(replicates),
+                 seed=int(seed))
     variables = {"genome_sweep_reference": (_REF_DIMS, out[..., 0])}
     for v, value in enumerate(readout.names):
         for stat, off in (("mean", 1), ("std", 1 + n_v * n_w)):
@@ -380,7 +403,7 @@ def genome_sweep(
              "input_length": w, "context_step": step}
     return _finish(ds, variables, (regs, rows, positions, pchunks),
                    {WINDOW: labels, "window_length": (WINDOW, windows), TARGET: spec.target_names}, strands, attrs,
-                   (readout, strand, pad), merge)
+                   (readout, strand, pad), merge, per)
 
 
 def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
@@ -426,6 +449,7 @@ def genome_ism(
     reductions=None,
     delta_distance: int = 50,
     strand: str = "+",
+    annotation=None,
     pad: str | None = None,
     position_chunk: int | None = None,
     sequence_var: str = "sequence_code",
@@ -441,7 +465,7 @@ def genome_ism(
     ----------
     ds, model, input_length, regions, context_step
         As in ``genome_sweep``.
-    bin_size, crop, crop_right, reductions, delta_distance, strand, pad
+    bin_size, crop, crop_right, reductions, delta_distance, strand, annotation, pad
         As in ``genome_sweep``; an edit of base ``p`` is read at the bin covering ``p`` and over
         the bins within ``delta_distance`` bases of it.
 
@@ -454,17 +478,18 @@ def genome_ism(
         ``genome_ism_reference`` (contig, position, target[, strand]). ``position``: the edited
         base (see ``_region_axis``). Nothing is computed.
     """
-    readout, strands, pad, plan = _prepare(
+    readout, strands, pad, plan, per = _prepare(
         ds, model, regions, input_length, 1, context_step, position_chunk, 1, sequence_var, length_var,
         bin_size=bin_size, crop=crop, crop_right=crop_right, reductions=reductions, delta_distance=delta_distance,
-        strand=strand, pad=pad)
+        strand=strand, pad=pad, annotation=annotation)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = plan
     n_t = len(spec.target_names)
-    name = "genome-ism-" + graph_token(spec, w, step, codes.name, regs, pchunks, readout, strands, pad)
+    name = "genome-ism-" + graph_token(spec, w, step, codes.name, regs, pchunks, readout, strands, per, pad)
     out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, pad,
-                 (n_t, len(strands), 1 + 4 * len(readout.names)), spec=spec, readout=readout, strands=strands)
+                 (n_t, len(strands), 1 + 4 * len(readout.names)), per=per, spec=spec, readout=readout,
+                 strands=strands)
     variables = {"genome_ism_reference": (_REF_DIMS, out[..., 0])}
     for v, value in enumerate(readout.names):  # (contig, position, target, strand, base) -> base third
         variables[f"genome_ism_{value}"] = (_ISM_DIMS, da.moveaxis(out[..., 1 + 4 * v:5 + 4 * v], -1, 2))
     return _finish(ds, variables, (regs, rows, positions, pchunks), {BASE: list(BASES), TARGET: spec.target_names},
-                   strands, {"input_length": w, "context_step": step}, (readout, strand, pad), merge)
+                   strands, {"input_length": w, "context_step": step}, (readout, strand, pad), merge, per)

@@ -20,6 +20,9 @@ placement):
 profile then read back in forward orientation), ``"both"`` keeps the two as a trailing ``strand``
 dim (``["+", "-"]``) and ``"mean"`` stores their mean (note: averaging a stranded model — one that
 scores a site on one strand only — halves its scores; keep ``"both"`` for such models).
+``"auto"`` (with ``annotation=``) runs each region on one strand, its own (a BED strand column) or that of the genes it overlaps
+(``storage.annotation.region_strands``; a region overlapping genes of both strands or none is an
+``InputError`` before any work); the coordinate ``region_strand`` (contig) says which.
 
 Each task predicts one block of bins of one region: it depends only on the ``sequence_code``
 chunks that the block's windows touch (the block plus a halo of one window), so a 250 Mb contig
@@ -47,10 +50,11 @@ from ..engine.process import tune_malloc
 from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec, outputs_of
 from ..engine.regions import apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys
 from ..storage.alphabet import reverse_complement
+from ..storage.annotation import auto_strands
 from ..storage.genome import Region, TrackGeometry
 from ..storage.schema import BIN, CONTIG, MAX_LEVEL, STRAND, TARGET, level_dim, level_vars, require, validate
 
-STRANDS = ("+", "-", "both", "mean")
+STRANDS = ("+", "-", "both", "mean", "auto")
 
 
 def _flip_back(out: np.ndarray) -> np.ndarray:
@@ -234,6 +238,7 @@ def predict_tiles(
     crop: int = 0,
     crop_right: int | None = None,
     strand: str = "+",
+    annotation=None,
     pad: str | None = None,
     bin_chunk: int | None = None,
     sequence_var: str = "sequence_code",
@@ -247,7 +252,8 @@ def predict_tiles(
     is the model's input length; ``stride`` (default ``window // 2``) the step between windows; ``regions`` ``chr:start-end`` strings (1-based),
     ``Region``s or a BED path (default: every contig, whole); ``bin_size``/``crop``/``crop_right``
     (default ``crop``) describe a profile model's output; ``strand`` is ``+``, ``-``, ``both`` (a
-    trailing ``strand`` dim) or ``mean`` (module doc); ``pad`` ``"N"`` (default for profile models
+    trailing ``strand`` dim), ``mean`` or ``auto`` (each region on its gene's strand from
+    ``annotation``, a ``read_annotation`` table or path: module doc); ``pad`` ``"N"`` (default for profile models
     with a crop) pads each region with N so that every base gets a prediction (``padded_region``),
     ``"none"`` leaves the cropped ends and the final partial bin unpredicted;
     ``bin_chunk`` bins per task (default: the input's position chunk in bins).
@@ -274,10 +280,11 @@ def predict_tiles(
     geom = TrackGeometry(window, stride, None if bin_size is None else int(bin_size), int(crop), crop_right)
     if not geom.profile and (crop or crop_right):
         raise ValueError("crop= only applies to profile models: pass bin_size= too, or drop crop=")
-    if geom.profile and strand != "+" and geom.crop != geom.crop_right:
+    codes, lengths, names, regs, rows = genome_input(ds, regions, sequence_var, length_var)
+    per = auto_strands(strand, regs, annotation)  # one strand per region, or None
+    if geom.profile and geom.crop != geom.crop_right and (strand not in ("+", "auto") or "-" in (per or ())):
         raise ValueError(f"strand {strand!r} maps reverse-complement profiles back by mirroring, which needs "
                          f"crop == crop_right (got {geom.crop} and {geom.crop_right})")
-    codes, lengths, names, regs, rows = genome_input(ds, regions, sequence_var, length_var)
     pad = _tile_pad(pad, geom)
     real = regs
     if pad:
@@ -291,7 +298,7 @@ def predict_tiles(
     bchunks = tuple(min(bc, g_max - s) for s in range(0, g_max, bc))
     n_t = len(spec.target_names)
     n_ts = n_t * (2 if strand == "both" else 1)
-    name = "tiles-" + graph_token(spec, geom, strand, codes.name, regs, bchunks, pad)
+    name = "tiles-" + graph_token(spec, geom, strand, per, codes.name, regs, bchunks, pad)
     dsk = {}
     for i, (r, row, nb_r) in enumerate(zip(regs, rows, n_bins)):
         length = r.end - r.start
@@ -305,7 +312,8 @@ def predict_tiles(
                 p0, p1 = r.start + int(starts.min()), r.start + int(starts.max()) + window
                 keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
                 dsk[(name, i, j, 0)] = (apply_kwargs, _tile_block, [keys, c0, p0, p1], dict(
-                    spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1, strand=strand, n_t=n_t,
+                    spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1,
+                    strand=per[i] if per else strand, n_t=n_t,
                     contig_length=int(lengths[row]), label=r.label))
             b0 = b1
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
@@ -317,6 +325,8 @@ def predict_tiles(
         pred_var, strand_coord = ((CONTIG, BIN, TARGET, STRAND), pred), {STRAND: ["+", "-"]}
     else:
         pred_var, strand_coord = ((CONTIG, BIN, TARGET), pred), {}
+    if per:
+        strand_coord = {"region_strand": (CONTIG, np.asarray(per, dtype=object))}
     new = xr.Dataset(
         {"track_prediction": pred_var, "track_coverage": ((CONTIG, BIN), out[..., n_ts].astype(np.int32))},
         coords=region_coords(regs, rows) | {TARGET: spec.target_names} | strand_coord | {
@@ -336,6 +346,10 @@ def predict_tiles(
     new["track_prediction"].attrs.update(geom.to_attrs())  # survives merge=True (which keeps ds's attrs)
     new["genome_position"].attrs.update(description="0-based genome position of each bin centre (-1 past a row's "
                                                     "bins); genome_view(ds) selects by (contig name, position)")
+    if per:
+        new["region_strand"].attrs["description"] = ("the strand each region ran on (strand='auto': its BED strand or "
+                                                     "that of the genes it overlaps)")
+        validate(new, ["region_strand"])
     validate(new)
     return merge_result(ds, new, merge)
 

@@ -111,12 +111,24 @@ def _y_range(points: pd.DataFrame):
     return lo - pad, hi + pad
 
 
-def plot_track(track: xr.Dataset, contig=None, *, genes: pd.DataFrame | None = None, pyramid=None, start=None,
-               end=None, target=None, width: int = 1200, height: int = 260, title: str | None = None):
+def exons_in_view(exons: pd.DataFrame | None, contig: str, lo: int, hi: int) -> pd.DataFrame | None:
+    """Return the exons (``contig``, ``start``, ``end``: 0-based, end exclusive) of ``contig`` overlapping
+    ``[lo, hi)``, or None when there are none."""
+    if exons is None or not len(exons):
+        return None
+    sel = exons[(exons["contig"] == contig) & (exons["start"] < hi) & (exons["end"] > lo)]
+    return sel if len(sel) else None
+
+
+def plot_track(track: xr.Dataset, contig=None, *, genes: pd.DataFrame | None = None, exons: pd.DataFrame | None = None,
+               pyramid=None, start=None, end=None, target=None, width: int = 1200, height: int = 260,
+               title: str | None = None):
     """Return a matplotlib Figure: the track rendered by datashader, gene starts as red lines.
 
     ``genes``: a table from ``storage.annotation`` (``contig``, ``tss``, ``strand``, ``name``);
     the genes of this contig whose start lies in view are drawn (names when at most 40).
+    ``exons``: a table of the same columns (``read_exons``: BED12 blocks, GTF / GFF3 exons); those
+    in view are drawn as thin boxes on the gene track (a band at the top of the axes).
     """
     plt = pyplot()
     i = row_index(track, contig)
@@ -141,6 +153,15 @@ def plot_track(track: xr.Dataset, contig=None, *, genes: pd.DataFrame | None = N
             if len(sel) <= 40:
                 ax.text(g["tss"], yr[1], f" {g['name']}", color="red", fontsize=6, rotation=90, va="bottom",
                         ha="center", clip_on=False)
+    ex = exons_in_view(exons, name, lo, hi)
+    if ex is not None:
+        from matplotlib.patches import Rectangle
+
+        band = ax.get_xaxis_transform()  # x in bases, y in axes fractions: a band at the top
+        for _, e in ex.iterrows():
+            a, b = max(int(e["start"]), lo), min(int(e["end"]), hi)
+            ax.add_patch(Rectangle((a, 0.94), max(b - a, 1), 0.04, transform=band, facecolor="darkred",
+                                   edgecolor="darkred", lw=0.3, gid="exon"))
     tname = str(track["target"].values[target_index(track, target)])
     res = "full resolution" if level == 0 else f"pyramid level {level}"
     ax.set_xlim(lo, hi)
@@ -151,12 +172,14 @@ def plot_track(track: xr.Dataset, contig=None, *, genes: pd.DataFrame | None = N
     return fig
 
 
-def track_html(track: xr.Dataset, contig, path: str | Path, *, genes: pd.DataFrame | None = None, pyramid=None,
-               start=None, end=None, target=None, max_points: int = 20000) -> Path:
+def track_html(track: xr.Dataset, contig, path: str | Path, *, genes: pd.DataFrame | None = None,
+               exons: pd.DataFrame | None = None, pyramid=None, start=None, end=None, target=None,
+               max_points: int = 20000) -> Path:
     """Write an interactive bokeh HTML of a track region (bokeh JS inlined, so it works offline).
 
     At most about ``max_points`` points are drawn (the pyramid is used above that); gene starts
-    are red vertical lines with a triangle on top whose hover gives the gene name and strand.
+    are red vertical lines with a triangle on top whose hover gives the gene name and strand;
+    ``exons`` (as in ``plot_track``) are thin boxes along the top.
     (Plain bokeh rather than holoviews: the same figure, seconds less to import.)
     """
     from bokeh.embed import file_html
@@ -193,6 +216,18 @@ def track_html(track: xr.Dataset, contig, path: str | Path, *, genes: pd.DataFra
             marks = fig.scatter("tss", "y1", source=gsrc, marker="triangle", angle="angle", size=9, color="red")
             fig.add_tools(HoverTool(renderers=[marks], tooltips=[("gene", "@gene"), ("strand", "@strand"),
                                                                  ("start", "@tss{0,0}")]))
+    ex = exons_in_view(exons, name, lo, hi)
+    if ex is not None:
+        y = points["y"].to_numpy()
+        y = y[np.isfinite(y)]
+        y0, y1 = (float(y.min()), float(y.max())) if y.size else (0.0, 1.0)
+        h = (y1 - y0) * 0.04 or 0.04
+        esrc = ColumnDataSource({"left": ex["start"].to_numpy(np.float64), "right": ex["end"].to_numpy(np.float64),
+                                 "bottom": [y1] * len(ex), "top": [y1 + h] * len(ex),
+                                 "gene": ex["name"].astype(str).tolist()})
+        boxes = fig.quad(left="left", right="right", bottom="bottom", top="top", source=esrc, color="darkred")
+        fig.add_tools(HoverTool(renderers=[boxes], tooltips=[("exon of", "@gene"), ("start", "@left{0,0}"),
+                                                             ("end", "@right{0,0}")]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     from .report import inline_resources
