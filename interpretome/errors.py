@@ -8,6 +8,7 @@ turns each into a one-line message and exit status 2.
 exception              base            raised when
 =====================  ==============  ==================================================
 InputError             ValueError      an input file or value is malformed
+PickleRefusedError     InputError, PermissionError  a pickle without the trust_pickle opt-in
 ModelSpecError         ValueError      a model spec cannot be resolved or does not fit
 ModelOutputError       ValueError      a model's output disagrees with the declared targets
 NonFiniteOutputError   ModelOutputError  a NaN/inf model output (never stored as a result)
@@ -24,6 +25,10 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """An input file or value is malformed; the message names where and how to fix it."""
+
+
+class PickleRefusedError(InputError, PermissionError):
+    """A pickle would be loaded without the explicit ``trust_pickle=True`` (``--trust-pickle``) opt-in."""
 
 
 class ModelSpecError(ValueError):

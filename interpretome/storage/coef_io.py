@@ -29,6 +29,7 @@ import xarray as xr
 
 from ..errors import InputError
 from .schema import CLASS, FEATURE, MODEL, validate
+from .trust import require_pickle_opt_in
 
 KINDS = ("multiclass", "ovr")
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".jl")
@@ -104,13 +105,8 @@ def load_pickle(path: str | os.PathLike, *, trust_pickle: bool = False):
 
     Raises ``PermissionError`` without the opt-in (unpickling runs arbitrary code from the file).
     """
-    path = Path(path)
-    if not trust_pickle:
-        raise PermissionError(
-            f"{str(path)!r} is a pickle/joblib file and loading it runs arbitrary code: pass trust_pickle=True "
-            f"(--trust-pickle) only for files you trust, or export the coefficients to CSV/Parquet")
-    if not path.exists():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    path = require_pickle_opt_in(path, trust_pickle, what="model",
+                                 instead="export the coefficients to CSV/Parquet")
     import joblib
 
     return joblib.load(path)

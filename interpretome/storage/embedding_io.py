@@ -28,6 +28,7 @@ import xarray as xr
 from ..errors import InputError
 from .alphabet import is_dna
 from .schema import CLASS, FEATURE, ITEM
+from .trust import require_pickle_opt_in
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
 
@@ -247,13 +248,7 @@ def read_pickled_embeddings(path: str | os.PathLike, *, trust_pickle: bool = Fal
     (the other numeric columns by default, or ``annotations``); ``ID`` becomes the item coordinate
     when present. Refused unless ``trust_pickle=True``: unpickling executes code from the file.
     """
-    path = Path(path)
-    if not trust_pickle:
-        raise InputError(
-            f"{str(path)!r} is a pickle, and unpickling can run arbitrary code from the file: pass "
-            f"trust_pickle=True (--trust-pickle) only for a file you trust, or convert it to npy/zarr/h5ad")
-    if not path.exists():
-        raise FileNotFoundError(f"embedding file {str(path)!r} does not exist")
+    path = require_pickle_opt_in(path, trust_pickle, what="embedding", instead="convert it to npy/zarr/h5ad")
     obj = pd.read_pickle(path)
     if isinstance(obj, dict) and "embeddings" in obj:
         obj = obj["embeddings"]
