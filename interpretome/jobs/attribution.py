@@ -174,7 +174,7 @@ def register(sub) -> None:
     p.add_argument("--sample-chunk", type=int, default=256, help="samples per task")
     p.add_argument("--export", default=None, help="write the summary table (.tsv/.csv/.parquet)")
     p.add_argument("--fastshap-train", type=int, default=2000)
-    p.add_argument("--fastshap-epochs", type=int, default=60)
+    p.add_argument("--fastshap-epochs", type=int, default=200, help="most epochs per network (early-stopped)")
     p.add_argument("--overwrite", action="store_true")
     add_model_arguments(p, input_kind="dense")
     add_cluster_arguments(p)

@@ -128,7 +128,7 @@ if _have("interpretome.jobs.genome"):
 def run_attribute_step(*, input, model, store, group, method="integrated_gradients", target="predicted",
                        baseline="zero", n_steps=50, ig_method="gausslegendre", internal_batch_size=None,
                        background=100, seed=0, nsamples=200, local_smoothing=0.0, layer=None, layer_in_file=None,
-                       by=None, sample_chunk=256, fastshap_train=2000, fastshap_epochs=60, export=None, client=None,
+                       by=None, sample_chunk=256, fastshap_train=2000, fastshap_epochs=200, export=None, client=None,
                        overwrite=False, log=print):
     """Job adapter of ``jobs.attribution.run_attribute`` (a baseline .npy file is loaded as its CLI does;
     ``export`` writes the summary table, as ``--export`` does)."""
@@ -173,7 +173,7 @@ if _have("interpretome.jobs.attribution"):
             Param("layer_in_file", "str", None, doc="AnnData layer to read instead of X"),
             Param("by", "str", None, doc="obs column to summarise by (e.g. bulk_labels)"),
             Param("sample_chunk", "int", 256, doc="samples per task"),
-            Param("fastshap_train", "int", 2000), Param("fastshap_epochs", "int", 60),
+            Param("fastshap_train", "int", 2000), Param("fastshap_epochs", "int", 200),
             Param("export", "str", None, output=True, doc="write the summary table (.tsv/.csv/.parquet)"),
         )))
 
