@@ -286,8 +286,8 @@ class Head:
         self.model = model
         self.activation = activation
 
-    def __call__(self, x):
-        return activate(self.model(x), self.activation)
+    def __call__(self, x, *extra):
+        return activate(self.model(x, *extra), self.activation)
 
 
 def head_module(model, activation: str = "none", select=None):
@@ -355,7 +355,7 @@ def path_parameters(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: str = "gausslegendre",
-                         batch_size: int = 256, first=None):
+                         batch_size: int = 256, first=None, extra=()):
     """Return ``(attribution, delta, f_x, f_baseline)`` of Integrated Gradients for one block.
 
     ``f`` maps a batch ``(B, *shape)`` to outputs ``(B, n_out)``; ``x`` ``(N, *shape)`` torch float;
@@ -363,7 +363,9 @@ def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: s
     ``attribution`` ``(N, *shape)``; ``delta`` ``(N,)`` = sum(attribution) - (f(x) - f(baseline)),
     captum's convergence delta; ``f_x``, ``f_baseline`` ``(N,)``. ``batch_size`` counts
     (sample, step) rows per model call. With ``first`` (an affine module, see ``split_affine``),
-    ``f`` is the rest of the model and the path runs through ``first``'s output.
+    ``f`` is the rest of the model and the path runs through ``first``'s output. ``extra``: per-sample
+    tensors ``(N, ...)`` passed to ``f`` after the input, unchanged along the path (covariates such as
+    a batch code, as captum's ``additional_forward_args``).
     """
     import torch
 
@@ -387,7 +389,7 @@ def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: s
         idx = torch.arange(r0, min(rows, r0 + batch_size), device=x.device)
         si, ki = idx // n_steps, idx % n_steps
         inp = torch.addcmul(path0[si], a[ki].view(-1, *tail), path_diff[si]).requires_grad_(True)
-        out = f(inp)
+        out = f(inp, *(e[si] for e in extra))
         sel = out.gather(1, target[si][:, None]).sum()
         (g,) = torch.autograd.grad(sel, inp)
         total.index_add_(0, si, g * w[ki].view(-1, *tail))
@@ -396,8 +398,8 @@ def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: s
         (total,) = torch.autograd.grad(first(z), z, total)
     attr = diff * total
     with torch.no_grad():
-        fx = f(path1).gather(1, target[:, None])[:, 0]
-        fb = f(path0).gather(1, target[:, None])[:, 0]
+        fx = f(path1, *extra).gather(1, target[:, None])[:, 0]
+        fb = f(torch.broadcast_to(path0, path1.shape), *extra).gather(1, target[:, None])[:, 0]
     delta = attr.reshape(n, -1).sum(1) - (fx - fb)
     return attr.detach(), delta.detach(), fx, fb
 

@@ -148,6 +148,10 @@ class ModelSpec:
     device: str = "auto"
     trust_pickle: bool = False
     weights_sha256: str | None = None
+    layer: str | None = None
+    feature_names: tuple[str, ...] | None = None
+    covariates: tuple[str, ...] = ()
+    covariate_categories: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if (self.factory is None) == (self.torchscript is None):
@@ -165,7 +169,7 @@ class ModelSpec:
             object.__setattr__(self, "kmer", KmerTokenizer())
         if isinstance(self.kmer, dict):
             object.__setattr__(self, "kmer", KmerTokenizer(**self.kmer))
-        for name in ("targets", "select"):
+        for name in ("targets", "select", "feature_names", "covariates"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(v) if isinstance(v, (list, tuple)) else (v,))
@@ -177,6 +181,9 @@ class ModelSpec:
                 if isinstance(s, str) and (self.targets is None or s not in self.targets):
                     raise ModelSpecError(f"target {s!r} is selected by name but the declared targets are "
                                          f"{self.targets}: declare targets= or select by index")
+        if self.covariates and self.input_kind != "dense":
+            raise ModelSpecError(f"covariates= (per-sample obs columns passed to forward) need input_kind 'dense', "
+                                 f"the spec says {self.input_kind!r}")
         if self.weights_sha256 is None:
             f = self.weights or self.torchscript
             if f:
@@ -191,8 +198,11 @@ class ModelSpec:
             d["kmer"] = {"k": self.kmer.k, "stride": self.kmer.stride, "unk": self.kmer.unk,
                          "bos": self.kmer.bos, "vocab_size": len(self.kmer.vocab),
                          "vocab_sha256": hashlib.sha256(vocab.encode()).hexdigest()}
-        for k in ("targets", "select"):
+        for k in ("targets", "select", "covariates"):
             d[k] = list(d[k]) if d[k] is not None else None
+        if self.feature_names is not None:
+            d["feature_names"] = {"n": len(self.feature_names), "sha256": hashlib.sha256(
+                "\n".join(self.feature_names).encode()).hexdigest()}
         return d
 
     def describe(self) -> dict:
@@ -206,9 +216,17 @@ class ModelSpec:
     def token(self) -> str:
         """Return the sha256 of the spec (weights digest included): the per-worker cache key."""
         full = self.to_dict()
+        full["feature_names"] = list(self.feature_names) if self.feature_names is not None else None
         if self.kmer is not None:
             full["kmer"]["vocab"] = list(self.kmer.vocab)
         return hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()
+
+    @classmethod
+    def from_scvi(cls, model_dir, *, trust_pickle: bool = False, **overrides) -> "ModelSpec":
+        """Return the spec of a saved scvi-tools classifier model (``module.classify``; see ``engine.scvi``)."""
+        from .scvi import spec_from_scvi
+
+        return spec_from_scvi(model_dir, trust_pickle=trust_pickle, **overrides)
 
     def with_options(self, **changes) -> "ModelSpec":
         """Return a copy with ``changes`` applied (e.g. ``batch_size=16``)."""
@@ -239,8 +257,7 @@ class ModelSpec:
                         f"(torch.load weights_only=True): {str(e).strip().splitlines()[0][:200]} ... "
                         f"Only if you trust the file, pass trust_pickle=True (--trust-pickle)"
                     ) from e
-                if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                    state = state["state_dict"]
+                state = unwrap_state_dict(state, model)
                 try:
                     model.load_state_dict(state)
                 except RuntimeError as e:
@@ -263,6 +280,28 @@ class ModelSpec:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def unwrap_state_dict(state, model) -> dict:
+    """Return the module state_dict inside a checkpoint: ``{"model_state_dict": ...}`` (scvi-tools, plain
+    training loops) or ``{"state_dict": ...}`` (Lightning), with a common key prefix that the module's own
+    keys lack (Lightning's ``model.``) removed.
+    """
+    for key in ("model_state_dict", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state:
+        return state
+    own = set(model.state_dict())
+    keys = list(state)
+    if own and not own & set(keys):
+        heads = {k.split(".", 1)[0] for k in keys}
+        if len(heads) == 1 and all("." in k for k in keys):
+            stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
+            if set(stripped) & own:
+                return stripped
+    return state
 
 
 def load_spec(arg: str | dict | ModelSpec, **overrides) -> ModelSpec:

@@ -36,6 +36,7 @@ def run_attribute(input_path, model, store, *, group="attributions", method="int
     from ..tasks.fastshap import fastshap
     from ..tasks.summarize import summarize_attributions
 
+    obs_layer = obs_layer if obs_layer is not None else model.layer
     ds = read_input(input_path, model.input_kind, layer=obs_layer, sample_chunk=sample_chunk)
     if by is not None and by not in ds.variables:
         cols = [c for c in ds.coords if ds[c].dims == ("sample",) and c != "sample"]
@@ -169,7 +170,8 @@ def register(sub) -> None:
     p.add_argument("--local-smoothing", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layer", default=None, help="k-mer models: attribute path of the embedding layer")
-    p.add_argument("--layer-in-file", default=None, help="AnnData layer to read instead of X")
+    p.add_argument("--layer-in-file", default=None,
+                   help="AnnData layer to read instead of X (default: the model's registered layer, else X)")
     p.add_argument("--by", default=None, help="obs column to summarise by (e.g. bulk_labels)")
     p.add_argument("--sample-chunk", type=int, default=256, help="samples per task")
     p.add_argument("--export", default=None, help="write the summary table (.tsv/.csv/.parquet)")

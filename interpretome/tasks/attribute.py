@@ -78,9 +78,10 @@ def _probe(spec: ModelSpec, shape: tuple[int, ...], what: str) -> int:
 
     rt = get_runtime(spec)
     dtype = torch.long if spec.input_kind == "kmer" else torch.float32
+    covs = [torch.zeros((1, 1), device=rt.device) for _ in spec.covariates]
     try:
         with torch.no_grad():
-            out = rt.model(torch.zeros((1,) + tuple(shape), dtype=dtype, device=rt.device))
+            out = rt.model(torch.zeros((1,) + tuple(shape), dtype=dtype, device=rt.device), *covs)
     except (RuntimeError, ValueError, IndexError) as e:
         raise ValueError(f"the model does not accept {what} (a batch of shape {(1,) + tuple(shape)}): {e}. "
                          f"Check that the model was trained on these inputs (same features, same order)") from e
@@ -142,8 +143,11 @@ def _grad_parts(spec: ModelSpec):
 
 # --- the block function ---------------------------------------------------------------------------
 
-def _explain(x, index, baseline, background, *, spec, method, targets, params):
-    """Return ``(N, P + N_EXTRA, T)`` float32 for model-space inputs ``x`` (numpy ``(N, *shape)``)."""
+def _explain(x, index, baseline, background, *, spec, method, targets, params, covs=None):
+    """Return ``(N, P + N_EXTRA, T)`` float32 for model-space inputs ``x`` (numpy ``(N, *shape)``).
+
+    ``covs`` ``(N, C)``: per-sample covariates, passed to the model as C ``(N, 1)`` tensors after the input.
+    """
     import torch
 
     from ..engine import gradients as G
@@ -155,9 +159,11 @@ def _explain(x, index, baseline, background, *, spec, method, targets, params):
     n = x.shape[0]
     p = int(np.prod(x.shape[1:]))
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(dev)
+    extra = () if covs is None else tuple(torch.from_numpy(np.ascontiguousarray(covs[:, j:j + 1], np.float32)).to(dev)
+                                          for j in range(covs.shape[1]))
     sel = rt.target_indices(params["n_out"])
     with torch.no_grad():
-        out0 = G.activate(model(xt), act)
+        out0 = G.activate(model(xt, *extra), act)
     pred = sel[out0[:, torch.as_tensor(sel, device=dev)].argmax(1).cpu().numpy()]
     n_t = 1 if targets is None else len(targets)
     res = np.zeros((n, p + N_EXTRA, n_t), np.float32)
@@ -168,7 +174,7 @@ def _explain(x, index, baseline, background, *, spec, method, targets, params):
             base = torch.from_numpy(np.asarray(baseline, np.float32)).to(dev)
             attr, delta, fx, fb = G.integrated_gradients(
                 G.Head(rest, act), xt, base, tgt, n_steps=params["n_steps"], method=params["ig_method"],
-                batch_size=params["batch_size"], first=first)
+                batch_size=params["batch_size"], first=first, extra=extra)
             attr, delta, fx, fb = (t.cpu().numpy() for t in (attr, delta, fx, fb))
         else:
             bg = torch.from_numpy(np.ascontiguousarray(background, np.float32)).to(dev)
@@ -200,9 +206,56 @@ def _check_finite(x, index, what):
                          f"those samples before attributing")
 
 
-def _dense_block(x, index, baseline, background, *, spec, method, targets, params):
+def _dense_block(x, index, covs, baseline, background, *, spec, method, targets, params):
     _check_finite(x, index, "input values")
-    return _explain(x, index, baseline, background, spec=spec, method=method, targets=targets, params=params)
+    return _explain(x, index, baseline, background, spec=spec, method=method, targets=targets, params=params,
+                    covs=covs)
+
+
+def covariate_matrix(spec: ModelSpec, ds: xr.Dataset, sample_dim: str = SAMPLE) -> np.ndarray | None:
+    """Return the spec's per-sample covariates ``(N, C)`` float32 from ``ds``'s obs coordinates, or None.
+
+    Columns are taken by name (``spec.covariates``); a column with ``spec.covariate_categories``
+    becomes the code of each value in that list, any other must be numeric.
+    """
+    if not spec.covariates:
+        return None
+    cols = []
+    have = [c for c in ds.coords if ds[c].dims == (sample_dim,) and c != sample_dim]
+    for name in spec.covariates:
+        if name not in have:
+            raise ValueError(f"the model takes covariate {name!r} per sample but the input has no such obs column "
+                             f"(it has {have}): add it to the AnnData's obs")
+        values = np.asarray(ds[name].values)
+        cats = spec.covariate_categories.get(name)
+        if cats is not None:
+            lut = {str(c): i for i, c in enumerate(cats)}
+            bad = sorted({str(v) for v in values} - set(lut))
+            if bad:
+                raise ValueError(f"covariate {name!r} has values {bad[:5]} the model was not trained with (it knows "
+                                 f"{list(cats)[:10]}): map them to known categories or drop those samples")
+            cols.append(np.array([lut[str(v)] for v in values], np.float32))
+        elif values.dtype.kind in "fiub":
+            cols.append(values.astype(np.float32))
+        else:
+            raise ValueError(f"covariate {name!r} is not numeric ({values.dtype}): declare its categories in the "
+                             f"spec (covariate_categories={{{name!r}: [...]}})")
+    return np.stack(cols, axis=1)
+
+
+def check_feature_names(spec: ModelSpec, ds: xr.Dataset) -> None:
+    """Raise ``ValueError`` when the spec declares ``feature_names`` and the input's features differ."""
+    if spec.feature_names is None or FEATURE not in ds.coords:
+        return
+    got = [str(v) for v in ds[FEATURE].values]
+    want = list(spec.feature_names)
+    if got != want:
+        missing = [g for g in want if g not in set(got)][:5]
+        extra = [g for g in got if g not in set(want)][:5]
+        first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        raise ValueError(f"the input's {len(got)} features differ from the model's {len(want)} saved var_names "
+                         f"(first difference at column {first}; missing {missing}, unknown {extra}): subset and "
+                         f"order the AnnData as the model's genes (adata[:, var_names])")
 
 
 def _onehot(codes: np.ndarray) -> np.ndarray:
@@ -327,6 +380,9 @@ def attribute(
                   nsamples=int(nsamples), local_smoothing=float(local_smoothing), seed=int(seed), layer=layer,
                   pad_token=pad_token)
 
+    if spec.covariates and method != "integrated_gradients":
+        raise ValueError(f"the model takes per-sample covariates {list(spec.covariates)}; they are supported with "
+                         f"method='integrated_gradients', not {method!r}")
     if kind in ("dense", "image"):
         var = "features" if kind == "dense" else "image"
         require_vars(ds, (var,), "interpretome.storage.anndata_io.read_h5ad / read_images")
@@ -392,6 +448,9 @@ def attribute(
     if kind in ("dense", "image"):
         fn = _dense_block
         args += [x, "s" + letters[:nd], index, "s"]
+        check_feature_names(spec, ds)
+        covs = covariate_matrix(spec, ds, sample_dim)
+        args += [None, None] if covs is None else [da.from_array(covs, chunks=(x.chunks[0], -1)), "sw"]
         p = int(np.prod(shape))
     else:
         fn = _dna_block

@@ -520,6 +520,9 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     spec = load_spec(model)
     if spec.input_kind != "dense":
         raise ValueError(f"FastSHAP here explains dense-feature models; the spec's input_kind is {spec.input_kind!r}")
+    if spec.covariates:
+        raise ValueError(f"FastSHAP explains models of the features alone; this one takes covariates "
+                         f"{list(spec.covariates)}: use method='integrated_gradients'")
     require_vars(ds, ("features",), "interpretome.storage.anndata_io.read_h5ad")
     x = ds["features"].data
     x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
