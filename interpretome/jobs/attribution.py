@@ -148,6 +148,14 @@ def _attribute_cmd(args) -> int:
     if args.export:
         s = open_group(args.store, f"{args.group}_summary")
         print(f"wrote {export_attributions(s, args.export)}")
+    if args.write_h5ad:
+        from ..storage.h5ad_export import attribution_to_h5ad
+
+        if model.input_kind != "dense" or args.method == "fastshap":
+            raise ValueError("--write-h5ad writes per-gene summaries of dense-input IG / SHAP attributions")
+        path = attribution_to_h5ad(open_group(args.store, f"{args.group}_summary"), args.write_h5ad,
+                                   attributions=open_group(args.store, args.group))
+        print(f"wrote {path}")
     return 0
 
 
@@ -175,6 +183,8 @@ def register(sub) -> None:
     p.add_argument("--by", default=None, help="obs column to summarise by (e.g. bulk_labels)")
     p.add_argument("--sample-chunk", type=int, default=256, help="samples per task")
     p.add_argument("--export", default=None, help="write the summary table (.tsv/.csv/.parquet)")
+    p.add_argument("--write-h5ad", default=None, metavar="OUT.h5ad",
+                   help="also write the per-group summaries as AnnData (.varm per group, .uns table)")
     p.add_argument("--fastshap-train", type=int, default=2000)
     p.add_argument("--fastshap-epochs", type=int, default=200, help="most epochs per network (early-stopped)")
     p.add_argument("--overwrite", action="store_true")

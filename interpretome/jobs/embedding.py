@@ -239,6 +239,10 @@ def _embed_cmd(args) -> int:
         run_embed(ds, args.store, group=args.group, method=args.method, n_components=args.components, seed=args.seed,
                   fit_size=args.fit_size, item_chunk=args.item_chunk, backend=args.backend, params=params,
                   inputs=inputs, client=client, overwrite=args.overwrite)
+    if args.write_h5ad:
+        from ..storage.h5ad_export import embedding_to_h5ad
+
+        print(f"wrote {embedding_to_h5ad(open_group(args.store, args.group), args.write_h5ad)}")
     if args.figures:
         for p in render_embedding(args.store, args.group, args.figures, color=args.color):
             print(p)
@@ -278,6 +282,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--store", required=True, help="output zarr store")
     p.add_argument("--group", default="embedding", help="group name in the store")
     p.add_argument("--method", default="umap", choices=METHODS)
+    p.add_argument("--write-h5ad", default=None, metavar="OUT.h5ad",
+                   help="also write the coordinates as AnnData .obsm['X_<method>'] (labels in .obs)")
     p.add_argument("--components", type=int, default=2, help="2 or 3 (any for PCA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fit-size", type=int, default=100_000, help="fit on this many items (seeded), transform the rest")

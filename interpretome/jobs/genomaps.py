@@ -42,6 +42,11 @@ def step_genomap(ctx) -> list[Path]:
     """Demo: genomaps of the shipped PBMC cells (256 top variable genes across cell-cycle phases, 16 x 16)."""
     from ..pbmc import pbmc_path
 
+    try:
+        import genomap  # noqa: F401
+    except ImportError:
+        ctx.log("[genomap] skipped: the genomap package is not installed (pip install 'interpretome[genomap]')")
+        return []
     files = run_genomap(pbmc_path(), ctx.store, ctx.out / "genomap", rows=16, cols=16, batch="phase",
                         cells=np.arange(8), client=ctx.client, overwrite=ctx.overwrite, log=ctx.log)
     return [p for p in files if p.suffix == ".png"]
