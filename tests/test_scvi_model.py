@@ -85,6 +85,14 @@ def test_scvi__ig_equals_scvi_tools_predict_ig_interpretability(tmp_path):
     bad = ds.assign_coords(batch=("sample", np.array(["b9"] * ad.n_obs)))
     with pytest.raises(ValueError, match="was not trained with"):
         attribute(bad, spec)
+    # the command line: --scvi-model reads the registered layer and passes the batch per cell
+    from interpretome.cli import main
+    from interpretome.storage.store import open_group
+
+    assert main(["attribute", str(tmp_path / "cells.h5ad"), "-o", str(tmp_path / "a.zarr"), "--scvi-model",
+                 str(tmp_path / "model"), "--trust-pickle", "--workers", "1", "--sample-chunk", "64"]) == 0
+    stored = open_group(tmp_path / "a.zarr", "attributions")
+    assert np.abs(stored["attribution"].values[..., 0] - grabbed["per_cell"]).max() < 1e-5
 
 
 def test_state_dict_unwrapping_model_state_dict_and_lightning(tmp_path):
