@@ -136,7 +136,8 @@ def _attribute_cmd(args) -> int:
     baseline = args.baseline
     if baseline not in ("zero", "mean"):
         baseline = np.load(baseline)
-    fs = dict(n_train=args.fastshap_train, epochs=args.fastshap_epochs) if args.method == "fastshap" else None
+    fs = dict(n_train=args.fastshap_train, epochs=args.fastshap_epochs, n_validate=args.fastshap_validate,
+              min_fidelity=args.fastshap_min_fidelity) if args.method == "fastshap" else None
     with connect_from_args(args) as client:
         run_attribute(args.input, model, args.store, group=args.group, method=args.method,
                       target=_parse_target(args.target), baseline=baseline, n_steps=args.n_steps,
@@ -186,6 +187,10 @@ def register(sub) -> None:
     p.add_argument("--write-h5ad", default=None, metavar="OUT.h5ad",
                    help="also write the per-group summaries as AnnData (.varm per group, .uns table)")
     p.add_argument("--fastshap-train", type=int, default=2000)
+    p.add_argument("--fastshap-validate", type=int, default=32,
+                   help="held-out samples FastSHAP is validated on against its Shapley reference")
+    p.add_argument("--fastshap-min-fidelity", type=float, default=0.9,
+                   help="refuse FastSHAP below this mean per-sample correlation with the reference")
     p.add_argument("--fastshap-epochs", type=int, default=200, help="most epochs per network (early-stopped)")
     p.add_argument("--overwrite", action="store_true")
     add_model_arguments(p, input_kind="dense")
