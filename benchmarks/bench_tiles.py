@@ -9,7 +9,7 @@
    ratio per CPU-second of the workers, which a shared machine's load distorts less; and the task
    path alone in one process, interleaved with bare forwards. Peak RSS per worker is the workers'
    ``ru_maxrss`` after the run. Both the tiling tasks and the forward-limit runs call
-   ``engine.gradients.tune_malloc``: dask starts workers with a fixed malloc trim threshold, which
+   ``engine.process.tune_malloc``: dask starts workers with a fixed malloc trim threshold, which
    makes every batch's activations mmapped and unmapped again and halves the forward rate.
 2. **Rendering** a 100 M-position track (``bin_size=1``, one value per base) 1,200 px wide: from
    the stored min/max pyramid (``viz.tracks_long.track_points`` + ``shade_points``: opens the
@@ -41,7 +41,7 @@ def _forward_worker(window, batch, seconds):
 
     from interpretome.datasets import random_dna, reference_cnn
 
-    from interpretome.engine.gradients import tune_malloc
+    from interpretome.engine.process import tune_malloc
 
     torch.set_num_threads(1)
     tune_malloc()  # as the tiling tasks do: without it dask workers' malloc settings halve the forward rate

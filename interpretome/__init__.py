@@ -1,6 +1,6 @@
 """interpretome: cluster-scale interpretation of biological ML models on Dask, xarray and zarr."""
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .engine.cluster import connect  # noqa: E402
 from .engine.models import KmerTokenizer, ModelSpec, load_spec  # noqa: E402

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .storage.readers import decode_bases
+from .storage.alphabet import decode_bases, encode_bases
 
 PROMOTER_LENGTH = 200
 TSS = 150
@@ -35,7 +35,7 @@ def random_dna(n: int, length: int, seed: int = 0, gc: float = 0.42) -> np.ndarr
 
 
 def _plant(codes: np.ndarray, motif: str, start: int) -> None:
-    codes[start:start + len(motif)] = ["ACGT".index(c) for c in motif]
+    codes[start:start + len(motif)] = encode_bases(motif)
 
 
 def simulate_promoters(n: int = 2000, length: int = PROMOTER_LENGTH, seed: int = 0, jitter: int = 2):

@@ -58,7 +58,7 @@ def manifest_count(store: Path) -> int:
     n = 0
     for root, _dirs, files in os.walk(store):
         if f"{os.sep}.interpretome{os.sep}done" in root:
-            n += len([f for f in files if ".tmp" not in f])
+            n += len([f for f in files if ".tmp" not in f and not f.startswith(".")])
     return n
 
 
@@ -82,4 +82,53 @@ def store_files(store: Path) -> dict[str, bytes]:
 def manifests(store: Path) -> set[str]:
     """Return the relative paths of a store's chunk manifest files."""
     return {p.relative_to(store).as_posix() for p in Path(store).rglob("*")
-            if p.is_file() and "/.interpretome/done/" in p.as_posix() and ".tmp" not in p.name}
+            if p.is_file() and "/.interpretome/done/" in p.as_posix() and ".tmp" not in p.name
+            and not p.name.startswith(".")}
+
+
+def dir_model(model_dir: str, channels: int = 4):
+    """A factory that loads its own weights (``model_dir/weights.pt``), as checkpoint-directory models do.
+
+    Retraining it in place (a new ``weights.pt``) changes the model without changing its spec.
+    """
+    import torch
+
+    from interpretome.datasets import reference_cnn
+
+    model = reference_cnn(channels=channels)
+    model.load_state_dict(torch.load(Path(model_dir) / "weights.pt", weights_only=True))
+    return model
+
+
+def save_dir_model(model_dir: Path, seed: int, channels: int = 4) -> Path:
+    """Write the weights ``dir_model`` loads (``reference_cnn`` of ``seed``) into ``model_dir``."""
+    import torch
+
+    from interpretome.datasets import reference_cnn
+
+    Path(model_dir).mkdir(parents=True, exist_ok=True)
+    torch.save(reference_cnn(seed=seed, channels=channels).state_dict(), Path(model_dir) / "weights.pt")
+    return Path(model_dir)
+
+
+def picky_cnn(strict: bool = True):
+    """``reference_cnn(channels=4)`` that, when ``strict``, raises on a sequence of only N (all-zero one-hot).
+
+    It passes a check on the first items of a FASTA whose last record is all N, and fails in the
+    compute: a run that fails after its group was initialised, before any chunk was written.
+    """
+    import torch
+
+    from interpretome.datasets import reference_cnn
+
+    class Picky(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = reference_cnn(channels=4)
+
+        def forward(self, x):
+            if strict and bool((x.abs().sum(dim=(1, 2)) == 0).any()):
+                raise ValueError("picky_cnn: a sequence of only N")
+            return self.net(x)
+
+    return Picky()

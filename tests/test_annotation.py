@@ -8,7 +8,8 @@ import pytest
 from interpretome.datasets import data_path
 from interpretome.storage.annotation import (annotation_dataset, gene_starts, genes_from_dataset,
                                              read_annotation)
-from interpretome.storage.readers import InputError, fasta_records
+from interpretome.errors import InputError
+from interpretome.storage.readers import fasta_records
 
 GTF = ('#!genome-build test\n'
        'chrA\tsrc\tgene\t101\t200\t.\t-\t.\tgene_id "gm"; gene "MINUS";\n'

@@ -34,6 +34,7 @@ def captum_ig(model, x, target, baselines=None, n_steps=50, method="gausslegendr
     return a.detach().numpy(), d.detach().numpy()
 
 
+@pytest.mark.graph
 def test_attribute__ig_equals_captum_dense_chunkings_and_workers(client2):
     x, ds = dense_data()
     spec = dense_spec()
@@ -51,6 +52,7 @@ def test_attribute__ig_equals_captum_dense_chunkings_and_workers(client2):
         assert list(r["target"].values) == list(CLASSES)
 
 
+@pytest.mark.graph
 def test_attribute__ig_equals_captum_dna_conv(client2):
     from interpretome.datasets import random_dna
     from interpretome.storage.readers import decode_bases
@@ -72,7 +74,7 @@ def test_attribute__ig_equals_captum_dna_conv(client2):
 
 def test_sparse_conv_gradient__equals_autograd():
     from interpretome.datasets import reference_cnn
-    from interpretome.engine.gradients import gradient_model
+    from interpretome.engine.sparse_conv import gradient_model
 
     model = reference_cnn(channels=8).eval()
     x = torch.from_numpy(np.eye(4, dtype=np.float32)[np.random.default_rng(0).integers(0, 4, (5, 300))]
@@ -85,6 +87,7 @@ def test_sparse_conv_gradient__equals_autograd():
     np.testing.assert_allclose(g.numpy(), g_ref.numpy(), atol=1e-6)
 
 
+@pytest.mark.graph
 def test_attribute__dna_positions_past_length_are_nan():
     ds = sequences_to_dataset(["ACGTACGTACGTACGTACGT", "ACGTACGTAC"], sequence_chunk=1)
     spec = ModelSpec(factory="interpretome.datasets:reference_cnn", kwargs={"channels": 4})
@@ -93,6 +96,7 @@ def test_attribute__dna_positions_past_length_are_nan():
     assert np.isnan(a[1, 10:]).all() and np.isfinite(a[1, :10]).all() and np.isfinite(a[0]).all()
 
 
+@pytest.mark.graph
 def test_attribute__mean_and_custom_baselines_equal_captum():
     x, ds = dense_data(n=20)
     spec = dense_spec()
@@ -106,6 +110,7 @@ def test_attribute__mean_and_custom_baselines_equal_captum():
         np.testing.assert_allclose(r["attribution_delta"].values[:, 0], ref_delta, atol=1e-5)
 
 
+@pytest.mark.graph
 def test_attribute__completeness_matches_stored_delta():
     x, ds = dense_data(n=16)
     r = attribute(ds, dense_spec(), target="predicted", n_steps=300, merge=False).compute(scheduler="sync")
@@ -121,6 +126,7 @@ def test_attribute__completeness_matches_stored_delta():
     np.testing.assert_allclose(r["attribution_output"].values[:, 0], out.max(1), atol=1e-6)
 
 
+@pytest.mark.graph
 def test_attribute__deep_shap_equals_shap(client2):
     import shap
 
@@ -138,10 +144,12 @@ def test_attribute__deep_shap_equals_shap(client2):
     np.testing.assert_allclose(res["attribution_delta"].values, 0, atol=1e-4)
 
 
+@pytest.mark.graph
 def test_attribute__gradient_shap_equals_shap_per_sample_seed(client2):
     import shap
 
-    from interpretome.engine.gradients import _sample_seed, head_module
+    from interpretome.engine.attribution import sample_seed as _sample_seed
+    from interpretome.engine.heads import head_module
 
     x, ds = dense_data(n=6)
     spec = dense_spec()
@@ -159,6 +167,7 @@ def test_attribute__gradient_shap_equals_shap_per_sample_seed(client2):
         np.testing.assert_allclose(a["attribution"].values[j, :, 0], ref, atol=1e-5)
 
 
+@pytest.mark.graph
 def test_attribute__kmer_layer_ig_equals_captum():
     from captum.attr import LayerIntegratedGradients
 
@@ -187,6 +196,7 @@ def test_attribute__kmer_layer_ig_equals_captum():
     np.testing.assert_allclose(res["sequence_attribution_delta"].values[:, 0], delta.detach().numpy(), atol=1e-5)
 
 
+@pytest.mark.graph
 def test_attribute__image_ig_equals_captum(tmp_path):
     x = np.random.default_rng(2).normal(size=(5, 3, 6, 7)).astype(np.float32)
     np.save(tmp_path / "img.npy", x)
@@ -227,6 +237,7 @@ def test_attribute__lazy(no_compute):
         assert "features" in r
 
 
+@pytest.mark.graph(max_computes=1)  # the test's own: making the numpy-backed input
 def test_attribute__bad_inputs(tmp_path):
     x, ds = dense_data(n=10)
     with pytest.raises(ValueError, match="class 'delta' is not one of the model's targets"):

@@ -36,6 +36,7 @@ def data():
     return x, ccc_ref(x, n_jobs=1)
 
 
+@pytest.mark.graph
 @pytest.mark.parametrize("feature_chunk", [1, 4, 7, 23])
 def test_all_pairs_ccc__equals_ccc_coef_square(data, feature_chunk):
     x, ref = data
@@ -110,6 +111,7 @@ def test_all_pairs_ccc__pvalues_equal_plain_loop():
     assert np.array_equal(other["ccc_pair_pvalue"].values, res["ccc_matrix_pvalue"].values[ii, jj], equal_nan=True)
 
 
+@pytest.mark.graph
 def test_all_pairs_ccc__float_path_matches_exact(data, monkeypatch):
     x, ref = data
     monkeypatch.setattr(cccmod, "EXACT_MAX_SAMPLES", 0)  # force the float64 branch used above 60,000 samples
@@ -126,6 +128,7 @@ def test_all_pairs_ccc__lazy(no_compute, data):
         assert isinstance(res[var + "_pvalue"].data, da.Array)
 
 
+@pytest.mark.graph
 def test_all_pairs_ccc__partitions_computed_once_per_block(data):
     x, _ = data
     for form in ("square", "condensed"):
@@ -137,6 +140,7 @@ def test_all_pairs_ccc__partitions_computed_once_per_block(data):
         assert len(tiles) == 5 * 6 // 2  # one kernel task per upper tile; lower tiles are transposes
 
 
+@pytest.mark.graph
 def test_all_pairs_ccc__nan_feature_raises():
     x = _matrix()
     x[4, 10] = np.nan
@@ -150,6 +154,7 @@ def test_all_pairs_ccc__nan_feature_raises():
         lazy.compute(scheduler="sync")
 
 
+@pytest.mark.graph
 def test_all_pairs_ccc__bad_shapes_raise():
     with pytest.raises(ValueError, match="too few for CCC"):
         all_pairs_ccc(ccc_dataset(np.ones((3, 2))))
@@ -185,6 +190,7 @@ def test_ccc_cli__store_and_figure(client2, tmp_path, data):
     assert again["ccc_pair"].shape == ref.shape
 
 
+@pytest.mark.graph
 def test_sync_vs_threads(data):
     x, ref = data
     with dask.config.set(scheduler="threads"):

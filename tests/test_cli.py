@@ -34,7 +34,8 @@ def test_cli__sweep_ism_info_render(tmp_path, capsys):
     # a changed-parameter rerun refuses with the fix, and exits 2
     assert main(["sweep", str(fa), "-o", str(store), "--windows", "3", "--workers", "1", *MODEL]) == 2
     err = capsys.readouterr()
-    assert "pass overwrite=True (--overwrite)" in err.err and "dask dashboard" not in err.out  # before a cluster
+    assert "--overwrite" in err.err and "overwrite=True" not in err.err  # the CLI's own spelling
+    assert "holds a result computed with other parameters" in err.err and "dask dashboard" not in err.out
 
 
 def test_cli__bad_input_messages(tmp_path, capsys):

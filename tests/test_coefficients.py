@@ -127,7 +127,8 @@ def test_correlations__constant_vector_is_nan():
     assert np.isnan(out).all()
 
 
-def test_compare_coefficients__lazy_and_chunk_invariant(no_compute, coefs):
+@pytest.mark.graph
+def test_compare_coefficients__lazy_and_chunk_invariant(coefs):
     lazy = coefs.copy()
     lazy["coefficient"] = lazy["coefficient"].copy(data=da.from_array(coefs["coefficient"].values, chunks=(1, 2, 5)))
     res = compare_coefficients(lazy, merge=False)
@@ -145,6 +146,7 @@ def test_compare_coefficients__chunkings_agree(coefs):
     xr.testing.assert_identical(plain, chunked)
 
 
+@pytest.mark.graph
 def test_compare_coefficients__mismatched_classes_and_features(fitted):
     x, _, multi, binaries = fitted
     cls = list(multi.classes_)

@@ -42,18 +42,19 @@ def test_kmer_helpers__known_tokens():
 
 def test_from_embedding_layer__kmer_model():
     from interpretome.datasets import kmer_model
-    from interpretome.engine.models import KmerTokenizer
+    from interpretome.engine.tokenize import KmerTokenizer
+    from interpretome.tasks.embedding_layer import from_embedding_layer
 
-    ds = eio.from_embedding_layer("interpretome.datasets:kmer_model")
+    ds = from_embedding_layer("interpretome.datasets:kmer_model")
     ref = kmer_model().embedding.weight.detach().numpy()
     np.testing.assert_array_equal(ds["item_vector"].values, ref)
     vocab = KmerTokenizer().vocab
     assert list(ds["item"].values) == list(vocab)
     assert ds["item_label"].values[9] == "A" and ds["item_label"].values[0] == "special"
     with pytest.raises(InputError, match="vocabulary has 3 tokens"):
-        eio.from_embedding_layer(kmer_model(), vocab=["a", "b", "c"])
+        from_embedding_layer(kmer_model(), vocab=["a", "b", "c"])
     with pytest.raises(InputError, match="not an nn.Embedding"):
-        eio.from_embedding_layer(kmer_model(), layer="conv")
+        from_embedding_layer(kmer_model(), layer="conv")
 
 
 def test_read_anndata__obsm_and_obs(tmp_path):
@@ -259,6 +260,7 @@ def test_resolve_backend__dispatch(monkeypatch):
         resolve_backend("x")
 
 
+@pytest.mark.graph
 def test_embed__gpu_path_uses_cuml(monkeypatch):
     """The GPU path on CPU: a stand-in ``cuml`` module records what the task builds and calls."""
     from sklearn.decomposition import PCA

@@ -63,6 +63,7 @@ def test_permutation_shapley__converges_to_exact_within_its_standard_error():
     assert noise <= 0.1 and n_perm >= 32 and ref.shape == (2, 16, 2)
 
 
+@pytest.mark.graph
 def test_fastshap__fidelity_above_threshold_and_chunk_invariant(client2):
     x = np.random.default_rng(0).normal(size=(900, 6)).astype(np.float32)
     ds = features_to_dataset(x, sample_chunk=300)
@@ -112,6 +113,7 @@ def test_fastshap__lazy_and_bad_inputs(no_compute):
         fastshap(features_to_dataset(x), small_spec(), target="predicted")
 
 
+@pytest.mark.graph
 def test_fastshap__untrusted_below_min_fidelity_at_any_size():
     x = np.random.default_rng(1).normal(size=(120, 6)).astype(np.float32)
     with pytest.raises(ValueError, match="below min_fidelity=0.999"):

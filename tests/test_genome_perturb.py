@@ -9,8 +9,10 @@ import pytest
 from interpretome.datasets import random_dna
 from interpretome.engine import rng
 from interpretome.engine.models import ModelSpec, get_runtime
-from interpretome.storage.genome import InputError, read_genome
-from interpretome.storage.readers import decode_bases, encode_bases, sequences_to_dataset, write_fasta
+from interpretome.errors import InputError
+from interpretome.storage.alphabet import decode_bases, encode_bases
+from interpretome.storage.genome import read_genome
+from interpretome.storage.readers import sequences_to_dataset, write_fasta
 from interpretome.tasks.genome_perturb import genome_ism, genome_sweep
 from interpretome.tasks.ism import saturation_mutagenesis
 from interpretome.tasks.perturb import perturbation_sweep
@@ -116,7 +118,8 @@ def test_genome_sweep__whole_contigs_chunk_invariant(genome):
         np.testing.assert_allclose(r, runs[0], rtol=1e-6, atol=1e-7)
 
 
-def test_genome_perturb__lazy(genome, no_compute):
+@pytest.mark.graph
+def test_genome_perturb__lazy(genome):
     path, _ = genome
     ds = read_genome(path, position_chunk=64)
     s = genome_sweep(ds, SPEC, input_length=W, windows=[1, 3])
@@ -127,6 +130,7 @@ def test_genome_perturb__lazy(genome, no_compute):
     assert i["genome_ism_delta"].dims == ("contig", "position", "base", "target")
 
 
+@pytest.mark.graph
 def test_genome_perturb__bad_inputs(genome):
     path, _ = genome
     ds = read_genome(path)

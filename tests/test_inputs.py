@@ -13,7 +13,8 @@ import interpretome as it
 from interpretome.engine import rng
 from interpretome.engine.cluster import ClusterError, connect
 from interpretome.engine.models import ModelOutputError, ModelSpecError, Runtime, local_split
-from interpretome.storage.readers import InputError, read_fasta, write_fasta
+from interpretome.errors import InputError
+from interpretome.storage.readers import read_fasta, write_fasta
 
 
 def test_read_fasta__gzip_many_records_lowercase_n_and_padding(tmp_path):

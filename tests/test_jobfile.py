@@ -14,7 +14,11 @@ import xarray as xr
 
 from interpretome.cli import main
 from interpretome.jobs import runner
-from interpretome.jobs.runner import JOB_KINDS, JobFileError, LineIndex, load_job, plan_job
+from interpretome.jobs.jobfile import run as jobfile_run
+from interpretome.jobs.registry import job_kinds
+from interpretome.jobs.runner import JobFileError, LineIndex, load_job, plan_job
+
+JOB_KINDS = job_kinds()
 
 from tests.jobfiles import MODEL_TABLE, STEPS, TOTAL_CHUNKS, write_job
 
@@ -38,7 +42,9 @@ def test_job_kinds__runner_signatures_take_every_parameter():
     for kind in JOB_KINDS.values():
         sig = inspect.signature(kind.function()).parameters
         accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.values())
-        needed = [p.name for p in kind.params] + ["store", "group", "client", "overwrite", "log"]
+        needed = [p.name for p in kind.params if p.to == "run" and not p.task]
+        needed += ["store", "group", "client", "overwrite", "log"]
+        assert accepts_any or not any(p.task for p in kind.params), f"{kind.name}: task params need **params"
         needed += ["model"] if kind.model else []
         missing = [n for n in needed if n not in sig]
         assert accepts_any or not missing, f"{kind.name}: {kind.runner} takes no {missing}"
@@ -229,7 +235,7 @@ def test_plan__step_parameter_error_names_the_step_line(tmp_path, no_compute):
 # --- dry run -----------------------------------------------------------------------------------
 
 def test_run__dry_run_plans_without_computing(tmp_path, capsys, no_compute, monkeypatch):
-    monkeypatch.setattr(runner, "connect", lambda *a, **k: pytest.fail("a dry run must not start a cluster"))
+    monkeypatch.setattr(jobfile_run, "connect", lambda *a, **k: pytest.fail("a dry run must not start a cluster"))
     path = write_job(tmp_path)
     assert main(["run", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -341,7 +347,7 @@ def test_run__gpus_pass_through(tmp_path, capsys, how):
 # --- the output location, checked before any work -----------------------------------------------
 
 def _no_cluster(monkeypatch):
-    monkeypatch.setattr(runner, "connect", lambda *a, **k: pytest.fail("the cluster started before the check"))
+    monkeypatch.setattr(jobfile_run, "connect", lambda *a, **k: pytest.fail("the cluster started before the check"))
 
 
 def test_run__full_disk_fails_before_work(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 import interpretome as it
 from interpretome.datasets import random_dna
 from interpretome.engine.models import ModelSpec, clear_runtimes
-from interpretome.storage.readers import decode_bases
+from interpretome.storage.alphabet import decode_bases
 from interpretome.tasks.perturb import window_edits
 
 LUT = np.eye(5, 4, dtype=np.float32)  # N -> zeros, independent of the engine's encoder
@@ -241,7 +241,8 @@ def test_kmer_model__sweep_equals_plain_loop():
     assert tok.encode(_codes("ACNTAC")[None], table)[0, 1] == tok.vocab.index("xxunk")
 
 
-def test_tasks__build_graphs_without_computing(no_compute):
+@pytest.mark.graph
+def test_tasks__build_graphs_without_computing():
     seqs = _sequences()
     ds = it.sequences_to_dataset(seqs, sequence_chunk=2, position_chunk=16)
     spec = _spec()
@@ -279,6 +280,7 @@ def test_sweep__on_two_worker_cluster_equals_local(client2):
     (dict(mode="insert", inserts=["ACG"], windows=[3]), "drop windows="),
     (dict(mode="random", inserts=["ACG"]), "inserts= is only used by mode='insert'"),
 ])
+@pytest.mark.graph
 def test_perturbation_sweep__bad_input(kwargs, match):
     ds = it.sequences_to_dataset(_sequences())
     with pytest.raises(ValueError, match=match):
@@ -289,12 +291,14 @@ def test_perturbation_sweep__bad_input(kwargs, match):
     (dict(start=50, end=40), "is empty or negative"),
     (dict(end=500), "past the longest sequence"),
 ])
+@pytest.mark.graph
 def test_saturation_mutagenesis__bad_input(kwargs, match):
     ds = it.sequences_to_dataset(_sequences())
     with pytest.raises(ValueError, match=match):
         it.saturation_mutagenesis(ds, _spec(), **kwargs)
 
 
+@pytest.mark.graph
 def test_tasks__missing_input_variable():
     import xarray as xr
 
@@ -302,6 +306,7 @@ def test_tasks__missing_input_variable():
         it.perturbation_sweep(xr.Dataset(), _spec())
 
 
+@pytest.mark.graph
 def test_merge__refuses_disagreeing_coordinates():
     ds = it.sequences_to_dataset(_sequences())
     merged = it.perturbation_sweep(ds, _spec(), windows=[2])

@@ -113,7 +113,8 @@ def test_clustering_scores__subsample_is_sklearn_sample_size():
     assert v["davies_bouldin_label"] == pytest.approx(skm.davies_bouldin_score(x[rows], lab[rows]), rel=1e-10)
 
 
-def test_clustering_scores__lazy(no_compute):
+@pytest.mark.graph
+def test_clustering_scores__lazy():
     ds, *_ = _data(chunk=50)
     res = clustering_scores(ds, batch="item_batch", sample_size=100, block=32)
     for v in res.data_vars:
@@ -128,6 +129,7 @@ def test_clustering_scores__on_two_workers(client2):
     assert got[1] == pytest.approx(skm.silhouette_score(x, bat), rel=1e-10)
 
 
+@pytest.mark.graph(max_computes=1)  # the one compute: .values raises the lazy label check
 def test_clustering_scores__bad_input():
     ds, *_ = _data(n=40)
     with pytest.raises(ValueError, match="convention 'foo'"):

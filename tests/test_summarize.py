@@ -53,7 +53,8 @@ def test_summarize_attributions__equals_pandas_groupby(chunk, split_every):
     np.testing.assert_allclose(s["feature_attribution_ci95"].values, ci.values, rtol=1e-5)
 
 
-def test_summarize_attributions__lazy_and_groups_order(no_compute):
+@pytest.mark.graph
+def test_summarize_attributions__lazy_and_groups_order():
     _, _, ds = make_attr()
     s = summarize_attributions(ds, by="cell_type", groups=["T", "B"], include_all=False)
     assert all(s[v].chunks is not None for v in s.data_vars)
@@ -69,6 +70,7 @@ def test_summarize_attributions__lazy_label_with_categories():
     np.testing.assert_allclose(s["feature_attribution_mean"].sel(group="NK").values, a[labels == "NK"].mean(0), rtol=1e-5)
 
 
+@pytest.mark.graph
 def test_summarize_attributions__bad_inputs():
     _, _, ds = make_attr()
     with pytest.raises(ValueError, match="label column 'louvain' is not in the dataset"):

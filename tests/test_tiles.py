@@ -13,10 +13,11 @@ import torch
 
 from interpretome.datasets import profile_cnn, random_dna, reference_cnn
 from interpretome.engine.models import ModelOutputError, ModelSpec
+from interpretome.storage.alphabet import decode_bases
 from interpretome.storage.export import export_bedgraph, export_bigwig
 from interpretome.storage.genome import (InputError, Region, TrackGeometry, parse_region, read_bed, read_genome,
                                          track_bins)
-from interpretome.storage.readers import decode_bases, write_fasta
+from interpretome.storage.readers import write_fasta
 from interpretome.storage.store import open_group, write_dataset
 from interpretome.tasks.tiles import pyramid_level, predict_tiles, track_pyramid
 
@@ -171,7 +172,8 @@ def test_predict_tiles__regions_match_slices(genome):
     np.testing.assert_allclose(res["track_prediction"].values[0, :len(want)], want, rtol=1e-5, atol=1e-6)
 
 
-def test_predict_tiles__lazy(genome, no_compute):
+@pytest.mark.graph
+def test_predict_tiles__lazy(genome):
     path, _ = genome
     ds = read_genome(path, position_chunk=100)
     res = predict_tiles(ds, PROFILE, window=96, stride=40, bin_size=4, crop=8, strand="both")
@@ -181,6 +183,7 @@ def test_predict_tiles__lazy(genome, no_compute):
     assert "sequence_code" in res  # merged into the input by default
 
 
+@pytest.mark.graph
 def test_predict_tiles__reads_only_the_blocks_it_needs(genome):
     path, _ = genome
     ds = read_genome(path, position_chunk=50)
@@ -197,6 +200,7 @@ def test_predict_tiles__reads_only_the_blocks_it_needs(genome):
     assert n_tasks == 3 * 8  # chr1: 31 windows + the tail = 32 bins, in blocks of 4, for 3 rows
 
 
+@pytest.mark.graph(max_computes=2)  # the two res.compute() that raise the model-output errors
 def test_predict_tiles__bad_inputs(genome):
     path, _ = genome
     ds = read_genome(path)

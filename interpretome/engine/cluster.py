@@ -17,11 +17,9 @@ import argparse
 import os
 from typing import Any, Callable
 
+from ..errors import ClusterError
+
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-class ClusterError(RuntimeError):
-    """A cluster cannot be started or reached as asked."""
 
 
 try:
@@ -48,12 +46,44 @@ class TorchThreads(_WorkerPlugin):
             torch.set_num_threads(self.threads)
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
-        from .gradients import tune_malloc
+        from .process import tune_malloc
 
         tune_malloc()  # undo the nanny's fixed MALLOC_TRIM_THRESHOLD_ (page faults on every batch)
+        ignore_interrupts()
 
     def teardown(self, worker=None) -> None:
         """Nothing to undo."""
+
+
+def ignore_interrupts() -> None:
+    """Make this worker ignore SIGINT (Ctrl-C reaches every process of the terminal's group).
+
+    The client handles Ctrl-C — it stops the run, says what is stored and how to resume — and
+    then closes the cluster, which stops the workers; a worker that took the signal itself would
+    only print a KeyboardInterrupt traceback (outside the main thread the signal is left as it
+    is). The warning a worker logs for each task the stopped client cancels is dropped too.
+    """
+    import logging
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed.worker.state_machine").addFilter(_drop_cancelled)
+
+
+def _drop_cancelled(record) -> bool:
+    """Logging filter: drop the worker's warning for a task the client cancelled (a stopped run)."""
+    return "ended with CancelledError" not in record.getMessage()
+
+
+def quiet_shutdown() -> None:
+    """Silence distributed's warnings about lost and cancelled tasks while a stopped run closes."""
+    import logging
+
+    for name in ("distributed", "distributed.scheduler", "distributed.worker", "distributed.nanny",
+                 "distributed.core", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def gpu_count() -> int:
@@ -87,6 +117,20 @@ def _local_cuda_cluster(**kwargs):
     return LocalCUDACluster(ip="127.0.0.1", threads_per_worker=1, dashboard_address="127.0.0.1:0", **kwargs)
 
 
+def jobqueue_config(table: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+    """Return the dask-jobqueue keywords of a ``[cluster.jobqueue]`` table (or ``connect(jobqueue=)``).
+
+    Workers run ``threads`` threads each (``processes = cores // threads`` unless set) and the
+    job script exports the thread limits, so torch and BLAS do not oversubscribe the node.
+    """
+    cfg = dict(table)
+    cfg.setdefault("processes", max(1, int(cfg.get("cores", 1)) // max(1, threads)))
+    prologue = list(cfg.get("job_script_prologue") or [])
+    prologue += [f"export {v}={threads}" for v in THREAD_ENV if not any(v in line for line in prologue)]
+    cfg["job_script_prologue"] = prologue
+    return cfg
+
+
 def jobqueue_cluster(config: dict[str, Any], *, scale: bool = True):
     """Return a started dask-jobqueue cluster from ``config``.
 
@@ -104,9 +148,7 @@ def jobqueue_cluster(config: dict[str, Any], *, scale: bool = True):
     if system not in classes:
         raise ClusterError(f"unknown jobqueue system {system!r}: use one of {sorted(classes)}")
     jobs = int(config.pop("jobs", 1))
-    config.setdefault("processes", config.get("cores", 1))
-    config.setdefault("job_script_prologue", [f"export {v}=1" for v in THREAD_ENV])
-    cluster = classes[system](**config)
+    cluster = classes[system](**jobqueue_config(config))
     if scale:
         cluster.scale(jobs=jobs)
     return cluster

@@ -1,7 +1,7 @@
 """scvi-tools models as interpretome models: the classifier path that scvi-tools itself attributes.
 
-``spec_from_scvi(dir)`` (also ``ModelSpec.from_scvi``) reads a directory written by
-``model.save(dir)`` of a scvi-tools model with a classifier (SCANVI) and returns a dense-input
+``ModelSpec.from_scvi(dir)`` (its fields from ``spec_fields(dir)`` here) reads a directory written
+by ``model.save(dir)`` of a scvi-tools model with a classifier (SCANVI) and returns a dense-input
 ``ModelSpec`` whose model is ``module.classify`` — the encoder's posterior mean followed by the
 classifier, returning logits — exactly what ``model.predict(ig_interpretability=True)``
 attributes with captum's Integrated Gradients. The spec carries:
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .models import ModelSpecError
+from ..errors import ModelSpecError
 
 
 def _require_scvi():
@@ -75,11 +75,8 @@ def _covariate_layout(registry: dict) -> tuple[list[str], dict[str, list[str]], 
     return cols, cats, len(cont), len(cat_keys)
 
 
-def spec_from_scvi(model_dir: str | os.PathLike, *, trust_pickle: bool = False, use_posterior_mean: bool = True,
-                   **overrides):
-    """Return the dense-input ``ModelSpec`` of a saved scvi-tools classifier model (see the module doc)."""
-    from .models import ModelSpec
-
+def spec_fields(model_dir: str | os.PathLike, *, trust_pickle: bool = False, use_posterior_mean: bool = True) -> dict:
+    """Return the fields of the dense-input ``ModelSpec`` of a saved scvi-tools classifier model (see the module doc)."""
     _require_scvi()
     saved = read_saved(model_dir, trust_pickle=trust_pickle)
     reg = _registry(saved)
@@ -97,12 +94,11 @@ def spec_from_scvi(model_dir: str | os.PathLike, *, trust_pickle: bool = False, 
                    feature_names=tuple(str(v) for v in saved["var_names"]), covariates=tuple(cols),
                    covariate_categories=cats,
                    weights_sha256=_file_sha256(Path(model_dir) / "model.pt"))
-    fields_.update(overrides)
-    return ModelSpec(**fields_)
+    return fields_
 
 
 def _file_sha256(path) -> str:
-    from ..storage.store import file_digest
+    from ..storage.digests import file_digest
 
     return file_digest(str(path)).split(":", 1)[1]
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
-from ..storage.store import open_group
-from . import RENDERERS, add_model_arguments, model_from_args, store_result
+from ..storage.store import group_info, open_group
+from ..tasks.attribute import METHOD_NAMES, canonical_method
+from ..errors import InputError
+from . import check_model_on, input_sample, store_result
+from .declare import JobKind, Param
 
 
 def read_input(path, kind: str, *, layer=None, sample_chunk: int = 256, labels=None):
@@ -27,21 +28,56 @@ def read_input(path, kind: str, *, layer=None, sample_chunk: int = 256, labels=N
     return read_fasta(path, sequence_chunk=sample_chunk)
 
 
-def run_attribute(input_path, model, store, *, group="attributions", method="integrated_gradients", target="predicted",
+def fastshap_settings(method: str, train: int, epochs: int, validate: int | None = None,
+                      min_fidelity: float | None = None) -> dict | None:
+    """Return FastSHAP's training and validation options for ``method`` (None for the other methods).
+
+    ``validate``, ``min_fidelity``: held-out samples of the validation against the Shapley
+    reference and the fidelity below which FastSHAP refuses (the task's defaults when None).
+    """
+    if method != "fastshap":
+        return None
+    opts = dict(n_train=train, epochs=epochs)
+    if validate is not None:
+        opts["n_validate"] = validate
+    if min_fidelity is not None:
+        opts["min_fidelity"] = min_fidelity
+    return opts
+
+
+def run_attribute(input, model, store, *, group="attributions", method="integrated_gradients", target="predicted",
                   baseline="zero", n_steps=50, ig_method="gausslegendre", internal_batch_size=None, background=100,
-                  seed=0, nsamples=200, local_smoothing=0.0, layer=None, obs_layer=None, sample_chunk=256,
-                  by=None, fastshap_options=None, client=None, overwrite=False, log=print):
-    """Read the input, attribute, write ``store/group`` (and ``store/<group>_summary`` when ``by`` or dense)."""
+                  seed=0, nsamples=200, local_smoothing=0.0, layer=None, layer_in_file=None, sample_chunk=256,
+                  by=None, fastshap_train=2000, fastshap_epochs=200, fastshap_validate=32, fastshap_min_fidelity=0.9,
+                  client=None, overwrite=False, log=print):
+    """Read the input, attribute, write ``store/group`` (and ``store/<group>_summary`` when ``by`` or dense).
+
+    ``baseline``: ``zero``, ``mean``, an array, or a ``.npy`` file of one sample's input (its
+    digest is then part of the fingerprint, as the input file's is). ``layer_in_file``: the
+    AnnData layer read instead of X (default: the model's registered layer, ``ModelSpec.layer``,
+    else X). ``fastshap_train`` / ``fastshap_epochs``: FastSHAP's training samples and most epochs
+    per network (early-stopped); ``fastshap_validate`` / ``fastshap_min_fidelity``: its held-out
+    validation samples and the fidelity below which it refuses (``method="fastshap"``).
+    """
     from ..tasks.attribute import attribute
     from ..tasks.fastshap import fastshap
     from ..tasks.summarize import summarize_attributions
 
-    obs_layer = obs_layer if obs_layer is not None else model.layer
-    ds = read_input(input_path, model.input_kind, layer=obs_layer, sample_chunk=sample_chunk)
+    obs_layer = layer_in_file if layer_in_file is not None else model.layer  # a scvi-tools model's registered layer
+    method = method if method == "fastshap" else canonical_method(method)  # "ig" fingerprints as its canonical name
+    fastshap_options = fastshap_settings(method, fastshap_train, fastshap_epochs, fastshap_validate,
+                                         fastshap_min_fidelity)
+
+    ds = read_input(input, model.input_kind, layer=obs_layer, sample_chunk=sample_chunk)
     if by is not None and by not in ds.variables:
         cols = [c for c in ds.coords if ds[c].dims == ("sample",) and c != "sample"]
-        raise ValueError(f"label column {by!r} is not in {str(input_path)!r}; its obs columns are {cols}: "
+        raise ValueError(f"label column {by!r} is not in {str(input)!r}; its obs columns are {cols}: "
                          f"pass one of them as --by")
+    inputs = [input]
+    if isinstance(baseline, (str, Path)) and str(baseline) not in ("zero", "mean"):
+        inputs.append(baseline)
+        baseline = np.load(baseline, allow_pickle=False)
+    digest = check_model_on(model, lambda: input_sample(ds, model.input_kind))
     if method == "fastshap":
         opts = dict(fastshap_options or {})
         params = dict(method="fastshap", target=target, seed=seed, **opts)
@@ -60,8 +96,8 @@ def run_attribute(input_path, model, store, *, group="attributions", method="int
         if "image" in ds:
             res["image"] = ds["image"]
     params["layer_in_file"] = obs_layer
-    reports = [store_result(res, store, group, task=task, params=params, model=model, inputs=[input_path],
-                            client=client, overwrite=overwrite, log=log)]
+    reports = [store_result(res, store, group, task=task, params=params, model=model, model_digest=digest,
+                            inputs=inputs, client=client, overwrite=overwrite, log=log)]
     if model.input_kind == "dense" and task == "attribute":
         stored = open_group(store, group)
         if by is not None:  # the labels from the input file (numpy), the attributions from the store
@@ -69,7 +105,8 @@ def run_attribute(input_path, model, store, *, group="attributions", method="int
         summ = summarize_attributions(stored, by=by)
         reports.append(store_result(summ, store, f"{group}_summary", task="summarize_attributions",
                                     params={"by": by, "source_group": group, **params}, model=model,
-                                    inputs=[input_path], client=client, overwrite=overwrite, log=log))
+                                    model_digest=digest, inputs=inputs, client=client, overwrite=overwrite,
+                                    log=log))
     return reports
 
 
@@ -116,12 +153,8 @@ def render_summary(store, group, out_dir, *, n=None, **_):
     return figs
 
 
-RENDERERS["attribute"] = render_attributions
-RENDERERS["fastshap"] = render_attributions
-RENDERERS["summarize_attributions"] = render_summary
-
-
-def _parse_target(text: str):
+def parse_target(text: str):
+    """Return the ``--target`` value: 'predicted', 'all', a class name / index, or a list of them."""
     if text in ("predicted", "all"):
         return text
     items = [t.strip() for t in text.split(",")]
@@ -129,73 +162,61 @@ def _parse_target(text: str):
     return items[0] if len(items) == 1 else items
 
 
-def _attribute_cmd(args) -> int:
-    from ..storage.attribution_export import export_attributions
+def _export(params, *, store, group, log=print) -> None:
+    """``export``: write the stored summary table (scvi-tools columns); ``write_h5ad``: the summaries as
+    AnnData (``storage.h5ad_export``); both after the run."""
+    if params.get("export"):
+        from ..storage.attribution_export import export_attributions
 
-    model = model_from_args(args)
-    baseline = args.baseline
-    if baseline not in ("zero", "mean"):
-        baseline = np.load(baseline)
-    fs = dict(n_train=args.fastshap_train, epochs=args.fastshap_epochs, n_validate=args.fastshap_validate,
-              min_fidelity=args.fastshap_min_fidelity) if args.method == "fastshap" else None
-    with connect_from_args(args) as client:
-        run_attribute(args.input, model, args.store, group=args.group, method=args.method,
-                      target=_parse_target(args.target), baseline=baseline, n_steps=args.n_steps,
-                      ig_method=args.ig_method, internal_batch_size=args.internal_batch_size,
-                      background=args.background, seed=args.seed, nsamples=args.nsamples,
-                      local_smoothing=args.local_smoothing, layer=args.layer, obs_layer=args.layer_in_file,
-                      sample_chunk=args.sample_chunk, by=args.by, fastshap_options=fs, client=client,
-                      overwrite=args.overwrite)
-    if args.export:
-        s = open_group(args.store, f"{args.group}_summary")
-        print(f"wrote {export_attributions(s, args.export)}")
-    if args.write_h5ad:
+        log(f"wrote {export_attributions(open_group(store, f'{group}_summary'), params['export'])}")
+    if params.get("write_h5ad"):
         from ..storage.h5ad_export import attribution_to_h5ad
 
-        if model.input_kind != "dense" or args.method == "fastshap":
-            raise ValueError("--write-h5ad writes per-gene summaries of dense-input IG / SHAP attributions")
-        path = attribution_to_h5ad(open_group(args.store, f"{args.group}_summary"), args.write_h5ad,
-                                   attributions=open_group(args.store, args.group))
-        print(f"wrote {path}")
-    return 0
+        if params.get("method") == "fastshap" or group_info(store, f"{group}_summary") is None:
+            raise InputError("--write-h5ad writes per-gene summaries of dense-input IG / SHAP attributions")
+        path = attribution_to_h5ad(open_group(store, f"{group}_summary"), params["write_h5ad"],
+                                   attributions=open_group(store, group))
+        log(f"wrote {path}")
 
 
-def register(sub) -> None:
-    """Add the ``attribute`` subcommand."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "attribute", help="Integrated Gradients / SHAP / FastSHAP attributions of a model over many samples")
-    p.add_argument("input", help="AnnData .h5ad (dense), .npy/zarr (N, C, H, W) images, or FASTA (DNA)")
-    p.add_argument("-o", "--store", required=True, help="output zarr store (created or resumed)")
-    p.add_argument("--group", default="attributions", help="group name in the store")
-    p.add_argument("--method", default="integrated_gradients",
-                   choices=["integrated_gradients", "ig", "gradient_shap", "deep_shap", "fastshap"])
-    p.add_argument("--target", default="predicted", help="'predicted', 'all', a class name/index or a comma list")
-    p.add_argument("--baseline", default="zero", help="IG baseline: zero, mean, or a .npy file of one sample's input")
-    p.add_argument("--n-steps", type=int, default=50)
-    p.add_argument("--ig-method", default="gausslegendre")
-    p.add_argument("--internal-batch-size", type=int, default=None, help="(sample, step) rows per model call")
-    p.add_argument("--background", type=int, default=100, help="SHAP background samples (drawn with --seed)")
-    p.add_argument("--nsamples", type=int, default=200, help="GradientExplainer samples per explanation")
-    p.add_argument("--local-smoothing", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layer", default=None, help="k-mer models: attribute path of the embedding layer")
-    p.add_argument("--layer-in-file", default=None,
-                   help="AnnData layer to read instead of X (default: the model's registered layer, else X)")
-    p.add_argument("--by", default=None, help="obs column to summarise by (e.g. bulk_labels)")
-    p.add_argument("--sample-chunk", type=int, default=256, help="samples per task")
-    p.add_argument("--export", default=None, help="write the summary table (.tsv/.csv/.parquet)")
-    p.add_argument("--write-h5ad", default=None, metavar="OUT.h5ad",
-                   help="also write the per-group summaries as AnnData (.varm per group, .uns table)")
-    p.add_argument("--fastshap-train", type=int, default=2000)
-    p.add_argument("--fastshap-validate", type=int, default=32,
-                   help="held-out samples FastSHAP is validated on against its Shapley reference")
-    p.add_argument("--fastshap-min-fidelity", type=float, default=0.9,
-                   help="refuse FastSHAP below this mean per-sample correlation with the reference")
-    p.add_argument("--fastshap-epochs", type=int, default=200, help="most epochs per network (early-stopped)")
-    p.add_argument("--overwrite", action="store_true")
-    add_model_arguments(p, input_kind="dense")
-    add_cluster_arguments(p)
-    p.set_defaults(func=_attribute_cmd)
+ATTRIBUTE = JobKind(
+    "attribute", run_attribute, group="attributions", input_kind="dense", finish=_export,
+    doc="Integrated Gradients / SHAP / FastSHAP attributions over many samples (+ per-group summary)",
+    lazy=lambda p: p.get("method") != "fastshap", params=(
+        Param("input", "str", required=True, file=True, cli="input",
+              doc="AnnData .h5ad (dense model), .npy/zarr (N, C, H, W) images, or FASTA (DNA); the model's "
+                  "input kind says which"),
+        Param("method", "str", "integrated_gradients", choices=(*METHOD_NAMES, "fastshap"),
+              doc="attribution method (aliases such as 'ig' are stored under their canonical name)"),
+        Param("target", "str|int|list[str]|list[int]", "predicted", parse=parse_target,
+              doc="'predicted', 'all', a class name/index or a (comma) list"),
+        Param("baseline", "str", "zero", doc="IG baseline: zero, mean, or a .npy file of one sample's input"),
+        Param("n_steps", "int", 50, doc="IG integration steps"),
+        Param("ig_method", "str", "gausslegendre", doc="IG integration rule"),
+        Param("internal_batch_size", "int", None, doc="(sample, step) rows per model call"),
+        Param("background", "int", 100, doc="SHAP background samples (drawn with seed)"),
+        Param("seed", "int", 0, doc="seed of the background draw and of FastSHAP"),
+        Param("nsamples", "int", 200, doc="GradientExplainer samples per explanation"),
+        Param("local_smoothing", "float", 0.0, doc="GradientExplainer input noise"),
+        Param("layer", "str", None, doc="k-mer models: attribute path of the embedding layer"),
+        Param("layer_in_file", "str", None,
+              doc="AnnData layer to read instead of X (default: the model's registered layer, else X)"),
+        Param("by", "str", None, doc="obs column to summarise by (e.g. bulk_labels)"),
+        Param("sample_chunk", "int", 256, doc="samples per task"),
+        Param("fastshap_train", "int", 2000, doc="FastSHAP training samples"),
+        Param("fastshap_epochs", "int", 200, doc="most FastSHAP epochs per network (early-stopped)"),
+        Param("fastshap_validate", "int", 32,
+              doc="held-out samples FastSHAP is validated on against its Shapley reference"),
+        Param("fastshap_min_fidelity", "float", 0.9,
+              doc="refuse FastSHAP below this mean per-sample correlation with the reference"),
+        Param("export", "str", None, output=True, to="finish", doc="write the summary table (.tsv/.csv/.parquet)"),
+        Param("write_h5ad", "str", None, output=True, to="finish",
+              doc="also write the per-group summaries as AnnData OUT.h5ad (.varm per group, .uns table)"),
+    ))
+
+KINDS = (ATTRIBUTE,)
+RENDERERS = {"attribute": render_attributions, "fastshap": render_attributions,
+             "summarize_attributions": render_summary}
 
 
 def step_attribution(ctx) -> list[Path]:
@@ -208,7 +229,7 @@ def step_attribution(ctx) -> list[Path]:
     from ..pbmc import MARKERS, pbmc_path, train_cell_classifier
     from ..storage.attribution_export import export_attributions
     from ..storage.readers import write_fasta
-    from ..tasks.summarize import class_tables
+    from ..storage.summary_tables import class_tables
 
     spec, rep = train_cell_classifier(ctx.out / "cell_classifier.pt")
     ctx.log(f"[attribution] cell-type classifier: training accuracy {rep['train_accuracy']:.3f} on "

@@ -8,15 +8,13 @@ Also: a deterministic synthetic phenotypic-profiling data set for the demo and t
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
-from ..storage.coef_io import KINDS, combine_coefficients, read_coefficients, read_table
+from ..storage.coef_io import KINDS as MODEL_KINDS, combine_coefficients, read_coefficients, read_table
 from ..storage.readers import InputError
 from ..storage.schema import FEATURE, SAMPLE
 from ..storage.store import open_group
@@ -24,7 +22,8 @@ from ..tasks.ccc import all_pairs_ccc
 from ..tasks.coefficients import compare_coefficients, correlation_table
 from ..viz.coefficients import (plot_ccc_matrix, plot_class_kde, plot_class_means, plot_clustermap, plot_heatmap,
                                 plot_scatter_grid, save)
-from . import RENDERERS, store_result
+from . import store_result
+from .declare import FIGURES, JobKind, Param, draw_figures
 
 PHENOTYPES = ("Interphase", "Prometaphase", "Metaphase", "Anaphase", "Apoptosis", "Binuclear")
 
@@ -141,10 +140,6 @@ def render_ccc(store, group, out_dir, **_) -> list[Path]:
     return [save(plot_ccc_matrix(open_group(store, group)), Path(out_dir) / f"{group}_matrix.png")]
 
 
-RENDERERS["coefficient_comparison"] = render_coefficients
-RENDERERS["all_pairs_ccc"] = render_ccc
-
-
 # --- command line ----------------------------------------------------------------------------------
 
 def parse_input(spec: str) -> tuple[dict, str]:
@@ -153,8 +148,8 @@ def parse_input(spec: str) -> tuple[dict, str]:
     if not sep:
         return {}, spec
     bits = head.split(":")
-    if len(bits) not in (3, 4) or bits[0] not in KINDS:
-        raise ValueError(f"--input {spec!r} must look like KIND:MODEL:FEATURESET[:CLASS]=PATH with KIND in {KINDS}, "
+    if len(bits) not in (3, 4) or bits[0] not in MODEL_KINDS:
+        raise ValueError(f"--input {spec!r} must look like KIND:MODEL:FEATURESET[:CLASS]=PATH with KIND in {MODEL_KINDS}, "
                          f"e.g. multiclass:final:CP=final_cp.csv or ovr:final:CP:Mitosis=mitosis.joblib")
     meta = {"kind": bits[0], "model": bits[1], "feature_set": bits[2]}
     if len(bits) == 4:
@@ -162,21 +157,19 @@ def parse_input(spec: str) -> tuple[dict, str]:
     return meta, path
 
 
-def _coefficients_cmd(args) -> int:
-    parts = []
-    for spec in args.input:
+def coefficients_job(*, store, group, inputs, tsv=None, n_perms=0, seed=0, class_col="class", feature_col="feature",
+                     value_col="coefficient", trust_pickle=False, client=None, overwrite=False, log=print):
+    """The ``coefficients`` kind: parse and read each ``KIND:MODEL:FEATURESET[:CLASS]=PATH`` input, then
+    ``run_coefficients`` (the tidy table into ``tsv``, default STORE_correlations.tsv)."""
+    parts, paths = [], []
+    for spec in inputs:
         meta, path = parse_input(spec)
-        parts.append(read_coefficients(path, trust_pickle=args.trust_pickle, class_col=args.class_col,
-                                       feature_col=args.feature_col, value_col=args.value_col, **meta))
-    coefs = combine_coefficients(parts)
-    tsv = args.tsv or str(Path(args.store).with_suffix("")) + "_correlations.tsv"
-    with connect_from_args(args) as client:
-        run_coefficients(coefs, args.store, group=args.group, n_perms=args.n_perms, seed=args.seed, tsv=tsv,
-                         inputs=[parse_input(s)[1] for s in args.input], client=client, overwrite=args.overwrite)
-    if args.figures:
-        for p in render_coefficients(args.store, args.group, args.figures):
-            print(p)
-    return 0
+        parts.append(read_coefficients(path, trust_pickle=trust_pickle, class_col=class_col, feature_col=feature_col,
+                                       value_col=value_col, **meta))
+        paths.append(path)
+    tsv = tsv or str(Path(store).with_suffix("")) + "_correlations.tsv"
+    return run_coefficients(combine_coefficients(parts), store, group=group, n_perms=n_perms, seed=seed, tsv=tsv,
+                            inputs=paths, client=client, overwrite=overwrite, log=log)
 
 
 def read_matrix(path, *, transpose: bool = False, var: str | None = None) -> xr.Dataset:
@@ -207,55 +200,47 @@ def read_matrix(path, *, transpose: bool = False, var: str | None = None) -> xr.
                               SAMPLE: np.asarray(df.columns.astype(str), dtype=object)})
 
 
-def _ccc_cmd(args) -> int:
-    ds = read_matrix(args.matrix, transpose=args.transpose, var=args.var)
-    with connect_from_args(args) as client:
-        run_ccc(ds, args.store, group=args.group, form=args.form, feature_chunk=args.feature_chunk,
-                n_perms=args.n_perms, seed=args.seed, inputs=[args.matrix] if Path(args.matrix).is_file() else [],
-                client=client, overwrite=args.overwrite)
-    if args.figures:
-        for p in render_ccc(args.store, args.group, args.figures):
-            print(p)
-    return 0
+def ccc_job(*, store, group, matrix, transpose=False, var=None, form="square", feature_chunk=None, n_perms=0,
+            seed=0, client=None, overwrite=False, log=print):
+    """The ``ccc`` kind: read ``matrix`` (``read_matrix``) and ``run_ccc`` it into ``store/group``."""
+    ds = read_matrix(matrix, transpose=transpose, var=var)
+    return run_ccc(ds, store, group=group, form=form, feature_chunk=feature_chunk, n_perms=n_perms, seed=seed,
+                   inputs=[matrix] if Path(matrix).is_file() else [], client=client, overwrite=overwrite, log=log)
 
 
-def register(sub) -> None:
-    """Add the ``coefficients`` and ``ccc`` subcommands."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "coefficients", help="multi-class vs one-vs-rest coefficient maps and per-class Pearson/Spearman/CCC")
-    p.add_argument("--input", action="append", required=True,
-                   help="KIND:MODEL:FEATURESET[:CLASS]=PATH (KIND multiclass|ovr; PATH .csv/.tsv/.parquet/.npy/"
-                        ".joblib) or a bare PATH of a tidy table with model_name/feature_set/model_kind columns; "
-                        "repeatable")
-    p.add_argument("-o", "--store", required=True, help="output zarr store")
-    p.add_argument("--group", default="coefficients")
-    p.add_argument("--tsv", default=None, help="tidy correlation table (default STORE_correlations.tsv)")
-    p.add_argument("--figures", default=None, help="folder for the figures (none if omitted)")
-    p.add_argument("--n-perms", type=int, default=0, help="permutations for the CCC p-value (0: none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--class-col", default="class")
-    p.add_argument("--feature-col", default="feature")
-    p.add_argument("--value-col", default="coefficient")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading joblib/pickle model files (runs code from the file: trusted files only)")
-    p.add_argument("--overwrite", action="store_true")
-    add_cluster_arguments(p)
-    p.set_defaults(func=_coefficients_cmd)
+COEFFICIENTS = JobKind(
+    "coefficients", coefficients_job, group="coefficients", model=False, finish=draw_figures(render_coefficients),
+    doc="multi-class vs one-vs-rest coefficient maps and per-class Pearson/Spearman/CCC", params=(
+        Param("inputs", "list[str]", required=True, file="=", cli="--input", repeat=True,
+              doc="KIND:MODEL:FEATURESET[:CLASS]=PATH (KIND multiclass|ovr; PATH .csv/.tsv/.parquet/.npy/.joblib) "
+                  "or a bare PATH of a tidy table with model_name/feature_set/model_kind columns"),
+        Param("tsv", "str", None, output=True, doc="tidy correlation table (default STORE_correlations.tsv)"),
+        FIGURES,
+        Param("n_perms", "int", 0, doc="permutations for the CCC p-value (0: none)"),
+        Param("seed", "int", 0, doc="seed of the permutations"),
+        Param("class_col", "str", "class", doc="class column of a table"),
+        Param("feature_col", "str", "feature", doc="feature column of a tidy table"),
+        Param("value_col", "str", "coefficient", doc="value column of a tidy table"),
+        Param("trust_pickle", "bool", False, doc="allow loading joblib/pickle model files (runs code from the file: "
+                                                 "trusted files only)"),
+    ))
 
-    p = sub.add_parser("ccc", help="distributed all-pairs Clustermatch Correlation Coefficient of a matrix")
-    p.add_argument("matrix", help="features x samples: .csv/.tsv/.parquet (first column = feature names), .npy, .zarr")
-    p.add_argument("-o", "--store", required=True)
-    p.add_argument("--group", default="ccc")
-    p.add_argument("--transpose", action="store_true", help="the file's rows are samples, columns features")
-    p.add_argument("--var", default=None, help="variable of a zarr input")
-    p.add_argument("--form", default="square", choices=["square", "condensed"])
-    p.add_argument("--feature-chunk", type=int, default=None, help="features per tile side")
-    p.add_argument("--n-perms", type=int, default=0, help="permutations for p-values (0: none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--figures", default=None, help="folder for the figure (none if omitted)")
-    p.add_argument("--overwrite", action="store_true")
-    add_cluster_arguments(p)
-    p.set_defaults(func=_ccc_cmd)
+CCC = JobKind(
+    "ccc", ccc_job, group="ccc", model=False, finish=draw_figures(render_ccc),
+    doc="distributed all-pairs Clustermatch Correlation Coefficient of a (feature, sample) matrix", params=(
+        Param("matrix", "str", required=True, file=True, cli="matrix",
+              doc="features x samples: .csv/.tsv/.parquet (first column = feature names), .npy, .zarr"),
+        Param("transpose", "bool", False, doc="the file's rows are samples, columns features"),
+        Param("var", "str", None, doc="variable of a zarr input"),
+        Param("form", "str", "square", choices=("square", "condensed"), doc="square matrix or condensed pairs"),
+        Param("feature_chunk", "int", None, doc="features per tile side"),
+        Param("n_perms", "int", 0, doc="permutations for p-values (0: none)"),
+        Param("seed", "int", 0, doc="seed of the permutations"),
+        FIGURES,
+    ))
+
+KINDS = (COEFFICIENTS, CCC)
+RENDERERS = {"coefficient_comparison": render_coefficients, "all_pairs_ccc": render_ccc}
 
 
 # --- demo ------------------------------------------------------------------------------------------

@@ -2,40 +2,50 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.readers import read_fasta
 from ..storage.store import open_group
 from ..tasks.ism import saturation_mutagenesis
 from ..tasks.perturb import MODES, perturbation_sweep
 from ..viz.tracks import plot_ism, plot_sweep, save
-from . import RENDERERS, add_model_arguments, model_from_args, plan_first, store_result
+from . import check_model_on, input_sample, store_result
+from .declare import JobKind, Param, chunk_params
 
 
-def run_sweep(fasta, model, store, *, group="sweep", windows=None, stride=1, replicates=1, mode="random",
-              seed=0, inserts=None, keep_replicates=False, sequence_chunk=16, position_chunk=None,
-              client=None, overwrite=False, log=print):
-    """Read ``fasta``, sweep ``model`` over it and write ``store/group``; return the WriteReport."""
+def _run_fasta_task(task_fn, task, kind, fasta, model, store, *, group, sequence_chunk, position_chunk, client,
+                    overwrite, log, params):
+    """Read ``fasta``, run ``task_fn`` (stored as ``task``) with the task ``params`` of ``kind``; write
+    ``store/group``."""
+    params = kind.task_params(params)
     ds = read_fasta(fasta, sequence_chunk=sequence_chunk)
-    params = dict(windows=windows, stride=stride, replicates=replicates, mode=mode, seed=seed,
-                  inserts=inserts, keep_replicates=keep_replicates)
-    res = perturbation_sweep(ds, model, position_chunk=position_chunk, merge=False, **params)
+    res = task_fn(ds, model, position_chunk=position_chunk, merge=False, **params)
     res["sequence_length"] = ds["sequence_length"]
-    return store_result(res, store, group, task="perturbation_sweep", params=params, model=model,
-                        inputs=[fasta], client=client, overwrite=overwrite, log=log)
+    digest = check_model_on(model, lambda: input_sample(ds, model.input_kind))
+    return store_result(res, store, group, task=task, params=params, model=model,
+                        model_digest=digest, inputs=[fasta], client=client, overwrite=overwrite, log=log)
 
 
-def run_ism(fasta, model, store, *, group="ism", start=None, end=None, sequence_chunk=16, position_chunk=None,
-            client=None, overwrite=False, log=print):
-    """Read ``fasta``, run saturation mutagenesis and write ``store/group``; return the WriteReport."""
-    ds = read_fasta(fasta, sequence_chunk=sequence_chunk)
-    params = dict(start=start, end=end)
-    res = saturation_mutagenesis(ds, model, position_chunk=position_chunk, merge=False, **params)
-    res["sequence_length"] = ds["sequence_length"]
-    return store_result(res, store, group, task="saturation_mutagenesis", params=params, model=model,
-                        inputs=[fasta], client=client, overwrite=overwrite, log=log)
+def run_sweep(fasta, model, store, *, group="sweep", sequence_chunk=16, position_chunk=None, client=None,
+              overwrite=False, log=print, **params):
+    """Read ``fasta``, sweep ``model`` over it and write ``store/group``; return the WriteReport.
+
+    ``params``: the sweep's task parameters (``SWEEP``'s ``task`` Params: windows, stride, ...).
+    """
+    return _run_fasta_task(perturbation_sweep, "perturbation_sweep", SWEEP, fasta, model, store, group=group,
+                           sequence_chunk=sequence_chunk, position_chunk=position_chunk, client=client,
+                           overwrite=overwrite, log=log, params=params)
+
+
+def run_ism(fasta, model, store, *, group="ism", sequence_chunk=16, position_chunk=None, client=None,
+            overwrite=False, log=print, **params):
+    """Read ``fasta``, run saturation mutagenesis and write ``store/group``; return the WriteReport.
+
+    ``params``: ISM's task parameters (``start``, ``end``).
+    """
+    return _run_fasta_task(saturation_mutagenesis, "saturation_mutagenesis", ISM, fasta, model, store,
+                           group=group, sequence_chunk=sequence_chunk, position_chunk=position_chunk, client=client,
+                           overwrite=overwrite, log=log, params=params)
 
 
 def render_sweep(store, group, out_dir, *, sequences=None, markers=None, **_):
@@ -53,66 +63,35 @@ def render_ism(store, group, out_dir, *, sequences=None, markers=None, start=Non
     return [save(plot_ism(ds, s, start=start, end=end), Path(out_dir) / f"{group}_{s}.png") for s in picks]
 
 
-RENDERERS["perturbation_sweep"] = render_sweep
-RENDERERS["saturation_mutagenesis"] = render_ism
+FASTA = Param("fasta", "str", required=True, file=True, cli="fasta",
+              doc="FASTA file (plain or .gz), one or many records")
 
+SWEEP_PARAMS = (
+    Param("windows", "list[int]", None, task=True, doc="window sizes k (default 1,3,...,15)"),
+    Param("stride", "int", 1, task=True, doc="positions between window starts"),
+    Param("replicates", "int", 1, task=True, doc="random draws per window"),
+    Param("mode", "str", "random", choices=tuple(MODES), task=True, doc="how a window is perturbed"),
+    Param("seed", "int", 0, task=True, doc="seed of the counter-based draws"),
+    Param("inserts", "list[str]", None, task=True, doc="k-mers to insert (--mode insert)"),
+)
+"""The perturbation parameters shared by ``sweep`` and ``genome_sweep``."""
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("fasta", help="FASTA file (plain or .gz), one or many records")
-    p.add_argument("-o", "--store", required=True, help="output zarr store (created or resumed)")
-    p.add_argument("--group", default=None, help="group name in the store")
-    p.add_argument("--sequence-chunk", type=int, default=16, help="sequences per task")
-    p.add_argument("--position-chunk", type=int, default=None, help="positions per task")
-    p.add_argument("--overwrite", action="store_true", help="replace a group computed with other parameters")
-    add_model_arguments(p)
-    add_cluster_arguments(p)
+SWEEP = JobKind(
+    "sweep", run_sweep, group="sweep", doc="perturbation sweep of sliding k-mer windows over FASTA records",
+    params=(
+        FASTA,
+        *SWEEP_PARAMS,
+        Param("keep_replicates", "bool", False, task=True, doc="also store each replicate's prediction"),
+        *chunk_params(),
+    ))
 
+ISM = JobKind(
+    "ism", run_ism, group="ism", doc="in-silico saturation mutagenesis of FASTA records", params=(
+        FASTA,
+        Param("start", "int", None, task=True, doc="first position mutated (default 0)"),
+        Param("end", "int", None, task=True, doc="end of the mutated region (default: sequence end)"),
+        *chunk_params(),
+    ))
 
-def _sweep_cmd(args) -> int:
-    model = model_from_args(args)
-    windows = [int(k) for k in args.windows.split(",")] if args.windows else None
-    inserts = args.inserts.split(",") if args.inserts else None
-
-    def job(client=None, log=print):
-        return run_sweep(args.fasta, model, args.store, group=args.group or "sweep", windows=windows,
-                         stride=args.stride, replicates=args.replicates, mode=args.mode, seed=args.seed,
-                         inserts=inserts, keep_replicates=args.keep_replicates, sequence_chunk=args.sequence_chunk,
-                         position_chunk=args.position_chunk, client=client, overwrite=args.overwrite, log=log)
-
-    plan_first(lambda: job(log=lambda m: None), overwrite=args.overwrite)  # bad input fails before a cluster
-    with connect_from_args(args) as client:
-        job(client)
-    return 0
-
-
-def _ism_cmd(args) -> int:
-    model = model_from_args(args)
-
-    def job(client=None, log=print):
-        return run_ism(args.fasta, model, args.store, group=args.group or "ism", start=args.start, end=args.end,
-                       sequence_chunk=args.sequence_chunk, position_chunk=args.position_chunk, client=client,
-                       overwrite=args.overwrite, log=log)
-
-    plan_first(lambda: job(log=lambda m: None), overwrite=args.overwrite)  # bad input fails before a cluster
-    with connect_from_args(args) as client:
-        job(client)
-    return 0
-
-
-def register(sub) -> None:
-    """Add the ``sweep`` and ``ism`` subcommands."""
-    p = sub.add_parser("sweep", help="perturbation sweep of a sliding k-mer window")
-    _common(p)
-    p.add_argument("--windows", default=None, help="comma-separated window sizes (default 1,3,...,15)")
-    p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--replicates", type=int, default=1)
-    p.add_argument("--mode", default="random", choices=MODES)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inserts", default=None, help="comma-separated k-mers for --mode insert")
-    p.add_argument("--keep-replicates", action="store_true", help="also store each replicate's prediction")
-    p.set_defaults(func=_sweep_cmd)
-    p = sub.add_parser("ism", help="in-silico saturation mutagenesis")
-    _common(p)
-    p.add_argument("--start", type=int, default=None)
-    p.add_argument("--end", type=int, default=None)
-    p.set_defaults(func=_ism_cmd)
+KINDS = (SWEEP, ISM)
+RENDERERS = {"perturbation_sweep": render_sweep, "saturation_mutagenesis": render_ism}

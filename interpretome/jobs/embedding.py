@@ -12,21 +12,21 @@ and PNGs coloured by label and by batch.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
-from ..storage.embedding_io import first_bases, from_embedding_layer, read_embedding_input
+from ..storage.embedding_io import first_bases, read_embedding_input
+from ..tasks.embedding_layer import from_embedding_layer
 from ..storage.schema import ITEM
 from ..storage.store import open_group
 from ..tasks.embed import BACKENDS, METHODS, argmax_label, background_filter, embed
 from ..tasks.scores import CONVENTIONS, clustering_scores, fold_dataset, fold_table, summarize_folds
 from ..viz.scatter import datashader_png, matplotlib_png, scatter3d_html, scatter_html
-from . import RENDERERS, store_result
+from . import store_result
+from .declare import FIGURES, JobKind, Param, draw_figures
 
 SMALL = 50_000
 """Up to this many points figures are matplotlib scatters / bokeh points; above, datashader."""
@@ -56,9 +56,12 @@ def load_input(path=None, *, model=None, layer=None, kmer_bases: int = 1, obsm="
 
 
 def run_embed(ds, store, *, group="embedding", method="umap", n_components=2, seed=0, fit_size=100_000,
-              item_chunk=10_000, backend="auto", params=None, inputs=(), client=None, overwrite=False, log=print,
-              source=None):
-    """Embed ``ds`` (from ``load_input``) and write ``store/group``; return the WriteReport."""
+              item_chunk=10_000, backend="auto", params=None, inputs=(), model=None, client=None, overwrite=False,
+              log=print, source=None):
+    """Embed ``ds`` (from ``load_input``) and write ``store/group``; return the WriteReport.
+
+    ``model``: the ModelSpec whose ``nn.Embedding`` ``ds`` holds (its digest is fingerprinted).
+    """
     params = dict(params or {})
     res = embed(ds, method=method, n_components=n_components, seed=seed, fit_size=fit_size, item_chunk=item_chunk,
                 backend=backend, merge=False, **params)
@@ -67,8 +70,8 @@ def run_embed(ds, store, *, group="embedding", method="umap", n_components=2, se
             res[v] = ds[v].astype(str) if v != "item_annotation" else ds[v]
     all_params = dict(method=method, n_components=n_components, seed=seed, fit_size=fit_size, item_chunk=item_chunk,
                       backend=backend, reducer=params, source=source or ds.attrs.get("source"))
-    return store_result(res, store, group, task="embedding", params=all_params, inputs=inputs, client=client,
-                        overwrite=overwrite, log=log)
+    return store_result(res, store, group, task="embedding", params=all_params, model=model, inputs=inputs,
+                        client=client, overwrite=overwrite, log=log)
 
 
 def _embedding_var(ds) -> str:
@@ -141,10 +144,6 @@ def render_folds(store, group, out_dir, **_):
     return [out]
 
 
-RENDERERS["embedding"] = render_embedding
-RENDERERS["clustering_score_folds"] = render_folds
-
-
 def run_scores(folds: dict, store, out_dir, *, label="item_label", batch=None, convention="sklearn",
                metric="euclidean", sample_size=None, seed=0, block=2048, umap=True, umap_fit_size=100_000,
                client=None, overwrite=False, log=print):
@@ -155,7 +154,6 @@ def run_scores(folds: dict, store, out_dir, *, label="item_label", batch=None, c
     tables in ``out_dir`` and, with ``umap``, per fold ``umap_<fold>.csv`` and PNGs.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results, paths = {}, []
     params = dict(label=label, batch=batch, convention=convention, metric=metric, sample_size=sample_size,
                   seed=seed, block=block)
@@ -165,6 +163,7 @@ def run_scores(folds: dict, store, out_dir, *, label="item_label", batch=None, c
         store_result(res, store, f"scores_{name}", task="clustering_scores", params=params, inputs=inputs,
                      client=client, overwrite=overwrite, log=log)
         results[name] = open_group(store, f"scores_{name}")
+        out_dir.mkdir(parents=True, exist_ok=True)
         if umap:
             run_embed(ds, store, group=f"umap_{name}", method="umap", seed=seed, fit_size=umap_fit_size,
                       inputs=inputs, client=client, overwrite=overwrite, log=log)
@@ -185,7 +184,7 @@ def run_scores(folds: dict, store, out_dir, *, label="item_label", batch=None, c
     table = fold_table(results)
     summary, extremes = summarize_folds(table)
     store_result(fold_dataset(table), store, "scores", task="clustering_score_folds", params=params,
-                 client=None, overwrite=overwrite, log=log)
+                 inputs=[p for _, inputs in folds.values() for p in inputs], client=None, overwrite=overwrite, log=log)
     table.to_csv(out_dir / "scores_by_fold.tsv", sep="\t", index=False)
     summary.to_csv(out_dir / "scores_summary.tsv", sep="\t", index=False)
     (out_dir / "scores_extremes.json").write_text(json.dumps(extremes, indent=1, default=str))
@@ -195,131 +194,151 @@ def run_scores(folds: dict, store, out_dir, *, label="item_label", batch=None, c
     return table, summary, extremes, paths
 
 
-# --- CLI ------------------------------------------------------------------------------------------
+# --- the job functions and their declarations ---------------------------------------------------
 
-def _input_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input")
-    g.add_argument("--obsm", default="X_pca", help="AnnData .obsm key to embed, or X (default X_pca)")
-    g.add_argument("--label", default=None, help="AnnData obs column: categorical label (item_label)")
-    g.add_argument("--batch", default=None, help="AnnData obs column: batch (item_batch)")
-    g.add_argument("--column", action="append", default=[], help="other obs columns to keep (repeatable)")
-    g.add_argument("--group-in", default=None, help="group of an interpretome store input")
-    g.add_argument("--variable", default=None, help="variable of an interpretome store input, e.g. attribution")
-    g.add_argument("--array", default=None, help="array inside a zarr group input")
-    g.add_argument("--trust-pickle", action="store_true",
-                   help="allow reading a pickled DataFrame (runs code from the file: trusted files only)")
-    g.add_argument("--item-chunk", type=int, default=10_000, help="items per task")
+def _fold_input(path, store, *, model=None, group_in=None, item_chunk=10_000, log=print, **options):
+    """Return ``load_input``'s (dataset, inputs) for a job: a file, a group of the job's store
+    (``group_in`` without ``path``), or the ``model``'s nn.Embedding."""
+    if path is None and model is None and group_in is None:
+        raise ValueError("an embed step needs input = 'file', group_in = 'a group of this job's store', "
+                         "or from_model = true (the [model]'s nn.Embedding); on the command line: an input "
+                         "file, --group-in, or --model")
+    where = path if path is not None else (None if model is not None else store)
+    return load_input(where, model=model, group=group_in, chunk=item_chunk, log=log, **options)
 
 
-def _embed_cmd(args) -> int:
-    params = json.loads(args.reducer_kwargs)
-    if args.neighbors is not None:
-        params["n_neighbors"] = args.neighbors
-    if args.perplexity is not None:
-        params["perplexity"] = args.perplexity
-    model = None
-    if args.model:
-        from ..engine.models import load_spec
+def embed_job(*, store, group, input=None, group_in=None, variable=None, array=None, obsm="X_pca", label=None,
+              batch=None, columns=None, trust_pickle=False, item_chunk=10_000, from_model=False, model=None,
+              layer=None, kmer_bases=1, filter_column=None, filter_max=None, argmax=None, method="umap",
+              n_components=2, seed=0, fit_size=100_000, backend="auto", reducer=None, neighbors=None,
+              perplexity=None, client=None, overwrite=False, log=print):
+    """The ``embed`` kind: read the input (``load_input``), embed it and write ``store/group``."""
+    if from_model and model is None:
+        raise ValueError("from_model = true needs a [model] (its nn.Embedding is embedded)")
+    model = model if from_model else None
+    params = dict(reducer or {})
+    if neighbors is not None:
+        params["n_neighbors"] = neighbors
+    if perplexity is not None:
+        params["perplexity"] = perplexity
+    ds, inputs = _fold_input(input, store, model=model, group_in=group_in, item_chunk=item_chunk, log=log,
+                             layer=layer, kmer_bases=kmer_bases, obsm=obsm, label=label, batch=batch,
+                             columns=list(columns or ()), variable=variable, array=array, trust_pickle=trust_pickle,
+                             filter_column=filter_column, filter_max=filter_max, argmax=argmax)
+    return run_embed(ds, store, group=group, method=method, n_components=n_components, seed=seed,
+                     fit_size=fit_size, item_chunk=item_chunk, backend=backend, params=params, inputs=inputs,
+                     model=model, client=client, overwrite=overwrite, log=log)
 
-        model = load_spec(args.model, **({"kwargs": json.loads(args.model_kwargs)} if args.model_kwargs else {}),
-                          **({"weights": args.weights} if args.weights else {}))
-    if model is None and args.input is None:
-        raise ValueError("give an input file, or --model for the embedding layer of a model")
-    filt = None
-    if args.filter:
-        col, sep, val = args.filter.partition(":")
-        filt = (col, float(val) if sep else 0.005)
-    ds, inputs = load_input(args.input, model=model, layer=args.layer, kmer_bases=args.kmer_bases, obsm=args.obsm,
-                            label=args.label, batch=args.batch, columns=args.column, group=args.group_in,
-                            variable=args.variable, array=args.array, trust_pickle=args.trust_pickle,
-                            chunk=args.item_chunk, filter_column=filt[0] if filt else None,
-                            filter_max=filt[1] if filt else None,
-                            argmax=args.argmax.split(",") if args.argmax else None)
-    with connect_from_args(args) as client:
-        run_embed(ds, args.store, group=args.group, method=args.method, n_components=args.components, seed=args.seed,
-                  fit_size=args.fit_size, item_chunk=args.item_chunk, backend=args.backend, params=params,
-                  inputs=inputs, client=client, overwrite=args.overwrite)
-    if args.write_h5ad:
+
+def scores_job(*, store, group, inputs, names=None, out=None, group_in=None, variable=None, array=None,
+               obsm="X_pca", label=None, batch=None, trust_pickle=False, item_chunk=10_000, convention="sklearn",
+               metric="euclidean", sample_size=None, seed=0, block=2048, umap=True, client=None, overwrite=False,
+               log=print):
+    """The ``scores`` kind: one input per fold -> ``run_scores``; tables into ``out`` (default STORE_scores)."""
+    names = list(names) if names else [Path(p).stem for p in inputs]
+    if len(names) != len(inputs):
+        raise ValueError(f"names has {len(names)} names for {len(inputs)} inputs: give one name per input")
+    if len(set(names)) != len(names):
+        raise ValueError(f"fold names {names} repeat: give distinct names")
+    folds = {name: _fold_input(path, store, group_in=group_in, item_chunk=item_chunk, log=log, obsm=obsm,
+                               label=label, batch=batch, variable=variable, array=array, trust_pickle=trust_pickle)
+             for name, path in zip(names, inputs)}
+    out = out or str(Path(store).with_suffix("")) + "_scores"
+    table, summary, extremes, paths = run_scores(
+        folds, store, out, batch="item_batch" if batch else None, convention=convention, metric=metric,
+        sample_size=sample_size, seed=seed, block=block, umap=umap, client=client, overwrite=overwrite, log=log)
+    log(summary.to_string(index=False))
+    if extremes:
+        log(f"lowest batch ASW: {extremes['lowest_fold']} ({extremes['lowest']:.4f}); "
+            f"highest: {extremes['highest_fold']} ({extremes['highest']:.4f})")
+    for p in paths:
+        log(str(p))
+    log(f"scores: tables in {out}")
+    return None
+
+
+_draw_embedding = draw_figures(render_embedding, "color")
+
+
+def _embed_finish(params, *, store, group, log=print) -> None:
+    """``write_h5ad``: the coordinates as AnnData ``.obsm['X_<method>']`` (``storage.h5ad_export``); then figures."""
+    if params.get("write_h5ad"):
         from ..storage.h5ad_export import embedding_to_h5ad
 
-        print(f"wrote {embedding_to_h5ad(open_group(args.store, args.group), args.write_h5ad)}")
-    if args.figures:
-        for p in render_embedding(args.store, args.group, args.figures, color=args.color):
-            print(p)
-    return 0
+        log(f"wrote {embedding_to_h5ad(open_group(store, group), params['write_h5ad'])}")
+    _draw_embedding(params, store=store, group=group, log=log)
 
 
-def _scores_cmd(args) -> int:
-    names = args.names.split(",") if args.names else [Path(p).stem for p in args.inputs]
-    if len(names) != len(args.inputs):
-        raise ValueError(f"--names has {len(names)} names for {len(args.inputs)} inputs: give one name per input")
-    if len(set(names)) != len(names):
-        raise ValueError(f"fold names {names} repeat: pass distinct --names")
-    folds = {}
-    for name, path in zip(names, args.inputs):
-        ds, inputs = load_input(path, obsm=args.obsm, label=args.label, batch=args.batch, group=args.group_in,
-                                variable=args.variable, array=args.array, trust_pickle=args.trust_pickle,
-                                chunk=args.item_chunk)
-        folds[name] = (ds, inputs)
-    with connect_from_args(args) as client:
-        table, summary, extremes, paths = run_scores(
-            folds, args.store, args.out, batch="item_batch" if args.batch else None, convention=args.convention,
-            metric=args.metric, sample_size=args.sample_size, seed=args.seed, block=args.block,
-            umap=not args.no_umap, client=client, overwrite=args.overwrite)
-    print(summary.to_string(index=False))
-    if extremes:
-        print(f"lowest batch ASW: {extremes['lowest_fold']} ({extremes['lowest']:.4f}); "
-              f"highest: {extremes['highest_fold']} ({extremes['highest']:.4f})")
-    for p in paths:
-        print(p)
-    return 0
+def _embed_from_cli(params: dict, model) -> None:
+    """``--model`` embeds that model's nn.Embedding; ``--filter COLUMN[:MAX]`` is the background filter."""
+    params["from_model"] = model is not None
+    text = params.pop("filter", None)
+    if text:
+        col, sep, val = text.partition(":")
+        params.update(filter_column=col, filter_max=float(val) if sep else 0.005)
 
 
-def register(sub) -> None:
-    """Add the ``embed`` and ``scores`` subcommands."""
-    p = sub.add_parser("embed", help="UMAP / t-SNE / PCA of item vectors (h5ad, npy, zarr, store, model)")
-    p.add_argument("input", nargs="?", default=None, help="input file (.h5ad, .npy, zarr, store, .pkl)")
-    p.add_argument("-o", "--store", required=True, help="output zarr store")
-    p.add_argument("--group", default="embedding", help="group name in the store")
-    p.add_argument("--method", default="umap", choices=METHODS)
-    p.add_argument("--write-h5ad", default=None, metavar="OUT.h5ad",
-                   help="also write the coordinates as AnnData .obsm['X_<method>'] (labels in .obs)")
-    p.add_argument("--components", type=int, default=2, help="2 or 3 (any for PCA)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fit-size", type=int, default=100_000, help="fit on this many items (seeded), transform the rest")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="cpu, gpu (cuML) or auto")
-    p.add_argument("--neighbors", type=int, default=None, help="UMAP n_neighbors (default 15)")
-    p.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity")
-    p.add_argument("--reducer-kwargs", default="{}", help="JSON keyword arguments for the reducer")
-    p.add_argument("--model", default=None, help="embed the nn.Embedding of this model ('pkg.mod:factory' or spec)")
-    p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the model factory")
-    p.add_argument("--weights", default=None, help="state_dict for the model factory")
-    p.add_argument("--layer", default=None, help="name of the nn.Embedding module (default: the only one)")
-    p.add_argument("--kmer-bases", type=int, default=1, help="label k-mers by their first N bases")
-    p.add_argument("--filter", default=None, help="COLUMN[:MAX] background filter on annotation columns (default MAX 0.005)")
-    p.add_argument("--argmax", default=None, help="comma-separated annotation columns: label = the largest")
-    p.add_argument("--color", default=None, help="variable or coordinate to colour the figures by")
-    p.add_argument("--figures", default=None, help="folder for PNG/HTML figures")
-    p.add_argument("--overwrite", action="store_true")
-    _input_arguments(p)
-    add_cluster_arguments(p)
-    p.set_defaults(func=_embed_cmd)
+INPUT = (
+    Param("group_in", "str", None, step=True, doc="a group of an interpretome store input (of this job's store when "
+                                                  "input is omitted: the step then runs after the step writing it)"),
+    Param("variable", "str", None, doc="variable of an interpretome store input, e.g. attribution"),
+    Param("array", "str", None, doc="array inside a zarr group input"),
+    Param("obsm", "str", "X_pca", doc="AnnData .obsm key to embed, or X"),
+    Param("label", "str", None, doc="AnnData obs column: categorical label (item_label)"),
+    Param("batch", "str", None, doc="AnnData obs column: batch (item_batch)"),
+    Param("trust_pickle", "bool", False, doc="allow a pickled DataFrame input (runs code from the file: trusted "
+                                             "files only)"),
+    Param("item_chunk", "int", 10_000, doc="items per task"),
+)
 
-    p = sub.add_parser("scores", help="clustering scores (ASW, Davies-Bouldin, Calinski-Harabasz) across folds")
-    p.add_argument("inputs", nargs="+", help="one embedding input per fold (split, model)")
-    p.add_argument("-o", "--store", required=True, help="output zarr store")
-    p.add_argument("--out", required=True, help="folder for tables, UMAP CSVs and PNGs")
-    p.add_argument("--names", default=None, help="comma-separated fold names (default: file stems)")
-    p.add_argument("--convention", default="sklearn", choices=CONVENTIONS)
-    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
-    p.add_argument("--sample-size", type=int, default=None, help="score a seeded subsample of this many items")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--block", type=int, default=2048, help="items per side of a distance tile")
-    p.add_argument("--no-umap", action="store_true", help="skip the per-fold UMAP CSV and PNGs")
-    p.add_argument("--overwrite", action="store_true")
-    _input_arguments(p)
-    add_cluster_arguments(p)
-    p.set_defaults(func=_scores_cmd)
+EMBED = JobKind(
+    "embed", embed_job, group="embedding", model="optional", lazy=False, from_cli=_embed_from_cli,
+    finish=_embed_finish,
+    doc="UMAP / t-SNE / PCA of item vectors (h5ad, npy, zarr, a store group, a model's nn.Embedding)", params=(
+        Param("input", "str", None, file=True, cli="input", doc="input file (.h5ad, .npy, zarr, store, .pkl)"),
+        *INPUT,
+        Param("columns", "list[str]", None, cli="--column", repeat=True, doc="other obs columns to keep"),
+        Param("from_model", "bool", False, cli=None, doc="embed the [model]'s nn.Embedding instead of an input"),
+        Param("layer", "str", None, doc="name of the nn.Embedding module (default: the only one)"),
+        Param("kmer_bases", "int", 1, doc="label k-mers by their first N bases"),
+        Param("filter", "str", None, in_file=False, to=None,
+              doc="COLUMN[:MAX] background filter on annotation columns (default MAX 0.005)"),
+        Param("filter_column", "str", None, cli=None, doc="background filter on this annotation column"),
+        Param("filter_max", "float", None, cli=None, doc="keep items with filter_column <= this (default 0.005)"),
+        Param("argmax", "list[str]", None, doc="annotation columns: label = the largest"),
+        Param("method", "str", "umap", choices=tuple(METHODS), doc="the reducer"),
+        Param("n_components", "int", 2, cli="--components", doc="2 or 3 (any for PCA)"),
+        Param("seed", "int", 0, doc="seed of the fitted subsample and of the reducer"),
+        Param("fit_size", "int", 100_000, doc="fit on this many items (seeded), transform the rest"),
+        Param("backend", "str", "auto", choices=tuple(BACKENDS), doc="cpu, gpu (cuML) or auto"),
+        Param("reducer", "table", None, cli="--reducer-kwargs", doc="keyword arguments for the reducer (JSON)"),
+        Param("neighbors", "int", None, doc="UMAP n_neighbors (default 15)"),
+        Param("perplexity", "float", None, doc="t-SNE perplexity"),
+        Param("color", "str", None, to="finish", doc="variable or coordinate to colour the figures by"),
+        Param("write_h5ad", "str", None, output=True, to="finish",
+              doc="also write the coordinates as AnnData OUT.h5ad: .obsm['X_<method>'] (labels in .obs)"),
+        FIGURES,
+    ))
+
+SCORES = JobKind(
+    "scores", scores_job, group="scores", model=False, lazy=False, fixed_group=True, depends=("embed",),
+    doc="clustering scores (ASW, Davies-Bouldin, Calinski-Harabasz) across folds; groups scores, scores_<fold>",
+    params=(
+        Param("inputs", "list[str]", required=True, file=True, cli="inputs",
+              doc="one embedding input per fold (split, model)"),
+        Param("names", "list[str]", None, doc="fold names (default: file stems)"),
+        Param("out", "str", None, output=True, doc="folder for tables, UMAP CSVs and PNGs (default STORE_scores)"),
+        *INPUT,
+        Param("convention", "str", "sklearn", choices=tuple(CONVENTIONS), doc="ASW convention"),
+        Param("metric", "str", "euclidean", choices=("euclidean", "cosine"), doc="distance"),
+        Param("sample_size", "int", None, doc="score a seeded subsample of this many items"),
+        Param("seed", "int", 0, doc="seed of the subsample and of the UMAPs"),
+        Param("block", "int", 2048, doc="items per side of a distance tile"),
+        Param("umap", "bool", True, doc="per fold UMAP CSV and PNGs"),
+    ))
+
+KINDS = (EMBED, SCORES)
+RENDERERS = {"embedding": render_embedding, "clustering_score_folds": render_folds}
 
 
 # --- demo -------------------------------------------------------------------------------------------

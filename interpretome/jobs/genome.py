@@ -9,40 +9,62 @@ interactive HTML, with gene starts as red lines.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.annotation import annotation_dataset, genes_from_dataset, read_annotation
 from ..storage.export import export_bedgraph, export_bigwig
 from ..storage.genome import as_regions, read_genome
 from ..storage.store import group_info, list_groups, open_group
 from ..tasks.genome_perturb import genome_ism, genome_sweep
-from ..tasks.perturb import MODES
 from ..tasks.tiles import STRANDS, predict_tiles, track_pyramid
 from ..viz.tracks import plot_ism, plot_sweep, save
 from ..viz.tracks_long import plot_track, row_index, track_html
-from . import RENDERERS, add_model_arguments, model_from_args, store_result
+from . import check_model_on, input_sample, store_result
+from .dna import SWEEP_PARAMS
+from .declare import FIGURES, JobKind, Param, draw_figures
 
 ZOOM = 40_000
 
 
-def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_size=None, crop=0, crop_right=None,
-              strand="+", annotation=None, feature="gene", group="tracks", pyramid=True, position_chunk=1 << 20,
-              bin_chunk=None, client=None, overwrite=False, log=print) -> dict:
-    """Tile ``model`` along ``fasta`` (or ``regions``) into ``store/group`` (+ pyramid, + genes).
+def check_window_model(model, ds, regions, length: int) -> str:
+    """Run ``model`` in-process on one real ``length``-base window of the genome (the first region's
+    start, else the first contig's) and return its digest (``jobs.check_model_on``)."""
+    def sample():
+        names = [str(n) for n in ds["sequence"].values]
+        first = regions[0] if regions else None
+        row = names.index(first.contig) if first is not None and first.contig in names else 0
+        return input_sample(ds, model.input_kind, row=row, start=first.start if first is not None else 0,
+                            length=length)
+
+    return check_model_on(model, sample)
+
+
+def regions_of(regions=None, bed=None) -> list | None:
+    """Return the Regions of ``regions`` (contig:start-end strings or Regions) plus those of a ``bed`` file."""
+    out = list(as_regions(regions) if regions else [])
+    if bed:
+        out += as_regions(bed)
+    return out or None
+
+
+def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bed=None, bin_size=None, crop=0,
+              crop_right=None, strand="+", annotation=None, feature="gene", group="tracks", pyramid=True,
+              position_chunk=1 << 20, bin_chunk=None, client=None, overwrite=False, log=print) -> dict:
+    """Tile ``model`` along ``fasta`` (or ``regions``, plus those of ``bed``) into ``store/group``
+    (+ pyramid, + genes).
 
     Every input is read and checked (genome index, regions, annotation, tiling parameters) before
     any model runs. Returns ``{group name: WriteReport}``.
     """
     ds = read_genome(fasta, position_chunk=position_chunk)
     genes = read_annotation(annotation, feature=feature) if annotation else None
-    regions = as_regions(regions) or None
+    regions = regions_of(regions, bed)
     params = dict(window=window, stride=stride, regions=[r.label for r in regions] if regions else None,
                   bin_size=bin_size, crop=crop, crop_right=crop_right, strand=strand)
     res = predict_tiles(ds, model, window=window, stride=stride, regions=regions, bin_size=bin_size, crop=crop,
                         crop_right=crop_right, strand=strand, bin_chunk=bin_chunk, merge=False)
     res.attrs["genome_contigs"] = [[str(n), int(x)] for n, x in zip(ds["sequence"].values, ds["sequence_length"].values)]
+    digest = check_window_model(model, ds, regions, window)
     reports = {}
     if genes is not None:
         known = set(map(str, ds["sequence"].values))
@@ -54,7 +76,7 @@ def run_tiles(fasta, model, store, *, window, stride=None, regions=None, bin_siz
                                                  task="gene_annotation", params={"feature": feature},
                                                  inputs=[annotation], overwrite=overwrite, log=log)
     reports[group] = store_result(res, store, group, task="tiled_prediction", params=params, model=model,
-                                  inputs=[fasta], client=client, overwrite=overwrite, log=log)
+                                  model_digest=digest, inputs=[fasta], client=client, overwrite=overwrite, log=log)
     if pyramid:
         track = open_group(store, group)
         fp = group_info(store, group)["fingerprint"]
@@ -97,30 +119,36 @@ def render_tiles(store, group, out_dir, *, sequences=None, start=None, end=None,
     return paths
 
 
-def run_genome_sweep(fasta, model, store, *, input_length, regions=None, group="genome_sweep", windows=None,
-                     stride=1, replicates=1, mode="random", seed=0, inserts=None, context_step=1,
-                     position_chunk=None, client=None, overwrite=False, log=print):
-    """Sweep ``model`` along ``fasta`` (or ``regions``) into ``store/group``; return the WriteReport."""
+def _run_genome_task(task_fn, kind, fasta, model, store, *, input_length, regions, bed, group, position_chunk,
+                     client, overwrite, log, params):
+    """Run ``genome_sweep`` / ``genome_ism`` (``task_fn``) of ``kind`` along the regions into ``store/group``."""
     ds = read_genome(fasta)
-    regions = as_regions(regions) or None
+    regions = regions_of(regions, bed)
     params = dict(input_length=input_length, regions=[r.label for r in regions] if regions else None,
-                  windows=windows, stride=stride, replicates=replicates, mode=mode, seed=seed, inserts=inserts,
-                  context_step=context_step)
-    res = genome_sweep(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
-    return store_result(res, store, group, task="genome_sweep", params=params, model=model, inputs=[fasta],
-                        client=client, overwrite=overwrite, log=log)
+                  **kind.task_params(params))
+    res = task_fn(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
+    return store_result(res, store, group, task=kind.name, params=params, model=model, inputs=[fasta],
+                        model_digest=check_window_model(model, ds, regions, input_length), client=client,
+                        overwrite=overwrite, log=log)
 
 
-def run_genome_ism(fasta, model, store, *, input_length, regions=None, group="genome_ism", context_step=1,
-                   position_chunk=None, client=None, overwrite=False, log=print):
+def run_genome_sweep(fasta, model, store, *, input_length, regions=None, bed=None, group="genome_sweep",
+                     position_chunk=None, client=None, overwrite=False, log=print, **params):
+    """Sweep ``model`` along ``fasta`` (or ``regions``) into ``store/group``; return the WriteReport.
+
+    ``params``: the task parameters of ``GENOME_SWEEP`` (windows, stride, replicates, ...).
+    """
+    return _run_genome_task(genome_sweep, GENOME_SWEEP, fasta, model, store, input_length=input_length,
+                            regions=regions, bed=bed, group=group, position_chunk=position_chunk, client=client,
+                            overwrite=overwrite, log=log, params=params)
+
+
+def run_genome_ism(fasta, model, store, *, input_length, regions=None, bed=None, group="genome_ism",
+                   position_chunk=None, client=None, overwrite=False, log=print, **params):
     """Saturation mutagenesis of ``model`` along ``regions`` of ``fasta`` into ``store/group``."""
-    ds = read_genome(fasta)
-    regions = as_regions(regions) or None
-    params = dict(input_length=input_length, regions=[r.label for r in regions] if regions else None,
-                  context_step=context_step)
-    res = genome_ism(ds, model, position_chunk=position_chunk, merge=False, **{**params, "regions": regions})
-    return store_result(res, store, group, task="genome_ism", params=params, model=model, inputs=[fasta],
-                        client=client, overwrite=overwrite, log=log)
+    return _run_genome_task(genome_ism, GENOME_ISM, fasta, model, store, input_length=input_length,
+                            regions=regions, bed=bed, group=group, position_chunk=position_chunk, client=client,
+                            overwrite=overwrite, log=log, params=params)
 
 
 def _as_sequences(ds, names):
@@ -145,67 +173,7 @@ def render_genome_ism(store, group, out_dir, *, sequences=None, start=None, end=
             for s in picks]
 
 
-RENDERERS["tiled_prediction"] = render_tiles
-RENDERERS["genome_sweep"] = render_genome_sweep
-RENDERERS["genome_ism"] = render_genome_ism
-
-
-# --- command line ---------------------------------------------------------------------------------------
-
-def _regions_from_args(args):
-    regions = list(args.region or [])
-    if args.bed:
-        regions += as_regions(args.bed)
-    return regions or None
-
-
-def _common(p: argparse.ArgumentParser, group: str) -> None:
-    p.add_argument("fasta", help="genome FASTA (plain or .gz), one or many contigs")
-    p.add_argument("-o", "--store", required=True, help="output zarr store (created or resumed)")
-    p.add_argument("--group", default=group, help=f"group name in the store (default {group})")
-    p.add_argument("--region", action="append", default=None,
-                   help="contig:start-end (1-based, inclusive) or a contig name; repeatable (default: every contig)")
-    p.add_argument("--bed", default=None, help="BED file of regions (0-based, end exclusive)")
-    p.add_argument("--position-chunk", type=int, default=None, help="positions (sweep/ISM) or bases (tiles) per task")
-    p.add_argument("--overwrite", action="store_true", help="replace a group computed with other parameters")
-    add_model_arguments(p)
-    add_cluster_arguments(p)
-
-
-def _tiles_cmd(args) -> int:
-    model = model_from_args(args)
-    with connect_from_args(args) as client:
-        run_tiles(args.fasta, model, args.store, window=args.window, stride=args.stride,
-                  regions=_regions_from_args(args), bin_size=args.bin_size, crop=args.crop, crop_right=args.crop_right,
-                  strand=args.strand, annotation=args.annotation, feature=args.feature, group=args.group,
-                  pyramid=not args.no_pyramid, position_chunk=args.position_chunk or (1 << 20),
-                  bin_chunk=args.bin_chunk, client=client, overwrite=args.overwrite)
-    if args.figures:
-        for p in render_tiles(args.store, args.group, args.figures):
-            print(p)
-    return 0
-
-
-def _sweep_cmd(args) -> int:
-    model = model_from_args(args)
-    windows = [int(k) for k in args.windows.split(",")] if args.windows else None
-    inserts = args.inserts.split(",") if args.inserts else None
-    with connect_from_args(args) as client:
-        run_genome_sweep(args.fasta, model, args.store, input_length=args.input_length, regions=_regions_from_args(args),
-                         group=args.group, windows=windows, stride=args.stride, replicates=args.replicates,
-                         mode=args.mode, seed=args.seed, inserts=inserts, context_step=args.context_step,
-                         position_chunk=args.position_chunk, client=client, overwrite=args.overwrite)
-    return 0
-
-
-def _ism_cmd(args) -> int:
-    model = model_from_args(args)
-    with connect_from_args(args) as client:
-        run_genome_ism(args.fasta, model, args.store, input_length=args.input_length, regions=_regions_from_args(args),
-                       group=args.group, context_step=args.context_step, position_chunk=args.position_chunk,
-                       client=client, overwrite=args.overwrite)
-    return 0
-
+# --- declarations -----------------------------------------------------------------------------------
 
 def _export_cmd(args) -> int:
     if not (args.bedgraph or args.bigwig):
@@ -220,40 +188,7 @@ def _export_cmd(args) -> int:
 
 
 def register(sub) -> None:
-    """Add the ``tiles``, ``genome-sweep``, ``genome-ism`` and ``export-track`` subcommands."""
-    p = sub.add_parser("tiles", help="tiled prediction along a genome (track, pyramid, gene starts)")
-    _common(p, "tracks")
-    p.add_argument("--window", type=int, required=True, help="model input length (bp)")
-    p.add_argument("--stride", type=int, default=None, help="step between windows (default window/2)")
-    p.add_argument("--bin-size", type=int, default=None, help="profile models: bases per output bin")
-    p.add_argument("--crop", type=int, default=0, help="profile models: bases cropped at the window start")
-    p.add_argument("--crop-right", type=int, default=None, help="profile models: bases cropped at the end (default --crop)")
-    p.add_argument("--strand", default="+", choices=STRANDS, help="forward, reverse complement, or their mean")
-    p.add_argument("--annotation", default=None, help="GTF / GFF3 / BED of genes: starts stored and drawn")
-    p.add_argument("--feature", default="gene", help="annotation feature type to keep (default gene)")
-    p.add_argument("--bin-chunk", type=int, default=None, help="bins per task")
-    p.add_argument("--no-pyramid", action="store_true", help="skip the min/max pyramid")
-    p.add_argument("--figures", default=None, help="also draw the figures into this folder")
-    p.set_defaults(func=_tiles_cmd)
-
-    p = sub.add_parser("genome-sweep", help="perturbation sweep along contigs/regions, in genomic context")
-    _common(p, "genome_sweep")
-    p.add_argument("--input-length", type=int, required=True, help="model input length (bp)")
-    p.add_argument("--windows", default=None, help="comma-separated window sizes (default 1,3,...,15)")
-    p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--replicates", type=int, default=1)
-    p.add_argument("--mode", default="random", choices=MODES)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inserts", default=None, help="comma-separated k-mers for --mode insert")
-    p.add_argument("--context-step", type=int, default=1, help="positions sharing one context window")
-    p.set_defaults(func=_sweep_cmd)
-
-    p = sub.add_parser("genome-ism", help="saturation mutagenesis along regions, in genomic context")
-    _common(p, "genome_ism")
-    p.add_argument("--input-length", type=int, required=True, help="model input length (bp)")
-    p.add_argument("--context-step", type=int, default=1, help="positions sharing one context window")
-    p.set_defaults(func=_ism_cmd)
-
+    """Add the ``export-track`` subcommand (the compute subcommands are generated from ``KINDS``)."""
     p = sub.add_parser("export-track", help="export a stored track as bedGraph / bigWig")
     p.add_argument("store")
     p.add_argument("--group", default="tracks")
@@ -261,6 +196,52 @@ def register(sub) -> None:
     p.add_argument("--bigwig", default=None, help="bigWig path (needs pyBigWig)")
     p.add_argument("--target", default=None, help="target name or index (default the first)")
     p.set_defaults(func=_export_cmd)
+
+
+GENOME = Param("fasta", "str", required=True, file=True, cli="fasta",
+               doc="genome FASTA (plain or .gz), one or many contigs")
+INPUT_LENGTH = Param("input_length", "int", required=True, doc="model input length (bp)")
+REGIONS = (
+    Param("regions", "list[str]", None, cli="--region", repeat=True,
+          doc="contig:start-end (1-based, inclusive) or a contig name (default: every contig)"),
+    Param("bed", "str", None, file=True, doc="BED file of regions (0-based, end exclusive)"),
+)
+CONTEXT_STEP = Param("context_step", "int", 1, task=True, doc="positions sharing one context window")
+POSITIONS = Param("position_chunk", "int", None, doc="positions per task")
+
+TILES = JobKind(
+    "tiles", run_tiles, group="tracks", finish=draw_figures(render_tiles),
+    doc="tiled prediction along a genome (track, min/max pyramid, gene starts)", params=(
+        GENOME,
+        Param("window", "int", required=True, doc="model input length (bp)"),
+        Param("stride", "int", None, doc="step between windows (default window/2)"),
+        *REGIONS,
+        Param("bin_size", "int", None, doc="profile models: bases per output bin"),
+        Param("crop", "int", 0, doc="profile models: bases cropped at the window start"),
+        Param("crop_right", "int", None, doc="profile models: bases cropped at the end (default crop)"),
+        Param("strand", "str", "+", choices=tuple(STRANDS), doc="forward, reverse complement, or their mean"),
+        Param("annotation", "str", None, file=True, doc="GTF / GFF3 / BED of genes: starts stored and drawn"),
+        Param("feature", "str", "gene", doc="annotation feature type to keep"),
+        Param("pyramid", "bool", True, doc="also store the min/max pyramid"),
+        Param("position_chunk", "int", 1 << 20, doc="bases per task"),
+        Param("bin_chunk", "int", None, doc="bins per task"),
+        FIGURES,
+    ))
+
+GENOME_SWEEP = JobKind(
+    "genome_sweep", run_genome_sweep, group="genome_sweep",
+    doc="perturbation sweep along contigs/regions, in genomic context", params=(
+        GENOME, INPUT_LENGTH, *REGIONS, *SWEEP_PARAMS, CONTEXT_STEP, POSITIONS,
+    ))
+
+GENOME_ISM = JobKind(
+    "genome_ism", run_genome_ism, group="genome_ism",
+    doc="saturation mutagenesis along regions, in genomic context", params=(
+        GENOME, INPUT_LENGTH, *REGIONS, CONTEXT_STEP, POSITIONS,
+    ))
+
+KINDS = (TILES, GENOME_SWEEP, GENOME_ISM)
+RENDERERS = {"tiled_prediction": render_tiles, "genome_sweep": render_genome_sweep, "genome_ism": render_genome_ism}
 
 
 def step_genome(ctx) -> list[Path]:

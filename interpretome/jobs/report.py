@@ -1,14 +1,12 @@
 """``interpretome report STORE -o report.html``: one self-contained HTML page per store.
 
-Every complete group with a renderer in ``RENDERERS`` is drawn (into a temporary folder, then
+Every complete group with a declared renderer (``jobs.registry.renderers``) is drawn (into a temporary folder, then
 inlined), next to the group's summary tables, parameters, provenance and timings
 (``interpretome.viz.report``).
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,16 +14,8 @@ from typing import Callable
 
 from ..storage.store import StoreError, group_info, list_groups
 from ..viz.report import write_report
-from . import RENDERERS
-
-
-def load_renderers() -> dict:
-    """Import every job module of the command line so each registers its renderers; return RENDERERS."""
-    from ..cli import COMMAND_MODULES  # imported here: the command line lists the job modules
-
-    for name in COMMAND_MODULES:
-        importlib.import_module(name)
-    return RENDERERS
+from .registry import renderers
+from .stores import add_selection_arguments, parse_markers
 
 
 def render_store_figures(store: str | Path, out_dir: str | Path, *, groups: list[str] | None = None,
@@ -36,14 +26,14 @@ def render_store_figures(store: str | Path, out_dir: str | Path, *, groups: list
     Returns ``{group: [paths]}``; a renderer that fails is recorded in ``errors`` (and ``log``)
     instead of stopping the others.
     """
-    load_renderers()
+    table = renderers()
     errors = {} if errors is None else errors
     figures: dict[str, list[Path]] = {}
     with warnings.catch_warnings():  # the chunk manifests (.interpretome/) are not zarr nodes, by design
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
         for g in groups or list_groups(store):
             info = group_info(store, g) or {}
-            fn = RENDERERS.get(info.get("task"))
+            fn = table.get(info.get("task"))
             if fn is None or not info.get("complete"):
                 continue
             try:
@@ -96,10 +86,8 @@ def step_report(ctx) -> list[Path]:
 
 
 def _report_cmd(args) -> int:
-    from .stores import _parse_markers
-
     make_report(args.store, args.out, groups=args.group, sequences=args.sequence,
-                markers=_parse_markers(args.marker))
+                markers=parse_markers(args.marker))
     return 0
 
 
@@ -108,13 +96,6 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page of a store (figures, tables, provenance)")
     p.add_argument("store")
     p.add_argument("-o", "--out", default=None, help="HTML file (default STORE.html)")
-    p.add_argument("--group", action="append", default=None, help="only these groups (repeatable)")
-    p.add_argument("--sequence", action="append", default=None, help="sequence names to draw (repeatable)")
-    p.add_argument("--marker", action="append", default=None, help="LABEL=POSITION vertical marker, e.g. TSS=150")
+    add_selection_arguments(p)
     p.set_defaults(func=_report_cmd)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main
-
-    sys.exit(main(["report", *sys.argv[1:]]))

@@ -22,15 +22,8 @@ import numpy as np
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
-from .readers import InputError
-from .schema import FEATURE, SAMPLE, register
-
-CHANNEL = "channel"
-HEIGHT = "height"
-WIDTH = "width"
-
-register("features", (SAMPLE, FEATURE), "f", "model input features per sample (AnnData X or a layer), float32")
-register("image", (SAMPLE, CHANNEL, HEIGHT, WIDTH), "f", "model input images (N, C, H, W), float32")
+from ..errors import InputError
+from .schema import CHANNEL, FEATURE, HEIGHT, SAMPLE, WIDTH
 
 
 def _chunks(total: int, size: int) -> tuple[int, ...]:

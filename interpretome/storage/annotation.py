@@ -22,7 +22,6 @@ GTF end coordinate — on the ``-`` strand.
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 from pathlib import Path
@@ -31,15 +30,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .readers import InputError
-from .schema import FEATURE, register
+from ..errors import InputError
+from .bed import bed_name, open_text, parse_bed_line, skip_line
+from .schema import FEATURE
 
-register("gene_contig", (FEATURE,), "UO", "contig (FASTA record) of each annotated gene")
-register("gene_start", (FEATURE,), "i", "first base of the gene, 0-based")
-register("gene_end", (FEATURE,), "i", "end of the gene, 0-based exclusive")
-register("gene_strand", (FEATURE,), "UO", "strand: '+', '-' or '.'")
-register("gene_tss", (FEATURE,), "i", "gene start, strand-aware: start on '+', end - 1 on '-' (0-based)")
-register("gene_name", (FEATURE,), "UO", "gene symbol (or id when it has none)")
 
 COLUMNS = ["contig", "start", "end", "strand", "name", "gene_id", "tss"]
 _GTF_ATTR = re.compile(r'\s*([^\s";]+)\s+(?:"([^"]*)"|([^;\s]+))\s*;?')
@@ -80,23 +74,18 @@ def read_annotation(path: str | os.PathLike, *, feature: str = "gene") -> pd.Dat
     if not path.is_file():
         raise InputError(f"annotation file {str(path)!r} does not exist: check the path")
     fmt = _format(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     rows = []
     types: set[str] = set()
-    with opener(path, "rt") as fh:
+    with open_text(path) as fh:
         for i, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
+            if skip_line(line):
                 continue
             f = line.rstrip("\n").split("\t")
             try:
                 if fmt == "bed":
-                    f = f if len(f) >= 3 else line.split()
-                    if len(f) < 3:
-                        raise ValueError(f"{len(f)} columns, BED needs at least 3 (contig, start, end)")
-                    start, end = int(f[1]), int(f[2])
+                    f, start, end = parse_bed_line(line)
                     strand = f[5] if len(f) > 5 else "."
-                    name = f[3] if len(f) > 3 and f[3] not in ("", ".") else None
-                    gid = name
+                    name = gid = bed_name(f)
                 else:
                     if len(f) != 9:
                         raise ValueError(f"{len(f)} tab-separated columns, {fmt.upper()} needs 9")

@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .summary_tables import feature_table
+
 COLUMNS = ("feature", "feature_idx", "attribution_mean", "attribution_std", "cells")
 
 
 def attribution_frame(summary: xr.Dataset, *, groups=None, targets=None) -> pd.DataFrame:
     """Return the tidy table of a (computed or lazy) summary from ``tasks.summarize.summarize_attributions``."""
-    from ..tasks.summarize import feature_table
-
     all_groups = [str(g) for g in summary["group"].values]
     all_targets = [str(t) for t in summary["target"].values]
     groups = all_groups if groups is None else [str(g) for g in np.atleast_1d(groups)]

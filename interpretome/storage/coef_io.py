@@ -27,17 +27,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .readers import InputError
-from .schema import CLASS, FEATURE, MODEL, register, validate
+from ..errors import InputError
+from .schema import CLASS, FEATURE, MODEL, validate
 
 KINDS = ("multiclass", "ovr")
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle", ".jl")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".tab": "\t"}
 TIDY_META = ("model_name", "feature_set", "model_kind")
-
-register("coefficient", (MODEL, CLASS, FEATURE), "f",
-         "linear-model coefficient of a feature for a class (NaN where that model lacks the class or feature); "
-         "model entries are named by model_name, feature_set and model_kind coordinates")
 
 
 def model_label(name: str, feature_set: str, kind: str) -> str:

@@ -1,8 +1,8 @@
 """Inputs for embeddings: every reader returns a Dataset with ``item_vector`` (item, feature).
 
-- ``from_embedding_layer(spec)``: the weight of an ``nn.Embedding`` of a ModelSpec-built model,
-  one row per token, ``item`` = the vocabulary (k-mer strings); label helpers ``first_bases``,
-  ``last_bases``, ``gc_fraction`` colour k-mers as Genomic-ULMFiT does.
+- k-mer vocabularies: label helpers ``first_bases``, ``last_bases``, ``gc_fraction`` colour k-mers
+  as Genomic-ULMFiT does (a model's ``nn.Embedding`` is read by ``tasks.embedding_layer``, which
+  builds the model: storage never does).
 - ``read_array(path)``: a 2-D ``.npy`` (memory-mapped) or zarr array, lazily chunked.
 - ``read_anndata(path, obsm=...)``: an ``.obsm`` key (or ``X``) of an AnnData ``.h5ad``, with
   ``obs`` columns as ``item_label`` / ``item_batch`` and extra item coordinates.
@@ -19,12 +19,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .readers import InputError
+from ..errors import InputError
+from .alphabet import is_dna
 from .schema import CLASS, FEATURE, ITEM
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
@@ -32,73 +34,94 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
 
 # --- k-mer vocabularies ----------------------------------------------------------------------------
 
-def _is_kmer(token: str) -> bool:
-    return bool(token) and set(token) <= set("ACGTN")
-
-
 def first_bases(tokens, n: int = 1, special: str = "special") -> np.ndarray:
     """Return the first ``n`` bases of each k-mer token (``special`` for non-k-mer tokens such as xxpad)."""
     if n < 1:
         raise ValueError(f"first_bases needs n >= 1, got {n}")
-    return np.array([t[:n] if _is_kmer(t) else special for t in map(str, tokens)], dtype=object)
+    return np.array([t[:n] if is_dna(t) else special for t in map(str, tokens)], dtype=object)
 
 
 def last_bases(tokens, n: int = 1, special: str = "special") -> np.ndarray:
     """Return the last ``n`` bases of each k-mer token (``special`` for non-k-mer tokens)."""
     if n < 1:
         raise ValueError(f"last_bases needs n >= 1, got {n}")
-    return np.array([t[-n:] if _is_kmer(t) else special for t in map(str, tokens)], dtype=object)
+    return np.array([t[-n:] if is_dna(t) else special for t in map(str, tokens)], dtype=object)
 
 
 def gc_fraction(tokens) -> np.ndarray:
     """Return the G+C fraction of each k-mer token (NaN for non-k-mer tokens), float64."""
-    return np.array([(t.count("G") + t.count("C")) / len(t) if _is_kmer(t) else np.nan for t in map(str, tokens)])
+    return np.array([(t.count("G") + t.count("C")) / len(t) if is_dna(t) else np.nan for t in map(str, tokens)])
 
 
-def from_embedding_layer(model, *, layer: str | None = None, vocab=None) -> xr.Dataset:
-    """Return ``item_vector`` (item, feature) = the weight of an ``nn.Embedding`` of ``model``.
+# --- finite rows (shared by embed and clustering_scores) ------------------------------------------
 
-    ``model`` is a ModelSpec (or anything ``load_spec`` takes) or a built ``torch.nn.Module``.
-    ``layer`` names the embedding module (``model.named_modules()`` name); by default the only
-    ``nn.Embedding``. ``item`` is the vocabulary: ``vocab``, else the spec's k-mer tokenizer
-    vocabulary, else the token ids. Also sets ``item_label`` to the first base of each k-mer.
+N_CITED = 5
+"""How many bad rows an error cites."""
+
+
+def _nonfinite_message(name: str, n_bad: int, rows, labels, purpose: str) -> str:
+    rows = [int(r) for r in rows][:N_CITED]
+    more = " ..." if n_bad > len(rows) else ""
+    named = ""
+    if labels is not None and any(str(labels[r]) != str(r) for r in rows):
+        named = f", items {[str(labels[r]) for r in rows]}{more}"
+    return (f"{name} has NaN or infinite values in {n_bad} rows (item indices {rows}{more}){named}: drop those "
+            f"items (e.g. ds.isel(item=np.isfinite(x).all(1))) or fill them before {purpose}")
+
+
+def check_finite_rows(x: np.ndarray, index: np.ndarray, labels=None, *, name: str = "item_vector",
+                      purpose: str = "embedding") -> None:
+    """Raise ``ValueError`` when rows of ``x`` (n, feature) hold NaN or inf, naming how many and the first few.
+
+    ``index`` (n,) are the rows' global item indices; ``labels`` (indexable by global index, e.g.
+    the ``item`` coordinate) names them too; ``purpose`` ends the message ("before embedding").
     """
-    import torch.nn as nn
+    bad = ~np.isfinite(np.asarray(x)).all(axis=1)
+    if bad.any():
+        raise ValueError(_nonfinite_message(name, int(bad.sum()), np.asarray(index)[bad][:N_CITED], labels, purpose))
 
-    if isinstance(model, nn.Module):
-        module, spec_vocab = model, None
-    else:
-        from ..engine.models import load_spec
 
-        spec = load_spec(model)
-        module = spec.build()
-        spec_vocab = spec.kmer.vocab if getattr(spec, "kmer", None) is not None else None
-    found = {name: m for name, m in module.named_modules() if isinstance(m, nn.Embedding)}
-    if not found:
-        raise InputError(f"the model has no nn.Embedding layer (modules: {[n for n, _ in module.named_modules()][:8]}); "
-                         f"embed another input (npy, zarr, h5ad)")
-    if layer is None:
-        if len(found) > 1:
-            raise InputError(f"the model has several nn.Embedding layers {sorted(found)}: pick one with layer=")
-        layer = next(iter(found))
-    if layer not in found:
-        raise InputError(f"layer {layer!r} is not an nn.Embedding of the model; its embeddings are {sorted(found)}")
-    weight = found[layer].weight.detach().cpu().numpy().astype(np.float32)
-    n = weight.shape[0]
-    tokens = list(vocab) if vocab is not None else (list(spec_vocab) if spec_vocab is not None else None)
-    if tokens is None:
-        from ..engine.models import KmerTokenizer
+def _bad_rows_block(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Return ``(1, 1 + N_CITED)`` int64: the block's number of non-finite rows, then the first indices (-1 pad)."""
+    bad = index[~np.isfinite(x).all(axis=1)]
+    out = np.full((1, 1 + N_CITED), -1, np.int64)
+    out[0, 0] = bad.size
+    out[0, 1:1 + min(bad.size, N_CITED)] = bad[:N_CITED]
+    return out
 
-        default = KmerTokenizer().vocab
-        tokens = list(default) if len(default) == n else [str(i) for i in range(n)]
-    if len(tokens) != n:
-        raise InputError(f"the vocabulary has {len(tokens)} tokens but embedding {layer!r} has {n} rows: pass "
-                         f"the model's own vocabulary (itos) as vocab=")
-    ds = xr.Dataset({"item_vector": ((ITEM, FEATURE), weight),
-                     "item_label": ((ITEM,), first_bases(tokens, 1).astype(str))},
-                    coords={ITEM: np.asarray(tokens, dtype=str)})
-    ds.attrs["source"] = f"nn.Embedding {layer}"
-    return ds
+
+def _raise_bad_rows(summary: np.ndarray, labels, name: str, purpose: str) -> np.ndarray:
+    n_bad = int(summary[:, 0].sum())
+    if n_bad:
+        rows = summary[:, 1:].reshape(-1)
+        raise ValueError(_nonfinite_message(name, n_bad, rows[rows >= 0], labels, purpose))
+    return np.array(True)
+
+
+def finite_rows_check(x: da.Array, labels=None, *, name: str = "item_vector", purpose: str = "scoring") -> da.Array:
+    """Return a lazy 0-d True that raises ``check_finite_rows``' error when computed over NaN/inf rows.
+
+    A cheap reduction (one pass, a few integers per block); make results depend on it with
+    ``after_check`` so none is computed without it.
+    """
+    x = x.rechunk({1: -1})
+    index = da.arange(x.shape[0], chunks=(x.chunks[0],), dtype=np.int64)
+    per_block = da.blockwise(_bad_rows_block, "ic", x, "if", index, "i", new_axes={"c": 1 + N_CITED},
+                             adjust_chunks={"i": 1}, concatenate=True, dtype=np.int64,
+                             meta=np.empty((0, 0), np.int64))
+    labels_d = None if labels is None else dask.delayed(np.asarray(labels), pure=True, traverse=False)
+    ok = dask.delayed(_raise_bad_rows, pure=True)(per_block, labels_d, name, purpose)
+    return da.from_delayed(ok, shape=(), dtype=bool)
+
+
+def _first(block, _ok):
+    return block
+
+
+def after_check(arr: da.Array, ok: da.Array) -> da.Array:
+    """Return ``arr`` made to depend on the 0-d check ``ok`` (each block waits for it; values unchanged)."""
+    ind = tuple(range(arr.ndim))
+    return da.blockwise(_first, ind, arr, ind, ok, (), dtype=arr.dtype, meta=arr._meta)
 
 
 # --- arrays ----------------------------------------------------------------------------------------

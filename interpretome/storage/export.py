@@ -17,11 +17,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..errors import ExportError
 from .genome import TrackGeometry
-
-
-class ExportError(RuntimeError):
-    """A result cannot be exported as asked; the message says why and how to fix it."""
 
 
 def _track_rows(ds: xr.Dataset):

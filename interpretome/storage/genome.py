@@ -37,7 +37,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .readers import InputError, fasta_code_array
+from ..errors import InputError
+from .bed import bed_name, open_text, parse_bed_line, skip_line
+from .readers import fasta_code_array
 from .schema import POSITION, SEQUENCE
 
 
@@ -81,27 +83,19 @@ def read_bed(path: str | os.PathLike) -> list[Region]:
     ``track``, ``browser`` and ``#`` lines are skipped; a malformed line raises ``InputError``
     naming the file and the 1-based line number.
     """
-    import gzip
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"BED file {str(path)!r} does not exist: check the path")
-    opener = gzip.open if path.suffix == ".gz" else open
     out = []
-    with opener(path, "rt") as fh:
+    with open_text(path) as fh:
         for i, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
+            if skip_line(line):
                 continue
-            f = line.rstrip("\n").split("\t") if "\t" in line else line.split()
             try:
-                if len(f) < 3:
-                    raise ValueError(f"{len(f)} columns, need at least 3 (contig, start, end)")
-                start, end = int(f[1]), int(f[2])
-                if start < 0 or end <= start:
-                    raise ValueError(f"start {start} end {end}: need 0 <= start < end")
+                f, start, end = parse_bed_line(line)
             except ValueError as e:
                 raise InputError(f"{path}:{i}: malformed BED line ({e}): {line.strip()[:80]!r}") from e
-            out.append(Region(f[0], start, end, f[3] if len(f) > 3 and f[3] not in ("", ".") else None))
+            out.append(Region(f[0], start, end, bed_name(f)))
     if not out:
         raise InputError(f"BED file {str(path)!r} holds no regions")
     return out

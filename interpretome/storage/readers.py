@@ -25,44 +25,15 @@ import numpy as np
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
-from .schema import CODE_N, POSITION, SEQUENCE
-
-_INVALID = 255
-CODE_LUT = np.full(256, _INVALID, np.uint8)
-for _i, _b in enumerate("ACGTN"):
-    CODE_LUT[ord(_b)] = _i
-    CODE_LUT[ord(_b.lower())] = _i
-
-
-class InputError(ValueError):
-    """An input file or value is malformed; the message names where and how to fix it."""
-
+from ..errors import InputError
+from .alphabet import CODE_N, decode_bases, encode_bases  # noqa: F401 (decode_bases: re-exported)
+from .schema import POSITION, SEQUENCE
 
 def cache_dir() -> Path:
     """Return (and create) interpretome's cache directory."""
     d = Path(os.environ.get("INTERPRETOME_CACHE", Path.home() / ".cache" / "interpretome"))
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def encode_bases(text: bytes | str, record: str = "?", offset: int = 0) -> np.ndarray:
-    """Return uint8 codes for DNA text; raise ``InputError`` naming record and position on a bad base."""
-    raw = np.frombuffer(text.encode() if isinstance(text, str) else text, np.uint8)
-    codes = CODE_LUT[raw]
-    bad = np.flatnonzero(codes == _INVALID)
-    if bad.size:
-        i = int(bad[0])
-        ch = chr(raw[i])
-        raise InputError(
-            f"record {record!r} has the character {ch!r} at position {offset + i + 1} (1-based), which is "
-            f"not A, C, G, T or N (upper or lower case): replace it (e.g. IUPAC codes by N) and rerun"
-        )
-    return codes
-
-
-def decode_bases(codes: np.ndarray) -> str:
-    """Return the DNA string of uint8 codes (0..4 -> ACGTN)."""
-    return np.frombuffer(b"ACGTN", np.uint8)[np.asarray(codes)].tobytes().decode()
 
 
 def _plain_fasta(path: Path) -> Path:

@@ -1,8 +1,15 @@
-"""The variable registry: every variable interpretome writes, with its dims, dtype kind and doc.
+"""The variable registry, declared: every dimension name and every variable interpretome reads or
+writes, with its dims, dtype kind and doc — all of them in this file.
 
-Task modules register their outputs here once (``register``) and validate what they build
-(``validate``) — metadata only (dims, dtype kind, ndim), never values, so validating never
-computes a dask graph.
+``DIMENSIONS`` lists the dimension names (constants, never spelled twice in the package); the
+``register`` calls at the bottom declare every variable once, so ``import interpretome`` (or any
+single module) knows all of them: no module adds variables by being imported. Registering a
+name twice, or a variable over an undeclared dimension, raises ``ValueError``.
+
+Tasks validate their inputs (``require``: present, registered dims and dtype kind) and what they
+build (``validate``) — metadata only (dims, dtype kind), never values, so validating never
+computes a dask graph. A task that reads a variable takes its name as a parameter
+(``sequence_var=``, ``var=`` ...) and checks it against the spec of the variable it stands for.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
+
+from .alphabet import BASES, CODE_N  # noqa: F401 (the base coordinate and N code; defined in alphabet)
 
 # Dimension names used across the package (constants, never spelled twice).
 SEQUENCE = "sequence"
@@ -30,12 +39,23 @@ FOLD = "fold"
 METRIC = "metric"
 MODEL = "model"
 CLASS = "class"
+CHANNEL = "channel"
+HEIGHT = "height"
+WIDTH = "width"
+BACKGROUND = "background"
+FEATURE_I = "feature_i"
+FEATURE_J = "feature_j"
+PAIR = "pair"
+COMPARISON = "comparison"
+PYRAMID_BIN = "pyramid_bin"
+GENOMAP_ROW = "genomap_row"
+GENOMAP_COL = "genomap_col"
+GRID = "grid"
 
-BASES = ("A", "C", "G", "T")
-"""The order of the one-hot channels and of the ``base`` coordinate."""
-
-CODE_N = 4
-"""The uint8 code of N (and of padding) in ``sequence_code``; A,C,G,T are 0..3."""
+DIMENSIONS = frozenset({SEQUENCE, POSITION, BASE, WINDOW, REPLICATE, TARGET, CONTIG, BIN, SAMPLE, FEATURE, GROUP,
+                        ITEM, COMPONENT, FOLD, METRIC, MODEL, CLASS, CHANNEL, HEIGHT, WIDTH, BACKGROUND, FEATURE_I,
+                        FEATURE_J, PAIR, COMPARISON, PYRAMID_BIN, GENOMAP_ROW, GENOMAP_COL, GRID})
+"""Every dimension name a registered variable may have."""
 
 
 @dataclass(frozen=True)
@@ -52,19 +72,44 @@ REGISTRY: dict[str, Variable] = {}
 
 
 def register(name: str, dims: tuple[str, ...], kind: str, doc: str) -> Variable:
-    """Register a variable and return it; re-registering the same definition is a no-op.
+    """Declare a variable and return it (called in this module only).
 
-    Raises ``ValueError`` when ``name`` is already registered with other dims or kind.
+    Raises ``ValueError`` when ``name`` is already registered (any definition: one declaration
+    per variable) or a dimension is not in ``DIMENSIONS``.
     """
     var = Variable(name, tuple(dims), kind, doc)
     old = REGISTRY.get(name)
-    if old is not None and (old.dims, old.kind) != (var.dims, var.kind):
+    if old is not None:
         raise ValueError(
-            f"variable {name!r} is already registered with dims {old.dims} kind {old.kind!r}; "
-            f"pick another name for dims {var.dims} kind {var.kind!r}"
+            f"variable {name!r} is already registered (dims {old.dims} kind {old.kind!r}): each variable is "
+            f"declared once, in interpretome.storage.schema; pick another name for dims {var.dims} kind {var.kind!r}"
         )
+    unknown = [d for d in var.dims if d not in DIMENSIONS]
+    if unknown:
+        raise ValueError(f"variable {name!r} has undeclared dimensions {unknown}: add them to "
+                         f"interpretome.storage.schema.DIMENSIONS")
     REGISTRY[name] = var
     return var
+
+
+def require(ds: xr.Dataset, var: str, spec: str, producer: str) -> xr.DataArray:
+    """Return ``ds[var]`` after checking it fits the registered variable ``spec`` (dims, dtype kind).
+
+    ``var`` is the name the caller passed (``sequence_var=`` ...), ``spec`` the registered variable
+    it stands for (e.g. ``"sequence_code"``). Raises ``ValueError`` naming the variable, what the
+    dataset has and ``producer`` (where such a variable comes from). Metadata only.
+    """
+    if var not in ds.variables:
+        raise ValueError(f"the input dataset has no [{var!r}]: build it with {producer}")
+    want = REGISTRY[spec]
+    da_ = ds[var]
+    what = repr(var) if var == spec else f"{var!r} (standing for {spec!r})"
+    if tuple(da_.dims) != want.dims:
+        raise ValueError(f"variable {what} has dims {tuple(da_.dims)}; the registry says {want.dims}")
+    if np.dtype(da_.dtype).kind not in want.kind:
+        raise ValueError(f"variable {what} has dtype {da_.dtype} (kind {np.dtype(da_.dtype).kind!r}); "
+                         f"the registry says kind {want.kind!r}")
+    return da_
 
 
 def validate(ds: xr.Dataset, names: list[str] | tuple[str, ...] | None = None) -> xr.Dataset:
@@ -97,8 +142,135 @@ def describe(name: str) -> str:
     v = REGISTRY[name]
     return f"{v.name} ({', '.join(v.dims)}) {v.kind}: {v.doc}"
 
-
-# Inputs ---------------------------------------------------------------------------------------
+# Inputs: DNA (storage.readers, storage.genome) -----------------------------------------------
 register("sequence_code", (SEQUENCE, POSITION), "u",
          "DNA as uint8 codes A,C,G,T,N = 0..4; positions past sequence_length are padding (4)")
 register("sequence_length", (SEQUENCE,), "i", "number of real bases in each sequence")
+
+# Inputs: features and images (storage.anndata_io) --------------------------------------------
+register("features", (SAMPLE, FEATURE), "f", "model input features per sample (AnnData X or a layer), float32")
+register("image", (SAMPLE, CHANNEL, HEIGHT, WIDTH), "f", "model input images (N, C, H, W), float32")
+
+# Inputs: gene annotation (storage.annotation) ------------------------------------------------
+register("gene_contig", (FEATURE,), "UO", "contig (FASTA record) of each annotated gene")
+register("gene_start", (FEATURE,), "i", "first base of the gene, 0-based")
+register("gene_end", (FEATURE,), "i", "end of the gene, 0-based exclusive")
+register("gene_strand", (FEATURE,), "UO", "strand: '+', '-' or '.'")
+register("gene_tss", (FEATURE,), "i", "gene start, strand-aware: start on '+', end - 1 on '-' (0-based)")
+register("gene_name", (FEATURE,), "UO", "gene symbol (or id when it has none)")
+
+# Inputs: linear-model coefficients (storage.coef_io) -----------------------------------------
+register("coefficient", (MODEL, CLASS, FEATURE), "f",
+         "linear-model coefficient of a feature for a class (NaN where that model lacks the class or feature); "
+         "model entries are named by model_name, feature_set and model_kind coordinates")
+
+# Perturbation sweeps (tasks.perturb) ---------------------------------------------------------
+register("sweep_reference", (SEQUENCE, TARGET), "f", "prediction for the unperturbed sequence")
+register("sweep_delta_mean", (SEQUENCE, WINDOW, POSITION, TARGET), "f",
+         "mean over replicates of (perturbed - reference) prediction, window starting at position; NaN where it does not fit")
+register("sweep_delta_std", (SEQUENCE, WINDOW, POSITION, TARGET), "f",
+         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
+register("sweep_prediction", (SEQUENCE, WINDOW, POSITION, REPLICATE, TARGET), "f",
+         "raw prediction of each perturbed replicate")
+
+# Saturation mutagenesis (tasks.ism) ----------------------------------------------------------
+register("ism_delta", (SEQUENCE, POSITION, BASE, TARGET), "f",
+         "prediction with base at position minus the reference prediction; 0 at the reference base")
+register("ism_reference", (SEQUENCE, TARGET), "f", "prediction for the unmutated sequence")
+
+# Tiled tracks and pyramids (tasks.tiles) -----------------------------------------------------
+register("track_prediction", (CONTIG, BIN, TARGET), "f",
+         "tiled model prediction along a contig or region; bins placed by the track geometry attrs; NaN = not predicted")
+register("track_coverage", (CONTIG, BIN), "i", "number of windows averaged into each bin (0 = not predicted)")
+register("track_pyramid_min", (CONTIG, PYRAMID_BIN, TARGET), "f",
+         "minimum of track_prediction over factor**level consecutive bins, all levels concatenated")
+register("track_pyramid_max", (CONTIG, PYRAMID_BIN, TARGET), "f",
+         "maximum of track_prediction over factor**level consecutive bins, all levels concatenated")
+
+# Sweeps and ISM along genomes (tasks.genome_perturb) -----------------------------------------
+register("genome_sweep_delta_mean", (CONTIG, WINDOW, POSITION, TARGET), "f",
+         "mean over replicates of (perturbed - reference) prediction of the genomic context window; span starts at position")
+register("genome_sweep_delta_std", (CONTIG, WINDOW, POSITION, TARGET), "f",
+         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
+register("genome_sweep_reference", (CONTIG, POSITION, TARGET), "f",
+         "prediction of the unperturbed genomic context window used at each position")
+register("genome_ism_delta", (CONTIG, POSITION, BASE, TARGET), "f",
+         "prediction of the context window with base at position minus its reference prediction; 0 at the reference base")
+register("genome_ism_reference", (CONTIG, POSITION, TARGET), "f",
+         "prediction of the unmutated genomic context window used at each position")
+
+# Attributions (tasks.attribute) --------------------------------------------------------------
+register("attribution", (SAMPLE, FEATURE, TARGET), "f", "attribution of each input feature to each target output")
+register("image_attribution", (SAMPLE, CHANNEL, HEIGHT, WIDTH, TARGET), "f",
+         "attribution of each image pixel and channel to each target output")
+register("sequence_attribution", (SEQUENCE, POSITION, BASE, TARGET), "f",
+         "attribution of each base (at its observed one-hot channel) to each target; NaN past the sequence length")
+register("attribution_background_index", (BACKGROUND,), "i", "indices of the samples drawn as SHAP background")
+for _p, _d in (("attribution", SAMPLE), ("sequence_attribution", SEQUENCE)):
+    register(f"{_p}_delta", (_d, TARGET), "f", "sum of attributions minus (f(x) - f(reference)): completeness gap")
+    register(f"{_p}_output", (_d, TARGET), "f", "f(x): the explained model output (after the activation)")
+    register(f"{_p}_reference", (_d, TARGET), "f", "f(baseline) for IG, mean f over the background for SHAP")
+    register(f"{_p}_target_index", (_d, TARGET), "i", "index of the model output explained")
+    register(f"{_p}_predicted", (_d,), "U", "predicted class: name of the largest selected output")
+del _p, _d
+
+# Attribution summaries (tasks.summarize) -----------------------------------------------------
+register("feature_attribution_mean", (GROUP, FEATURE, TARGET), "f", "mean attribution of a feature over the group's samples")
+register("feature_attribution_std", (GROUP, FEATURE, TARGET), "f", "standard deviation (ddof 0) of the attribution over the group")
+register("feature_attribution_n", (GROUP, FEATURE, TARGET), "i", "number of samples (cells) with a finite attribution in the group")
+register("feature_attribution_ci95", (GROUP, FEATURE, TARGET), "f", "half-width of the 95% interval of the mean: 1.96 std / sqrt(n)")
+
+# FastSHAP (tasks.fastshap) -------------------------------------------------------------------
+register("fastshap_attribution", (SAMPLE, FEATURE, TARGET), "f", "FastSHAP Shapley-value estimate of each feature per target")
+register("fastshap_fidelity", (), "f", "mean per-sample Pearson correlation of FastSHAP with reference Shapley values "
+                                       "of the surrogate game on held-out samples")
+register("fastshap_validation", (METRIC,), "f", "FastSHAP validation figures against the reference (see tasks.fastshap)")
+
+# Genomaps (tasks.genomap) --------------------------------------------------------------------
+register("genomap_image", (SAMPLE, GENOMAP_ROW, GENOMAP_COL), "f", "genomap image of each cell (genes placed by GW transport)")
+register("genomap_gene_row", (FEATURE,), "i", "grid row of each gene in the genomap")
+register("genomap_gene_col", (FEATURE,), "i", "grid column of each gene in the genomap")
+register("genomap_coupling", (FEATURE, GRID), "f", "Gromov-Wasserstein coupling of genes to grid points (column-major grid)")
+
+# CCC (tasks.ccc) -----------------------------------------------------------------------------
+register("feature_value", (FEATURE, SAMPLE), "fiu",
+         "a (feature, sample) matrix of numeric values (genes x cells, coefficients x models ...)")
+register("ccc_matrix", (FEATURE_I, FEATURE_J), "f",
+         "Clustermatch correlation coefficient of every feature pair (square, symmetric; 1 on the "
+         "diagonal; NaN for constant features)")
+register("ccc_matrix_pvalue", (FEATURE_I, FEATURE_J), "f",
+         "permutation p-value of ccc_matrix ((#perm >= observed + 1) / (n_perms + 1)); NaN on the diagonal")
+register("ccc_pair", (PAIR,), "f",
+         "Clustermatch correlation coefficient in condensed form: pairs (i, j), i < j, row by row "
+         "(the order of ccc-coef's and scipy's condensed arrays); feature_i/feature_j name them")
+register("ccc_pair_pvalue", (PAIR,), "f", "permutation p-value of ccc_pair")
+
+# Coefficient comparisons (tasks.coefficients) ------------------------------------------------
+register("coefficient_correlation", (COMPARISON, CLASS, METRIC), "f",
+         "per class, the correlation over features between the multi-class and the one-vs-rest binary model's "
+         "coefficients: pearson, spearman, ccc")
+register("coefficient_correlation_pvalue", (COMPARISON, CLASS, METRIC), "f",
+         "p-value of coefficient_correlation: pearson and spearman two-sided (scipy), ccc by seeded permutations "
+         "(NaN when n_perms is 0)")
+
+# Embeddings (tasks.embed) --------------------------------------------------------------------
+register("item_vector", (ITEM, FEATURE), "f", "the vector of each item that is embedded (k-mer, cell, patch ...)")
+register("item_label", (ITEM,), "UOiub", "categorical label of each item (cell type, annotation ...)")
+register("item_batch", (ITEM,), "UOiub", "batch (or donor, slide ...) of each item")
+register("item_annotation", (ITEM, CLASS), "f", "annotation scores per item and class (e.g. area fractions)")
+register("item_keep", (ITEM,), "b", "True for items kept by a filter (e.g. the background-annotation filter)")
+register("item_argmax", (ITEM,), "UO", "name of the annotation class with the largest score of each item")
+for _m in ("umap", "tsne", "pca"):  # tasks.embed.METHODS
+    register(f"embedding_{_m}", (ITEM, COMPONENT), "f", f"{_m.upper()} coordinates of each item")
+del _m
+register("embedding_fitted", (ITEM,), "b", "True for the items the reducer was fitted on (seeded subsample); "
+         "the others were placed with the fitted reducer's transform")
+
+# Clustering scores (tasks.scores) ------------------------------------------------------------
+register("score_value", (METRIC,), "f", "clustering score of the embedding per metric (asw_label, asw_batch, "
+         "davies_bouldin_*, calinski_harabasz_*)")
+register("score_silhouette_label", (ITEM,), "f", "silhouette of each item with the label as clusters (NaN if not sampled)")
+register("score_silhouette_batch", (ITEM,), "f", "silhouette of each item with the batch as clusters (NaN if not sampled)")
+register("score_silhouette_class", (CLASS,), "f", "mean silhouette (label as clusters) of the items of each label")
+register("score_sampled", (ITEM,), "b", "True for the items the scores were computed on (seeded subsample)")
+register("score_fold", (FOLD, METRIC), "f", "clustering score per fold (or split, or model) and metric")

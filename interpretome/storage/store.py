@@ -9,44 +9,44 @@ Format 3's gains (sharding) matter for millions of tiny chunks, which our chunki
 Layout::
 
     store.zarr/
-      .zattrs                 interpretome version, created time
+      .zattrs                 interpretome version, created time, run history
       <group>/                one per task: sweep/, ism/, tracks/, attributions/ ...
         .zattrs               interpretome: {task, fingerprint, params, provenance, complete, timings}
         <variable>/           zarr arrays, chunks equal to the dask chunks
-        .interpretome/done/<variable>/<i.j.k>   manifest: one empty file per written chunk
+        .interpretome/        chunk records (see ``manifest``): size and sha256 of each written chunk
 
-A chunk's manifest file is created only after its data is written, and ``complete`` is set only
-once every chunk of every variable has its file, so an interrupted job never looks complete.
-A rerun with the same fingerprint writes only chunks without a file (resume); a rerun with
-another fingerprint refuses unless ``overwrite=True``.
+This module writes (``write_dataset``, ``planning``) and opens (``open_group``) results and is the
+storage layer's public face: it re-exports the group helpers of ``groups`` (``group_info``,
+``group_state``, ``verify_store``, ``store_summary`` ...). Chunk writing lives in ``chunk_io``,
+the records in ``manifest``, the writer's lock in ``lock``, progress lines in ``progress``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import datetime as _dt
-import hashlib
 import itertools
-import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import dask
 import numpy as np
 import xarray as xr
 
-ZARR_FORMAT = 2
-_META = ".interpretome"
-_ATTR = "interpretome"
-
-
-class StoreError(RuntimeError):
-    """A store cannot be written as asked (conflicting parameters, unwritable location ...)."""
+from ..errors import StoreError, StoreLockedError
+from . import manifest
+from .chunk_io import grid_changes, init_group, needed_bytes, regular_chunks, run_writes
+from .chunk_io import write_chunk as _write_chunk
+from .groups import (ATTR, ZARR_FORMAT, consolidate, diff_params, fingerprint, group_info, group_state,  # noqa: F401
+                     holds_result, jsonable, list_groups, now, set_group_attrs, store_summary, stored_chunks,
+                     verify_store)
+from .digests import file_digest  # noqa: F401 - part of the store's public face
+from .lock import check_unlocked, store_lock
+from .provenance import library_versions, provenance  # noqa: F401
 
 
 @dataclass
@@ -71,7 +71,8 @@ class PlannedWrite:
 
     ``chunks``: chunks of the dask-backed variables; ``done``: those already in the store's
     manifest (same parameters); ``nbytes``: bytes of all data variables (uncompressed);
-    ``graph_tasks``: tasks in the dask graph; ``state``: new | resume | complete | conflict.
+    ``graph_tasks``: tasks in the dask graph; ``state``: new | resume | complete | damaged |
+    conflict; ``changes``: for a conflict, ``key: stored -> new`` lines (parameters, or chunking).
     """
 
     group: str
@@ -82,6 +83,7 @@ class PlannedWrite:
     graph_tasks: int
     state: str
     variables: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)
 
 
 _PLAN: contextvars.ContextVar[list | None] = contextvars.ContextVar("interpretome_plan", default=None)
@@ -98,33 +100,6 @@ def planning():
 
 
 # --- JSON helpers -------------------------------------------------------------------------------
-
-def _jsonable(obj: Any) -> Any:
-    """Return ``obj`` converted to plain JSON types (numpy scalars/arrays, paths, tuples, sets)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted(_jsonable(v) for v in obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    if hasattr(obj, "to_dict"):
-        return _jsonable(obj.to_dict())
-    return repr(obj)
-
-
-def fingerprint(params: dict) -> str:
-    """Return the sha256 hex digest of ``params`` as canonical JSON (sorted keys)."""
-    text = json.dumps(_jsonable(params), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
 
 # --- location checks ----------------------------------------------------------------------------
 
@@ -159,102 +134,10 @@ def check_writable(path: str | os.PathLike, needed_bytes: int = 0) -> Path:
 
 # --- group state ----------------------------------------------------------------------------------
 
-def _group_attrs(path: Path, group: str) -> dict | None:
-    f = path / group / ".zattrs"
-    if not f.exists():
-        return None
-    with open(f) as fh:
-        return json.load(fh)
+# --- chunk writes --------------------------------------------------------------------------------
 
-
-def group_info(path: str | os.PathLike, group: str) -> dict | None:
-    """Return the ``interpretome`` attrs of ``group`` in the store at ``path`` (None if absent)."""
-    attrs = _group_attrs(Path(path), group)
-    return None if attrs is None else attrs.get(_ATTR)
-
-
-def list_groups(path: str | os.PathLike) -> list[str]:
-    """Return the names of the task groups of a store, sorted."""
-    path = Path(path)
-    return sorted(p.name for p in path.iterdir() if (p / ".zgroup").exists()) if path.exists() else []
-
-
-def _set_group_attrs(path: Path, group: str, info: dict) -> None:
-    import zarr
-
-    g = zarr.open_group(str(path / group), mode="r+", zarr_format=ZARR_FORMAT)
-    g.attrs[_ATTR] = _jsonable(info)
-
-
-def _consolidate(path: Path) -> None:
-    import warnings
-
-    import zarr
-
-    with warnings.catch_warnings():  # the manifest folders are not zarr nodes, by design
-        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-        zarr.consolidate_metadata(str(path), zarr_format=ZARR_FORMAT)
-
-
-def _ensure_root(path: Path) -> None:
-    import zarr
-
-    from .. import __version__
-
-    root = zarr.open_group(str(path), mode="a", zarr_format=ZARR_FORMAT)
-    if _ATTR not in root.attrs:
-        root.attrs[_ATTR] = {"version": __version__, "created": _now()}
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Return readable ``key: old -> new`` lines for the keys where two param dicts differ."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
-
-
-# --- chunk manifest -------------------------------------------------------------------------------
-
-def _done_dir(path: Path, group: str, var: str) -> Path:
-    return path / group / _META / "done" / var
-
-
-def _chunk_key(index: tuple[int, ...]) -> str:
-    return ".".join(map(str, index)) if index else "0"
-
-
-def _write_chunk(block: np.ndarray, array_path: str, region: tuple[slice, ...], marker: str) -> int:
-    """Write one block into an existing zarr array, then create its manifest file; return 1."""
-    import zarr
-
-    z = zarr.open_array(array_path, mode="r+", zarr_format=ZARR_FORMAT)
-    z[region] = np.asarray(block)
-    tmp = f"{marker}.tmp{os.getpid()}"
-    with open(tmp, "w"):
-        pass
-    os.replace(tmp, marker)
-    return 1
-
-
-def _regular_chunks(arr):
-    """Return ``arr`` rechunked so every chunk but the last along each axis has the same size."""
-    chunks = []
-    need = False
-    for c in arr.chunks:
-        size = max(c) if c else 1
-        if any(x != size for x in c[:-1]) or (c and c[-1] > size):
-            need = True
-        chunks.append(size)
-    return arr.rechunk(tuple(chunks)) if need else arr
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a write: the message says how many chunks are stored and how to resume."""
 
 
 def write_dataset(
@@ -274,12 +157,18 @@ def write_dataset(
 
     ``params`` identify the result (their fingerprint decides between resume and refusal);
     ``provenance`` (versions, model digest, input digests ...) is stored beside them. Dask-backed
-    data variables are written one chunk per task with a manifest file per chunk; numpy-backed
-    variables and coordinates are written at initialisation. With ``client`` the chunks run on
-    that cluster (with a progress bar when ``progress``), otherwise on the current dask scheduler.
+    data variables are written one chunk per task with a manifest record (size, sha256) per
+    chunk; numpy-backed variables and coordinates are written and recorded at initialisation.
+    With ``client`` the chunks run on that cluster (with a progress line when ``progress``),
+    otherwise on the current dask scheduler.
+
+    A rerun with the same parameters and chunking computes only the chunks without a valid
+    record: missing, interrupted, or damaged (deleted, truncated, checksum mismatch). The store
+    is locked against a second writer while this runs. ``overwrite`` recomputes everything.
 
     Returns a ``WriteReport``. Raises ``StoreError`` when the group holds a result of other
-    parameters and ``overwrite`` is false, or the location cannot be written.
+    parameters or of another chunking and ``overwrite`` is false, when another run holds the
+    store, or when the location cannot be written; ``RunInterrupted`` on Ctrl-C.
     """
     t0 = time.perf_counter()
     path = Path(path)
@@ -287,202 +176,184 @@ def write_dataset(
     fp = fingerprint({"task": task, "params": params})
     plan = _PLAN.get()
     if plan is not None:
-        plan.append(_plan_write(ds, path, group, task, fp))
+        plan.append(_plan_write(ds, path, group, task, params, fp))
         return WriteReport(group, 0, 0, 0.0)
-    needed = int(sum(v.nbytes for v in ds.data_vars.values()) * 1.05)
-    check_writable(path, needed)
-
-    info = group_info(path, group) if (path / group).exists() else None
-    if info is not None and info.get("fingerprint") != fp:
-        if not overwrite:
-            changes = _diff({"task": info.get("task"), **(info.get("params") or {})}, {"task": task, **_jsonable(params)})
-            raise StoreError(
-                f"group {group!r} of store {str(path)!r} holds a result computed with other parameters "
-                f"({'; '.join(changes[:6]) or 'fingerprint differs'}): pass overwrite=True (--overwrite) "
-                f"to replace it, or write to another store"
-            )
-        info = None
-    if info is None and (path / group).exists():
-        shutil.rmtree(path / group)
 
     ds = ds.copy()
     for name in list(ds.variables):
         if ds[name].chunks is not None:
-            ds[name] = ds[name].copy(data=_regular_chunks(ds[name].data))
+            ds[name] = ds[name].copy(data=regular_chunks(ds[name].data))
     lazy_vars = [v for v in ds.data_vars if ds[v].chunks is not None]
     lazy_coords = [c for c in ds.coords if ds[c].chunks is not None]
     if lazy_coords:
         ds = ds.assign_coords({c: ds[c].compute() for c in lazy_coords})
+    check_writable(path, needed_bytes(ds, path))
+    try:
+        with store_lock(path, log=log):
+            return _write_locked(ds, path, group, task, params, fp, provenance, overwrite, client,
+                                 progress, log, lazy_vars, t0)
+    except StoreLockedError as e:
+        raise StoreError(str(e)) from None
 
+
+def _write_locked(ds, path, group, task, params, fp, provenance, overwrite, client, progress, log,
+                  lazy_vars, t0) -> WriteReport:
+    """The body of ``write_dataset`` under the store's lock."""
+    info = group_info(path, group) if (path / group).exists() else None
+    if info is not None and not overwrite and holds_result(path, group, info):
+        if info.get("fingerprint") != fp:
+            changes = diff_params({"task": info.get("task"), **(info.get("params") or {})},
+                            {"task": task, **jsonable(params)})
+            raise StoreError(
+                f"group {group!r} of store {str(path)!r} holds a result computed with other parameters "
+                f"({'; '.join(changes[:6]) or 'fingerprint differs'}): pass --overwrite (overwrite=True "
+                f"in Python) to replace it, or write to another store"
+            )
+        regrid = grid_changes(path, group, ds, lazy_vars)
+        if regrid and not info.get("complete"):
+            raise StoreError(
+                f"group {group!r} of store {str(path)!r} was started with another chunking "
+                f"({'; '.join(regrid[:4])}) and is not complete: rerun with the chunking it was started "
+                f"with (the same --sequence-chunk / --position-chunk / chunk options) to resume it, or "
+                f"pass --overwrite (overwrite=True in Python) to recompute it with this one"
+            )
+        if regrid:
+            scan = manifest.scan_group(path, group, list((info.get("lazy") or lazy_vars)), full=True)
+            if not scan.damaged and not any(scan.missing.values()):
+                log(f"{group}: complete in the store (computed with chunks {'; '.join(regrid[:2])}); "
+                    f"nothing to compute")
+                return WriteReport(group, 0, scan.n_total, time.perf_counter() - t0)
+            raise StoreError(
+                f"group {group!r} of store {str(path)!r} has {len(scan.damaged)} damaged chunks and was "
+                f"computed with another chunking ({'; '.join(regrid[:4])}): rerun with that chunking to "
+                f"repair it, or pass --overwrite (overwrite=True in Python) to recompute it"
+            )
+    else:
+        info = None
     if info is None:
-        path.mkdir(parents=True, exist_ok=True)
-        _ensure_root(path)
-        encoding = {v: {"chunks": ds[v].data.chunksize} for v in lazy_vars}
-        for v in ds.data_vars:
-            ds[v].encoding = {}
-        ds.to_zarr(str(path), group=group, mode="w", compute=False, zarr_format=ZARR_FORMAT,
-                   consolidated=False, encoding=encoding)
-        info = {
-            "task": task,
-            "fingerprint": fp,
-            "params": params,
-            "provenance": provenance or {},
-            "complete": False,
-            "started": _now(),
-            "variables": {v: list(ds[v].dims) for v in ds.data_vars},
-        }
-        _set_group_attrs(path, group, info)
-        _consolidate(path)
+        info = {"task": task, "fingerprint": fp, "params": params, "provenance": provenance or {},
+                "complete": False, "started": now(), "lazy": lazy_vars,
+                "variables": {v: list(ds[v].dims) for v in ds.data_vars}}
+        init_group(ds, path, group, lazy_vars, info)
 
-    tasks, total, per_var = [], 0, {}
+    scan = manifest.scan_group(path, group, lazy_vars, full=True)
+    static_bad = [d for d in scan.damaged if d.variable not in lazy_vars]
+    if static_bad:
+        log(f"{group}: {len(static_bad)} damaged chunks of its coordinates or in-memory variables "
+            f"({static_bad[0]}); rewriting the group")
+        info = {**info, "complete": False, "started": now()}
+        init_group(ds, path, group, lazy_vars, info)
+        scan = manifest.scan_group(path, group, lazy_vars, full=True)
+    if scan.damaged:
+        log(f"{group}: {len(scan.damaged)} damaged chunks will be computed again "
+            f"({'; '.join(map(str, scan.damaged[:3]))}{' ...' if len(scan.damaged) > 3 else ''})")
+        manifest.forget(path, scan.damaged)
+        if info.get("complete"):
+            info = {**info, "complete": False}
+            set_group_attrs(path, group, info)
+            consolidate(path)
+
+    tasks, per_var = [], {}
     for v in lazy_vars:
         arr = ds[v].data
-        done_dir = _done_dir(path, group, v)
-        done_dir.mkdir(parents=True, exist_ok=True)
-        done = set(os.listdir(done_dir))
+        done_dir = manifest.done_dir(path, group, v)
+        done = scan.done.get(v, set())
         blocks = arr.to_delayed(optimize_graph=False)
         starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in arr.chunks]
         n_new = 0
         for index in itertools.product(*[range(len(c)) for c in arr.chunks]):
-            total += 1
-            key = _chunk_key(index)
+            key = manifest.chunk_key(index)
             if key in done:
                 continue
             region = tuple(slice(int(s[i]), int(s[i]) + int(c[i])) for s, c, i in zip(starts, arr.chunks, index))
-            block = blocks[index]
             tasks.append(dask.delayed(_write_chunk, pure=False)(
-                block, str(path / group / v), region, str(done_dir / key)))
+                blocks[index], str(path / group / v), region, index, str(done_dir / key)))
             n_new += 1
         per_var[v] = n_new
+    total = scan.n_total
     n_new = len(tasks)
     log(f"{group}: {n_new} of {total} chunks to compute ({total - n_new} already in the store)")
-    if tasks:
-        if client is not None:
-            futures = client.compute(tasks)
-            if progress:
-                from distributed import progress as _progress
+    try:
+        written, repeated = run_writes(tasks, client, group, progress) if tasks else (0, 0)
+    except KeyboardInterrupt:
+        stored = manifest.scan_group(path, group, lazy_vars, full=False).n_done
+        raise RunInterrupted(f"interrupted: at least {stored} of {total} chunks of group {group!r} are stored in "
+                             f"{str(path)!r}; run the same command again to resume") from None
+    if repeated:
+        log(f"{group}: {repeated} write tasks ran again (a lost worker) and found their chunk written; "
+            f"not rewritten")
 
-                _progress(futures)
-            client.gather(futures)
-        else:
-            dask.compute(*tasks)
-
-    # Completion check: every chunk of every lazy variable has its manifest file.
-    missing = []
-    for v in lazy_vars:
-        n_chunks = int(np.prod([len(c) for c in ds[v].data.chunks]))
-        have = len([f for f in os.listdir(_done_dir(path, group, v)) if ".tmp" not in f])
-        if have < n_chunks:
-            missing.append(f"{v}: {n_chunks - have} chunks")
-    if missing:
-        raise StoreError(f"group {group!r} is incomplete after writing ({', '.join(missing)}); rerun to resume")
+    final = manifest.scan_group(path, group, lazy_vars, full=False)
+    missing = [f"{v}: {n} chunks" for v, n in final.missing.items() if n]
+    if missing or final.damaged:
+        raise StoreError(f"group {group!r} is incomplete after writing ({', '.join(missing)}"
+                         f"{'; damaged: ' + str(final.damaged[0]) if final.damaged else ''}); rerun to resume")
     seconds = time.perf_counter() - t0
     info = group_info(path, group)
     info["complete"] = True
-    info["finished"] = _now()
-    info.setdefault("timings", []).append({"seconds": round(seconds, 3), "chunks_computed": n_new})
-    _set_group_attrs(path, group, info)
-    _consolidate(path)
+    info["finished"] = now()
+    info.setdefault("timings", []).append({"seconds": round(seconds, 3), "chunks_computed": written})
+    set_group_attrs(path, group, info)
+    consolidate(path)
     return WriteReport(group, n_new, total - n_new, seconds, per_var)
 
 
-def _plan_write(ds: xr.Dataset, path: Path, group: str, task: str, fp: str) -> PlannedWrite:
-    """Return the PlannedWrite of ``ds`` (chunk counts from the lazy graph; nothing is computed)."""
-    lazy = {v: _regular_chunks(ds[v].data).numblocks for v in ds.data_vars if ds[v].chunks is not None}
+def _plan_write(ds: xr.Dataset, path: Path, group: str, task: str, params: dict, fp: str) -> PlannedWrite:
+    """Return the PlannedWrite of ``ds`` (chunk counts from the lazy graph; nothing is computed).
+
+    Raises ``StoreError`` when a live run holds the store's lock.
+    """
+    try:
+        check_unlocked(path)
+    except StoreLockedError as e:
+        raise StoreError(str(e)) from None
+    regular = {v: regular_chunks(ds[v].data) for v in ds.data_vars if ds[v].chunks is not None}
+    lazy = {v: a.numblocks for v, a in regular.items()}
     chunks = int(sum(int(np.prod(n)) for n in lazy.values()))
     info = group_info(path, group) if (path / group).exists() else None
-    done, state = 0, "new"
+    done, state, changes = 0, "new", []
+    if info is not None and not holds_result(path, group, info):
+        info = None
     if info is not None and info.get("fingerprint") != fp:
         state = "conflict"
+        changes = diff_params({"task": info.get("task"), **(info.get("params") or {})}, {"task": task, **jsonable(params)})
     elif info is not None:
-        for v in lazy:
-            d = _done_dir(path, group, v)
-            if d.exists():
-                done += len([f for f in os.listdir(d) if ".tmp" not in f])
-        state = "complete" if info.get("complete") else "resume"
+        regrid = [f"chunks of {v}: {stored_chunks(path, group, v)} -> {tuple(a.chunksize)}"
+                  for v, a in regular.items() if stored_chunks(path, group, v) not in (None, tuple(a.chunksize))]
+        scan = manifest.scan_group(path, group, list(lazy), full=False)
+        done = scan.n_done
+        if regrid and not info.get("complete"):
+            state, changes = "conflict", regrid
+        elif scan.damaged:
+            state = "damaged"
+        else:
+            state = "complete" if info.get("complete") else "resume"
     graph = ds.__dask_graph__()
     return PlannedWrite(group, task, chunks, min(done, chunks), int(sum(v.nbytes for v in ds.data_vars.values())),
-                        len(graph) if graph is not None else 0, state, {v: tuple(n) for v, n in lazy.items()})
+                        len(graph) if graph is not None else 0, state, {v: tuple(n) for v, n in lazy.items()},
+                        changes)
 
 
 def open_group(path: str | os.PathLike, group: str, *, require_complete: bool = True) -> xr.Dataset:
-    """Open one task group of a store with ``xr.open_zarr``.
+    """Open one task group of a store with ``xr.open_zarr``, after a quick check of its chunks.
 
-    Raises ``StoreError`` when the group is absent, or incomplete and ``require_complete``.
+    Raises ``StoreError`` when the group is absent, or incomplete and ``require_complete``, or
+    when a chunk file is missing or of the wrong size (naming the variable and the chunk).
     """
     path = Path(path)
     info = group_info(path, group)
     if info is None:
         raise StoreError(f"store {str(path)!r} has no group {group!r}; it has {list_groups(path)}")
+    state, damage = group_state(path, group)
+    if state == "damaged":
+        raise StoreError(
+            f"group {group!r} of store {str(path)!r} is damaged: {'; '.join(map(str, damage[:3]))}"
+            f"{f' (and {len(damage) - 3} more)' if len(damage) > 3 else ''}; `interpretome verify "
+            f"{path}` lists every bad chunk, and rerunning the job that made it recomputes them"
+        )
     if require_complete and not info.get("complete"):
         raise StoreError(
             f"group {group!r} of store {str(path)!r} is incomplete (an interrupted run): rerun the "
             f"same job to resume it, or pass require_complete=False to read the written part"
         )
     return xr.open_zarr(str(path), group=group, consolidated=False)
-
-
-def file_digest(path: str | os.PathLike, _cache: dict = {}) -> str:  # noqa: B006 - process cache
-    """Return ``sha256:<hex>`` of a file's bytes (cached per process by path, size and mtime)."""
-    st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _cache[key] = f"sha256:{h.hexdigest()}"
-    return _cache[key]
-
-
-def library_versions() -> dict[str, str]:
-    """Return the installed versions of the libraries a result depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import platform
-
-    out = {"python": platform.python_version()}
-    for name in ("interpretome", "numpy", "dask", "distributed", "xarray", "zarr", "torch", "captum",
-                 "shap", "pandas", "scikit-learn", "umap-learn", "openTSNE", "ccc-coef", "datashader"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def provenance(*, model=None, inputs: list[str | os.PathLike] | tuple = ()) -> dict:
-    """Return the provenance record for a task: versions, host, time, model spec and input digests."""
-    import platform
-
-    rec: dict[str, Any] = {"versions": library_versions(), "created": _now(), "host": platform.node()}
-    if model is not None:
-        rec["model"] = model.describe()
-    rec["inputs"] = {str(p): file_digest(p) for p in inputs if p and os.path.isfile(p)}
-    return rec
-
-
-def store_summary(path: str | os.PathLike) -> str:
-    """Return a multi-line text summary of a store: groups, variables, completeness, parameters."""
-    from .schema import REGISTRY
-
-    path = Path(path)
-    if not (path / ".zgroup").exists():
-        raise StoreError(f"{str(path)!r} is not an interpretome store (no .zgroup): check the path")
-    lines = [f"store {path}"]
-    for g in list_groups(path):
-        info = group_info(path, g) or {}
-        state = "complete" if info.get("complete") else "INCOMPLETE (rerun to resume)"
-        lines.append(f"[{g}] task={info.get('task')} {state}")
-        params = info.get("params") or {}
-        if params:
-            lines.append("  params: " + json.dumps(params, sort_keys=True)[:400])
-        model = (info.get("provenance") or {}).get("model")
-        if model:
-            lines.append(f"  model: {model.get('source')} weights {model.get('weights_sha256', '-')[:19]}")
-        ds = xr.open_zarr(str(path), group=g, consolidated=False)
-        for v in ds.data_vars:
-            doc = REGISTRY[v].doc if v in REGISTRY else ""
-            shape = "x".join(map(str, ds[v].shape))
-            lines.append(f"  {v} ({', '.join(map(str, ds[v].dims))}) {shape} {ds[v].dtype}  {doc}")
-    return "\n".join(lines)

@@ -27,8 +27,9 @@ the background mean of f, ``*_target_index`` the model output explained, and
 Targets: ``"predicted"`` (each sample's argmax; target coordinate ``["predicted"]``), ``"all"``
 (every selected target), a name, an index, or a list of them.
 
-Methods: ``integrated_gradients`` (``engine.gradients.integrated_gradients``, equal to captum's
-``IntegratedGradients``; baselines ``zero``, ``mean`` (feature mean over all samples, one lazy
+Methods (one class each in ``engine.attribution``, looked up by name or alias with
+``method_for``): ``integrated_gradients`` (equal to captum's ``IntegratedGradients``; for ``kmer``
+specs captum's ``LayerIntegratedGradients``, stored as ``layer_integrated_gradients``; baselines ``zero``, ``mean`` (feature mean over all samples, one lazy
 reduction shared by every task) or an array), ``gradient_shap`` (shap ``GradientExplainer``:
 background of ``background`` samples drawn with ``seed``, indices stored in
 ``attribution_background_index``; ``nsamples``; ``local_smoothing``), ``deep_shap`` (shap
@@ -42,160 +43,89 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..engine.attribution import IG_METHODS, METHOD_NAMES, METHODS, canonical_method, method_for
 from ..engine.blocks import merge_result, require_vars
-from ..engine.models import ModelSpec, get_runtime, load_spec
+from ..engine.heads import item_name, outputs_of
+from ..engine.runtime import get_runtime
+from ..engine.spec import ModelSpec, load_spec
+from ..errors import InputError, NonFiniteOutputError
+from ..storage.alphabet import one_hot
 from ..storage.anndata_io import CHANNEL, HEIGHT, WIDTH
-from ..storage.schema import BASE, BASES, CODE_N, FEATURE, POSITION, SAMPLE, SEQUENCE, TARGET, register, validate
+from ..storage.schema import BACKGROUND, BASE, BASES, FEATURE, POSITION, SAMPLE, SEQUENCE, TARGET, validate
+from .covariates import check_feature_names, covariate_matrix
+from .perturb import item_labels
 
-BACKGROUND = "background"
-METHODS = ("integrated_gradients", "gradient_shap", "deep_shap")
-ALIASES = {"ig": "integrated_gradients", "integrated_gradients": "integrated_gradients",
-           "gradient": "gradient_shap", "gradient_shap": "gradient_shap", "expected_gradients": "gradient_shap",
-           "deep": "deep_shap", "deep_shap": "deep_shap", "deeplift": "deep_shap"}
-IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
-
-register("attribution", (SAMPLE, FEATURE, TARGET), "f", "attribution of each input feature to each target output")
-register("image_attribution", (SAMPLE, CHANNEL, HEIGHT, WIDTH, TARGET), "f",
-         "attribution of each image pixel and channel to each target output")
-register("sequence_attribution", (SEQUENCE, POSITION, BASE, TARGET), "f",
-         "attribution of each base (at its observed one-hot channel) to each target; NaN past the sequence length")
-register("attribution_background_index", (BACKGROUND,), "i", "indices of the samples drawn as SHAP background")
-for _p, _d in (("attribution", SAMPLE), ("sequence_attribution", SEQUENCE)):
-    register(f"{_p}_delta", (_d, TARGET), "f", "sum of attributions minus (f(x) - f(reference)): completeness gap")
-    register(f"{_p}_output", (_d, TARGET), "f", "f(x): the explained model output (after the activation)")
-    register(f"{_p}_reference", (_d, TARGET), "f", "f(baseline) for IG, mean f over the background for SHAP")
-    register(f"{_p}_target_index", (_d, TARGET), "i", "index of the model output explained")
-    register(f"{_p}_predicted", (_d,), "U", "predicted class: name of the largest selected output")
+__all__ = ["IG_METHODS", "METHOD_NAMES", "METHODS", "attribute", "canonical_method"]
 
 N_EXTRA = 5  # packed columns after the attributions: delta, output, reference, target index, predicted index
 
 
-# --- model probing (graph-build time, no dask compute) ---------------------------------------------
+# --- the block functions (on the workers) -----------------------------------------------------------
 
-def _probe(spec: ModelSpec, shape: tuple[int, ...], what: str) -> int:
-    """Run the model once on zeros of ``(1, *shape)`` and return its number of outputs."""
-    import torch
+def _require_finite_packed(res: np.ndarray, p: int, spec: ModelSpec) -> None:
+    """Raise ``NonFiniteOutputError`` (batch row, explained target) for a NaN/inf in a packed block.
 
-    rt = get_runtime(spec)
-    dtype = torch.long if spec.input_kind == "kmer" else torch.float32
-    covs = [torch.zeros((1, 1), device=rt.device) for _ in spec.covariates]
-    try:
-        with torch.no_grad():
-            out = rt.model(torch.zeros((1,) + tuple(shape), dtype=dtype, device=rt.device), *covs)
-    except (RuntimeError, ValueError, IndexError) as e:
-        raise ValueError(f"the model does not accept {what} (a batch of shape {(1,) + tuple(shape)}): {e}. "
-                         f"Check that the model was trained on these inputs (same features, same order)") from e
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    n_out = 1 if out.ndim == 1 else int(out.shape[1])
-    declared = spec.targets
-    if declared is not None and len(declared) != n_out:
-        raise ValueError(f"the model returns {n_out} outputs but the spec declares {len(declared)} targets "
-                         f"{list(declared)}: fix targets=")
-    if declared is None and spec.select is None and n_out != 1:
-        raise ValueError(f"the model returns {n_out} outputs but the spec declares no targets: pass targets= "
-                         f"(the {n_out} class names)")
-    return n_out
+    ``res`` (N, P + N_EXTRA, T): attributions, delta, f(x), f(reference) are checked; the target
+    named is the model output each column explains.
+    """
+    bad = ~np.isfinite(res[:, :p + 3]).all(axis=1)  # (N, T)
+    if spec.allow_nonfinite or not bad.any():
+        return
+    r, j = np.argwhere(bad)[0]
+    vals = res[r, :p + 3, j]
+    raise NonFiniteOutputError(int(r), spec.output_name(int(res[r, p + 3, j])), str(vals[~np.isfinite(vals)][0]),
+                               what="attribution (or f(x), f(reference))")
 
-
-def resolve_targets(spec: ModelSpec, target, n_out: int) -> tuple[list[str], np.ndarray | None]:
-    """Return ``(coordinate names, output indices)``; indices None means "each sample's predicted class"."""
-    names = spec.target_names
-    sel = get_runtime(spec).target_indices(n_out)
-    if isinstance(target, str) and target == "predicted":
-        return ["predicted"], None
-    if isinstance(target, str) and target == "all":
-        return list(names), np.asarray(sel, np.int64)
-    items = list(target) if isinstance(target, (list, tuple, np.ndarray)) else [target]
-    out_names, out_idx = [], []
-    for t in items:
-        if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
-            if not 0 <= int(t) < len(names):
-                raise ValueError(f"target index {t} is outside the model's {len(names)} targets {names}: "
-                                 f"pass 0..{len(names) - 1}, a name, 'predicted' or 'all'")
-            i = int(t)
-        else:
-            if str(t) not in names:
-                raise ValueError(f"class {t!r} is not one of the model's targets {names}: pass one of them, "
-                                 f"'predicted' or 'all'")
-            i = names.index(str(t))
-        out_names.append(names[i])
-        out_idx.append(int(sel[i]))
-    return out_names, np.asarray(out_idx, np.int64)
-
-
-# --- per-worker caches --------------------------------------------------------------------------------
-
-_GRAD_MODELS: dict[str, tuple] = {}
-
-
-def _grad_parts(spec: ModelSpec):
-    """Return this process's ``(first, rest)`` gradient model parts for ``spec`` (first may be None)."""
-    from ..engine.gradients import gradient_model, split_affine
-
-    parts = _GRAD_MODELS.get(spec.token)
-    if parts is None:
-        g = gradient_model(get_runtime(spec).model)
-        split = split_affine(g)
-        parts = _GRAD_MODELS[spec.token] = split if split is not None else (None, g)
-    return parts
-
-
-# --- the block function ---------------------------------------------------------------------------
 
 def _explain(x, index, baseline, background, *, spec, method, targets, params, covs=None):
-    """Return ``(N, P + N_EXTRA, T)`` float32 for model-space inputs ``x`` (numpy ``(N, *shape)``).
+    """Return ``(N, P + N_EXTRA, T)`` float32: the attributions flattened, then the extras, per target.
 
-    ``covs`` ``(N, C)``: per-sample covariates, passed to the model as C ``(N, 1)`` tensors after the input.
+    ``x``: model-space inputs ``(N, *shape)`` (numpy), or base codes ``(S, L)`` for a ``kmer``
+    spec, whose per-token scores are spread over the bases (``_spread_tokens``; P = 4 L).
+    ``method`` is the canonical name of an ``engine.attribution`` class. ``covs`` ``(N, C)``:
+    per-sample covariates, passed to the model as C ``(N, 1)`` tensors after the input.
     """
     import torch
 
-    from ..engine import gradients as G
-
     rt = get_runtime(spec)
-    dev = rt.device
-    act = spec.activation
-    model = rt.model
+    explainer = method_for(method, spec.input_kind)(rt, **params)
+    kmer = spec.input_kind == "kmer"
+    xt = rt.encode(x) if kmer else torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(rt.device)
+    extra = () if covs is None else tuple(
+        torch.from_numpy(np.ascontiguousarray(covs[:, j:j + 1], np.float32)).to(rt.device) for j in range(covs.shape[1]))
     n = x.shape[0]
-    p = int(np.prod(x.shape[1:]))
-    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(dev)
-    extra = () if covs is None else tuple(torch.from_numpy(np.ascontiguousarray(covs[:, j:j + 1], np.float32)).to(dev)
-                                          for j in range(covs.shape[1]))
-    sel = rt.target_indices(params["n_out"])
-    with torch.no_grad():
-        out0 = G.activate(model(xt, *extra), act)
-    pred = sel[out0[:, torch.as_tensor(sel, device=dev)].argmax(1).cpu().numpy()]
+    p = 4 * x.shape[1] if kmer else int(np.prod(x.shape[1:]))
+    sel = rt.output.target_indices(params["n_out"])
+    out0 = explainer.outputs(xt, extra)
+    rt.output.require_finite_selected(out0, sel)
+    pred = sel[out0[:, torch.as_tensor(sel, device=out0.device)].argmax(1).cpu().numpy()]
     n_t = 1 if targets is None else len(targets)
     res = np.zeros((n, p + N_EXTRA, n_t), np.float32)
     for j in range(n_t):
         tgt = pred if targets is None else np.full(n, targets[j], np.int64)
-        if method == "integrated_gradients":
-            first, rest = _grad_parts(spec)
-            base = torch.from_numpy(np.asarray(baseline, np.float32)).to(dev)
-            attr, delta, fx, fb = G.integrated_gradients(
-                G.Head(rest, act), xt, base, tgt, n_steps=params["n_steps"], method=params["ig_method"],
-                batch_size=params["batch_size"], first=first, extra=extra)
-            attr, delta, fx, fb = (t.cpu().numpy() for t in (attr, delta, fx, fb))
-        else:
-            bg = torch.from_numpy(np.ascontiguousarray(background, np.float32)).to(dev)
-            with torch.no_grad():
-                fb_all = G.activate(model(bg), act).mean(0).cpu().numpy()
-            if method == "gradient_shap":
-                attr = G.shap_gradient(model, xt, bg, tgt, index, activation=act, nsamples=params["nsamples"],
-                                       local_smoothing=params["local_smoothing"], seed=params["seed"],
-                                       batch_size=params["batch_size"])
-            else:
-                attr = G.shap_deep(model, xt, bg, tgt, activation=act)
-            fx = out0.cpu().numpy()[np.arange(n), tgt]
-            fb = fb_all[tgt]
-            delta = attr.reshape(n, -1).sum(1) - (fx - fb)
+        a = explainer.attribute(xt, tgt, baseline=baseline, background=background, index=index, out=out0,
+                                extra=extra)
+        attr = _spread_tokens(x, a.attribution, spec.kmer) if kmer else a.attribution
         res[:, :p, j] = attr.reshape(n, p)
-        res[:, p, j] = delta
-        res[:, p + 1, j] = fx
-        res[:, p + 2, j] = fb
+        res[:, p, j] = a.delta
+        res[:, p + 1, j] = a.fx
+        res[:, p + 2, j] = a.fb
         res[:, p + 3, j] = tgt
         res[:, p + 4, j] = pred
+    _require_finite_packed(res, p, spec)
     return res
+
+
+def _spread_tokens(codes, scores, tok) -> np.ndarray:
+    """Return ``(S, 4, L)``: each token's score spread evenly over its k bases, at the observed base's channel."""
+    s, length = codes.shape
+    starts = tok.token_starts(length)
+    off = 1 if tok.bos is not None else 0
+    scores = scores[:, off:off + len(starts)]  # (S, T_tokens)
+    per_base = np.zeros((s, length), np.float32)
+    for kk in range(tok.k):
+        np.add.at(per_base, (slice(None), starts + kk), scores / tok.k)
+    return one_hot(codes) * per_base[:, None, :]
 
 
 def _check_finite(x, index, what):
@@ -206,124 +136,29 @@ def _check_finite(x, index, what):
                          f"those samples before attributing")
 
 
-def _dense_block(x, index, covs, baseline, background, *, spec, method, targets, params):
+def _dense_block(x, index, names, covs, baseline, background, *, spec, method, targets, params):
     _check_finite(x, index, "input values")
-    return _explain(x, index, baseline, background, spec=spec, method=method, targets=targets, params=params,
-                    covs=covs)
+    with outputs_of(lambda r: item_name("sample", names[r], index[r])):
+        return _explain(x, index, baseline, background, spec=spec, method=method, targets=targets, params=params,
+                        covs=covs)
 
 
-def covariate_matrix(spec: ModelSpec, ds: xr.Dataset, sample_dim: str = SAMPLE) -> np.ndarray | None:
-    """Return the spec's per-sample covariates ``(N, C)`` float32 from ``ds``'s obs coordinates, or None.
-
-    Columns are taken by name (``spec.covariates``); a column with ``spec.covariate_categories``
-    becomes the code of each value in that list, any other must be numeric.
-    """
-    if not spec.covariates:
-        return None
-    cols = []
-    have = [c for c in ds.coords if ds[c].dims == (sample_dim,) and c != sample_dim]
-    for name in spec.covariates:
-        if name not in have:
-            raise ValueError(f"the model takes covariate {name!r} per sample but the input has no such obs column "
-                             f"(it has {have}): add it to the AnnData's obs")
-        values = np.asarray(ds[name].values)
-        cats = spec.covariate_categories.get(name)
-        if cats is not None:
-            lut = {str(c): i for i, c in enumerate(cats)}
-            bad = sorted({str(v) for v in values} - set(lut))
-            if bad:
-                raise ValueError(f"covariate {name!r} has values {bad[:5]} the model was not trained with (it knows "
-                                 f"{list(cats)[:10]}): map them to known categories or drop those samples")
-            cols.append(np.array([lut[str(v)] for v in values], np.float32))
-        elif values.dtype.kind in "fiub":
-            cols.append(values.astype(np.float32))
-        else:
-            raise ValueError(f"covariate {name!r} is not numeric ({values.dtype}): declare its categories in the "
-                             f"spec (covariate_categories={{{name!r}: [...]}})")
-    return np.stack(cols, axis=1)
-
-
-def check_feature_names(spec: ModelSpec, ds: xr.Dataset) -> None:
-    """Raise ``ValueError`` when the spec declares ``feature_names`` and the input's features differ."""
-    if spec.feature_names is None or FEATURE not in ds.coords:
-        return
-    got = [str(v) for v in ds[FEATURE].values]
-    want = list(spec.feature_names)
-    if got != want:
-        missing = [g for g in want if g not in set(got)][:5]
-        extra = [g for g in got if g not in set(want)][:5]
-        first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        raise ValueError(f"the input's {len(got)} features differ from the model's {len(want)} saved var_names "
-                         f"(first difference at column {first}; missing {missing}, unknown {extra}): subset and "
-                         f"order the AnnData as the model's genes (adata[:, var_names])")
-
-
-def _onehot(codes: np.ndarray) -> np.ndarray:
-    lut = np.eye(CODE_N + 1, 4, dtype=np.float32)
-    return lut[codes].transpose(0, 2, 1).copy()
-
-
-def _dna_block(codes, lengths, index, baseline, background, *, spec, method, targets, params):
+def _dna_block(codes, lengths, index, names, baseline, background, *, spec, method, targets, params):
     """Return ``(S, L*4 + N_EXTRA, T)``: attributions as (position, base) flattened, then the extras."""
     s, length = codes.shape
-    if spec.input_kind == "kmer":
-        packed = _kmer_block(codes, spec=spec, targets=targets, params=params)
-    else:
-        bg = None if background is None else _onehot(background)
-        packed = _explain(_onehot(codes), index, baseline, bg, spec=spec, method=method, targets=targets,
-                          params=params)
+    with outputs_of(lambda r: item_name("sequence", names[r], index[r])):
+        if spec.input_kind == "kmer":
+            packed = _explain(codes, index, None, None, spec=spec, method=method, targets=targets, params=params)
+        else:
+            bg = None if background is None else one_hot(background)
+            packed = _explain(one_hot(codes), index, baseline, bg, spec=spec, method=method, targets=targets,
+                              params=params)
     n_t = packed.shape[2]
     attr = packed[:, :4 * length].reshape(s, 4, length, n_t).transpose(0, 2, 1, 3)  # (S, L, 4, T)
     past = np.arange(length)[None, :] >= np.asarray(lengths)[:, None]
     attr = attr.copy()
     attr[past] = np.nan
     return np.concatenate([attr.reshape(s, length * 4, n_t), packed[:, 4 * length:]], axis=1)
-
-
-def _kmer_block(codes, *, spec, targets, params):
-    """Layer IG at the embedding of a k-mer token model; scores spread back to bases (see module doc)."""
-    import torch
-
-    from ..engine import gradients as G
-
-    rt = get_runtime(spec)
-    tok = spec.kmer
-    s, length = codes.shape
-    ids = rt.encode(codes)
-    pad_id = tok.vocab.index(params["pad_token"])
-    base_ids = torch.full_like(ids, pad_id)
-    if tok.bos is not None:
-        base_ids[:, 0] = ids[:, 0]
-    sel = rt.target_indices(params["n_out"])
-    with torch.no_grad():
-        out0 = G.activate(rt.model(ids), spec.activation)
-    pred = sel[out0[:, torch.as_tensor(sel)].argmax(1).cpu().numpy()]
-    layer = G.find_embedding(rt.model, params.get("layer"))
-    starts = tok.token_starts(length)
-    off = 1 if tok.bos is not None else 0
-    n_t = 1 if targets is None else len(targets)
-    res = np.zeros((s, 4 * length + N_EXTRA, n_t), np.float32)
-    f = G.Head(rt.model, spec.activation)
-    for j in range(n_t):
-        tgt = pred if targets is None else np.full(s, targets[j], np.int64)
-        scores, delta = G.layer_integrated_gradients(f, layer, ids, base_ids, tgt, n_steps=params["n_steps"],
-                                                     method=params["ig_method"], batch_size=params["batch_size"])
-        scores = scores.cpu().numpy()[:, off:off + len(starts)]  # (S, T_tokens)
-        per_base = np.zeros((s, length), np.float32)
-        for kk in range(tok.k):
-            np.add.at(per_base, (slice(None), starts + kk), scores / tok.k)
-        onehot = _onehot(codes)  # (S, 4, L): the observed base's channel
-        attr = onehot * per_base[:, None, :]
-        with torch.no_grad():
-            fx = out0.cpu().numpy()[np.arange(s), tgt]
-            fb = G.activate(rt.model(base_ids), spec.activation).cpu().numpy()[np.arange(s), tgt]
-        res[:, :4 * length, j] = attr.reshape(s, -1)
-        res[:, 4 * length, j] = delta.cpu().numpy()
-        res[:, 4 * length + 1, j] = fx
-        res[:, 4 * length + 2, j] = fb
-        res[:, 4 * length + 3, j] = tgt
-        res[:, 4 * length + 4, j] = pred
-    return res
 
 
 # --- the task ---------------------------------------------------------------------------------------
@@ -364,24 +199,20 @@ def attribute(
     the inputs.
     """
     spec = load_spec(model)
-    if str(method) not in ALIASES:
-        raise ValueError(f"method {method!r} is not one of {METHODS} (or ig, gradient, deep)")
-    method = ALIASES[str(method)]
+    kind = spec.input_kind
+    cls = method_for(method, kind)  # aliases resolved: the graph and the stored attrs name the class
+    method = cls.name
     if ig_method not in IG_METHODS:
         raise ValueError(f"ig_method {ig_method!r} is not one of {IG_METHODS}")
     if int(n_steps) < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    kind = spec.input_kind
-    if kind == "kmer" and method != "integrated_gradients":
-        raise ValueError(f"k-mer token models are attributed with layer Integrated Gradients at the embedding; "
-                         f"method {method!r} needs a differentiable input: use method='integrated_gradients'")
     default_rows = max(int(spec.batch_size), 2048) if kind == "dense" else int(spec.batch_size)
     params = dict(n_steps=int(n_steps), ig_method=ig_method, batch_size=int(internal_batch_size or default_rows),
                   nsamples=int(nsamples), local_smoothing=float(local_smoothing), seed=int(seed), layer=layer,
                   pad_token=pad_token)
 
     if spec.covariates and method != "integrated_gradients":
-        raise ValueError(f"the model takes per-sample covariates {list(spec.covariates)}; they are supported with "
+        raise InputError(f"the model takes per-sample covariates {list(spec.covariates)}; they are supported with "
                          f"method='integrated_gradients', not {method!r}")
     if kind in ("dense", "image"):
         var = "features" if kind == "dense" else "image"
@@ -401,10 +232,11 @@ def attribute(
         shape = (length,) if kind == "kmer" else (4, length)
         what = f"DNA of {length} bp as {kind}"
         sample_dim = SEQUENCE
-    n_out = _probe(spec, tuple(spec.kmer.encode(np.zeros((1, shape[0]), np.uint8)).shape[1:]) if kind == "kmer"
-                   else shape, what)
+    rt = get_runtime(spec)
+    n_out = rt.probe_shape(spec.kmer.encode(np.zeros((1, shape[0]), np.uint8)).shape[1:] if kind == "kmer"
+                           else shape, what)
     params["n_out"] = n_out
-    names, idx = resolve_targets(spec, target, n_out)
+    names, idx = rt.output.resolve(target, n_out)
     n = x.shape[0]
     if sample_chunk:
         x = x.rechunk((int(sample_chunk),) + (-1,) * (x.ndim - 1))
@@ -414,14 +246,14 @@ def attribute(
 
     # baseline in model space (IG) and background in input space (SHAP): one graph key each
     base_arr = bg_arr = bg_index = None
-    if kind != "kmer" and method == "integrated_gradients":
+    if cls.uses_baseline:
         model_shape = shape
         if isinstance(baseline, str):
             if baseline == "zero":
                 base_arr = _single_chunk(np.zeros((1,) + model_shape, np.float32))
             elif baseline == "mean":
                 if kind == "onehot":
-                    onehot = da.stack([(x == b) for b in range(4)], axis=1).astype(np.float32)
+                    onehot = da.stack([(x == b) for b in range(len(BASES))], axis=1).astype(np.float32)
                     base_arr = _single_chunk(onehot.mean(axis=0, keepdims=True))
                 else:
                     base_arr = _single_chunk(x.astype(np.float32).mean(axis=0, keepdims=True))
@@ -435,7 +267,7 @@ def attribute(
                 raise ValueError(f"baseline of shape {b.shape} does not match one sample's model input {model_shape}: "
                                  f"pass an array of shape {model_shape}")
             base_arr = _single_chunk(b[None])
-    if method in ("gradient_shap", "deep_shap"):
+    if cls.uses_background:
         m = min(int(background), n)
         if m < 1:
             raise ValueError(f"background must be >= 1 sample, got {background}")
@@ -445,9 +277,10 @@ def attribute(
     letters = "abcdefgh"
     nd = x.ndim - 1
     args = []
+    names_arr = item_labels(ds, sample_dim, x.chunks[0])
     if kind in ("dense", "image"):
         fn = _dense_block
-        args += [x, "s" + letters[:nd], index, "s"]
+        args += [x, "s" + letters[:nd], index, "s", names_arr, "s"]
         check_feature_names(spec, ds)
         covs = covariate_matrix(spec, ds, sample_dim)
         args += [None, None] if covs is None else [da.from_array(covs, chunks=(x.chunks[0], -1)), "sw"]
@@ -456,7 +289,7 @@ def attribute(
         fn = _dna_block
         lengths = ds["sequence_length"].data
         lengths = lengths if isinstance(lengths, da.Array) else da.from_array(np.asarray(lengths))
-        args += [x, "sa", lengths.rechunk((x.chunks[0],)), "s", index, "s"]
+        args += [x, "sa", lengths.rechunk((x.chunks[0],)), "s", index, "s", names_arr, "s"]
         p = 4 * x.shape[1]
     for arr, tag in ((base_arr, "u"), (bg_arr, "v")):
         if arr is None:
@@ -469,7 +302,7 @@ def attribute(
                           targets=None if idx is None else tuple(int(i) for i in idx), params=params)
     prefix = "attribution" if kind in ("dense", "image") else "sequence_attribution"
     sel_names = np.asarray(spec.target_names)
-    sel_idx = get_runtime(spec).target_indices(n_out)
+    sel_idx = rt.output.target_indices(n_out)
     lut = np.full(max(int(sel_idx.max()) + 1, n_out), "", dtype=sel_names.dtype)
     lut[sel_idx] = sel_names
     pred_idx = packed[:, p + 4, 0].astype(np.int64)

@@ -15,9 +15,9 @@ How it is computed here
 2. **Tiles of pairs.** The (feature x feature) result is tiled by feature blocks; each upper
    tile (I <= J) is one task that receives the two prepared blocks, so a feature's partitions
    are computed once and reused by every pair; lower tiles are transposes of upper ones.
-3. **Kernel.** For a pair (i, j) a numba kernel walks the samples in i's sorted order once,
-   counting j's cluster labels of all partitions (K increments per sample, not K x K), and
-   snapshots the counts at i's cluster boundaries. The contingency table of partition a of i
+3. **Kernel** (``tasks.ccc_numba_fns``, apart from this graph code). For a pair (i, j) a numba
+   kernel walks the samples in i's sorted order once, counting j's cluster labels of all
+   partitions (K increments per sample, not K x K), and snapshots the counts at i's cluster boundaries. The contingency table of partition a of i
    against partition b of j is a difference of two snapshots, which gives sum(n_cl^2); the ARI
    is then ccc-coef's formula (its ``get_pair_confusion_matrix`` + ``adjusted_rand_index``)
    evaluated in int64 — exact, hence bit-identical, while n_samples <= 60,000 (every integer
@@ -40,29 +40,14 @@ import math
 import dask.array as da
 import numpy as np
 import xarray as xr
-from numba import njit
 
 from ..engine import rng
 from ..engine.blocks import merge_result, require_vars
-from ..storage.schema import FEATURE, SAMPLE, register, validate
+from ..storage.schema import FEATURE, FEATURE_I, FEATURE_J, PAIR, SAMPLE, validate
+from .ccc_numba_fns import tile_kernel
 
-FEATURE_I = "feature_i"
-FEATURE_J = "feature_j"
-PAIR = "pair"
 EXACT_MAX_SAMPLES = 60_000
 """Up to this many samples the ARI is computed in exact int64 arithmetic (bit-identical to ccc-coef)."""
-
-register("feature_value", (FEATURE, SAMPLE), "fiu",
-         "a (feature, sample) matrix of numeric values (genes x cells, coefficients x models ...)")
-register("ccc_matrix", (FEATURE_I, FEATURE_J), "f",
-         "Clustermatch correlation coefficient of every feature pair (square, symmetric; 1 on the "
-         "diagonal; NaN for constant features)")
-register("ccc_matrix_pvalue", (FEATURE_I, FEATURE_J), "f",
-         "permutation p-value of ccc_matrix ((#perm >= observed + 1) / (n_perms + 1)); NaN on the diagonal")
-register("ccc_pair", (PAIR,), "f",
-         "Clustermatch correlation coefficient in condensed form: pairs (i, j), i < j, row by row "
-         "(the order of ccc-coef's and scipy's condensed arrays); feature_i/feature_j name them")
-register("ccc_pair_pvalue", (PAIR,), "f", "permutation p-value of ccc_pair")
 
 
 # --- partitions ---------------------------------------------------------------------------------
@@ -168,113 +153,7 @@ def prepare(x: np.ndarray, ks: np.ndarray, names=None, offset: int = 0) -> dict:
             "valid": valid, "ok": ok, "nlab": nlab, "n": n}
 
 
-# --- kernel -------------------------------------------------------------------------------------
-
-@njit(cache=True, nogil=True)
-def _ari(ss, sqa, sqb, n, exact):
-    """ccc-coef's ARI from sum(n_cl^2), the squared cluster-size sums of both partitions and n."""
-    if exact:
-        tp = ss - n
-        fp = sqb - ss
-        fn = sqa - ss
-        tn = n * n - fp - fn - ss
-        if fn == 0 and fp == 0:
-            return 1.0
-        num = tp * tn - fn * fp
-        den = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
-        return (2.0 * np.float64(num)) / np.float64(den)
-    ssf = np.float64(ss)
-    nf = np.float64(n)
-    tpf = ssf - nf
-    fpf = np.float64(sqb) - ssf
-    fnf = np.float64(sqa) - ssf
-    tnf = nf * nf - fpf - fnf - ssf
-    if fnf == 0.0 and fpf == 0.0:
-        return 1.0
-    return 2.0 * (tpf * tnf - fnf * fpf) / ((tpf + fnf) * (fnf + tnf) + (tpf + fpf) * (fpf + tnf))
-
-
-@njit(cache=True, nogil=True)
-def _pair(oi, bi, segi, nsegi, sqi, vali, labj, sqj, valj, nlabj, perm, use_perm, cum, snap, n, exact):
-    """CCC of feature i (sorted order ``oi``, boundaries ``bi``) vs feature j (labels ``labj``)."""
-    k = labj.shape[1]
-    cum[:, :] = 0
-    m = 0
-    nb = bi.shape[0]
-    for t in range(n):
-        while m < nb and bi[m] == t:
-            snap[m, :, :] = cum
-            m += 1
-        obj = oi[t]
-        if use_perm:
-            obj = perm[obj]
-        for b in range(k):
-            if valj[b]:
-                cum[b, labj[obj, b]] += 1
-    while m < nb and bi[m] == n:
-        snap[m, :, :] = cum
-        m += 1
-    best = 0.0
-    for a in range(k):
-        if not vali[a]:
-            continue
-        for b in range(k):
-            if not valj[b]:
-                continue
-            ss = np.int64(0)
-            nl = nlabj[b]
-            for s in range(nsegi[a] - 1):
-                s0 = segi[a, s]
-                s1 = segi[a, s + 1]
-                for lab in range(nl):
-                    d = np.int64(snap[s1, b, lab] - snap[s0, b, lab])
-                    ss += d * d
-            v = _ari(ss, sqi[a], sqj[b], np.int64(n), exact)
-            if v > best:
-                best = v
-    return best
-
-
-@njit(cache=True, nogil=True)
-def _tile_kernel(order_i, bounds_i, seg_i, nseg_i, sq_i, valid_i, ok_i,
-                 labels_j, sq_j, valid_j, ok_j, nlab_j, diag, perms, exact):
-    """Return (2, Fi, Fj) float64: the CCC of each pair of the tile and how many permutations reach it."""
-    fi = order_i.shape[0]
-    fj = labels_j.shape[0]
-    n = order_i.shape[1]
-    k = labels_j.shape[2]
-    lmax = 1
-    for j in range(fj):
-        for b in range(k):
-            if nlab_j[j, b] > lmax:
-                lmax = nlab_j[j, b]
-    np_ = perms.shape[0]
-    out = np.full((2, fi, fj), np.nan)
-    cum = np.zeros((k, lmax), np.int32)
-    snap = np.zeros((bounds_i.shape[1], k, lmax), np.int32)
-    dummy = np.zeros(1, np.int64)
-    for i in range(fi):
-        if not ok_i[i]:
-            continue
-        nb = 0
-        while nb < bounds_i.shape[1] and bounds_i[i, nb] >= 0:
-            nb += 1
-        bi = bounds_i[i, :nb]
-        j0 = i + 1 if diag else 0
-        for j in range(j0, fj):
-            if not ok_j[j]:
-                continue
-            obs = _pair(order_i[i], bi, seg_i[i], nseg_i[i], sq_i[i], valid_i[i], labels_j[j],
-                        sq_j[j], valid_j[j], nlab_j[j], dummy, False, cum, snap, n, exact)
-            out[0, i, j] = obs
-            hits = 0
-            for p in range(np_):
-                if _pair(order_i[i], bi, seg_i[i], nseg_i[i], sq_i[i], valid_i[i], labels_j[j],
-                         sq_j[j], valid_j[j], nlab_j[j], perms[p], True, cum, snap, n, exact) >= obs:
-                    hits += 1
-            out[1, i, j] = hits
-    return out
-
+# --- tiles of pairs (kernels in ccc_numba_fns) ---------------------------------------------------
 
 def tile(pi: dict, pj: dict, diag: bool, perms: np.ndarray) -> np.ndarray:
     """Return ``(2, Fi, Fj)`` float64 [ccc, p-value] for prepared blocks ``pi`` x ``pj``.
@@ -284,7 +163,7 @@ def tile(pi: dict, pj: dict, diag: bool, perms: np.ndarray) -> np.ndarray:
     1 (NaN for constant features; p-value NaN).
     """
     exact = pi["n"] <= EXACT_MAX_SAMPLES
-    raw = _tile_kernel(pi["order"], pi["bounds"], pi["seg"], pi["nseg"], pi["sq"], pi["valid"], pi["ok"],
+    raw = tile_kernel(pi["order"], pi["bounds"], pi["seg"], pi["nseg"], pi["sq"], pi["valid"], pi["ok"],
                        pj["labels"], pj["sq"], pj["valid"], pj["ok"], pj["nlab"], bool(diag),
                        np.ascontiguousarray(perms, dtype=np.int64), exact)
     val = raw[0]

@@ -24,18 +24,10 @@ import pandas as pd
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
-from ..storage.schema import CLASS, FEATURE, METRIC, MODEL, register, validate
+from ..storage.schema import CLASS, COMPARISON, FEATURE, METRIC, MODEL, require, validate
 from .ccc import ccc_values
 
-COMPARISON = "comparison"
 METRICS = ("pearson", "spearman", "ccc")
-
-register("coefficient_correlation", (COMPARISON, CLASS, METRIC), "f",
-         "per class, the correlation over features between the multi-class and the one-vs-rest binary model's "
-         "coefficients: pearson, spearman, ccc")
-register("coefficient_correlation_pvalue", (COMPARISON, CLASS, METRIC), "f",
-         "p-value of coefficient_correlation: pearson and spearman two-sided (scipy), ccc by seeded permutations "
-         "(NaN when n_perms is 0)")
 
 
 def correlations(x: np.ndarray, y: np.ndarray, *, n_perms: int = 0, seed: int = 0) -> np.ndarray:
@@ -118,21 +110,22 @@ def comparison_pairs(ds: xr.Dataset, multiclass: str = "multiclass", binary: str
 
 
 def compare_coefficients(ds: xr.Dataset, *, n_perms: int = 0, seed: int = 0, multiclass: str = "multiclass",
-                         binary: str = "ovr", merge: bool = True) -> xr.Dataset:
+                         binary: str = "ovr", var: str = "coefficient", merge: bool = True) -> xr.Dataset:
     """Return the lazy per-class multi-class vs one-vs-rest correlations (see the module doc).
 
-    Input: ``coefficient`` (model, class, feature) with ``model_name``, ``feature_set``,
+    Input: ``ds[var]`` (a ``coefficient``: (model, class, feature)) with ``model_name``, ``feature_set``,
     ``model_kind``, ``class_present`` and ``feature_present`` coordinates (``storage.coef_io``).
     Output: ``coefficient_correlation`` and ``coefficient_correlation_pvalue`` (comparison, class,
     metric). One task per comparison; nothing is computed.
     """
-    require_vars(ds, ("coefficient", "model_name", "feature_set", "model_kind", "class_present", "feature_present"),
-                 "interpretome.storage.coef_io.read_coefficients / combine_coefficients")
+    producer = "interpretome.storage.coef_io.read_coefficients / combine_coefficients"
+    require_vars(ds, (var, "model_name", "feature_set", "model_kind", "class_present", "feature_present"), producer)
+    require(ds, var, "coefficient", producer)
     n_perms = int(n_perms)
     if n_perms < 0:
         raise ValueError(f"n_perms must be >= 0, got {n_perms}")
     pairs = comparison_pairs(ds, multiclass, binary)
-    coef = ds["coefficient"].data
+    coef = ds[var].data
     coef = coef if isinstance(coef, da.Array) else da.from_array(np.asarray(coef), chunks=-1)
     n_cls = ds.sizes[CLASS]
     blocks = []

@@ -17,7 +17,8 @@ How it runs (nothing is computed here; the graph is returned):
 
 numba (umap-learn, pynndescent) compiles on first use; compiled code is cached on disk under
 ``<cache_dir>/numba`` (``NUMBA_CACHE_DIR``) for every jitted function of umap and pynndescent,
-including the functions umap jits at call time, so a second process does not recompile.
+including the functions umap jits at call time, so a second process does not recompile (the
+cache and GPU detection are process tuning: ``engine.process``).
 
 Backends: ``backend="cpu" | "gpu" | "auto"``; ``resolve_backend`` decides (``"auto"`` picks the
 GPU when cuML and a CUDA device are present *on the worker that fits*). cuML's t-SNE has no
@@ -28,8 +29,6 @@ error with ``backend="gpu"``.
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,101 +39,15 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
-from ..storage.readers import cache_dir
-from ..storage.schema import CLASS, COMPONENT, FEATURE, ITEM, register, validate
+from ..engine.process import gpu_available, numba_cache
+from ..storage.embedding_io import check_finite_rows
+from ..storage.schema import CLASS, COMPONENT, FEATURE, ITEM, validate
 
 METHODS = ("umap", "tsne", "pca")
 BACKENDS = ("auto", "cpu", "gpu")
 
-register("item_vector", (ITEM, FEATURE), "f", "the vector of each item that is embedded (k-mer, cell, patch ...)")
-register("item_label", (ITEM,), "UOiub", "categorical label of each item (cell type, annotation ...)")
-register("item_batch", (ITEM,), "UOiub", "batch (or donor, slide ...) of each item")
-register("item_annotation", (ITEM, CLASS), "f", "annotation scores per item and class (e.g. area fractions)")
-register("item_keep", (ITEM,), "b", "True for items kept by a filter (e.g. the background-annotation filter)")
-register("item_argmax", (ITEM,), "UO", "name of the annotation class with the largest score of each item")
-register("embedding_fitted", (ITEM,), "b", "True for the items the reducer was fitted on (seeded subsample); "
-         "the others were placed with the fitted reducer's transform")
-for _m in METHODS:
-    register(f"embedding_{_m}", (ITEM, COMPONENT), "f", f"{_m.upper()} coordinates of each item")
-
-
-# --- numba cache ---------------------------------------------------------------------------------
-
-_NUMBA_LOCK = threading.RLock()
-_CACHED_MODULES: set[str] = set()
-
-
-def numba_cache_dir() -> str:
-    """Return (and create) the directory where numba caches compiled code (``NUMBA_CACHE_DIR``)."""
-    d = os.environ.get("NUMBA_CACHE_DIR") or str(cache_dir() / "numba")
-    os.makedirs(d, exist_ok=True)
-    os.environ["NUMBA_CACHE_DIR"] = d
-    return d
-
-
-def _enable_module_caching(prefixes=("umap", "pynndescent")) -> int:
-    """Turn on disk caching for every module-level numba dispatcher of ``prefixes``; return how many."""
-    import sys
-
-    from numba.core.registry import CPUDispatcher
-
-    n = 0
-    for name in list(sys.modules):
-        if not name.startswith(prefixes) or name in _CACHED_MODULES:
-            continue
-        _CACHED_MODULES.add(name)
-        for obj in list(vars(sys.modules[name]).values()):
-            if isinstance(obj, CPUDispatcher) and type(obj._cache).__name__ == "NullCache":
-                with contextlib.suppress(Exception):  # functions numba cannot cache stay uncached
-                    obj.enable_caching()
-                    n += 1
-    return n
-
-
-@contextlib.contextmanager
-def numba_cache():
-    """Context in which numba caches compiled code on disk, including functions jitted at call time.
-
-    umap-learn jits some functions inside its calls (``numba.njit(f, ...)`` in ``optimize_layout_*``)
-    and most of its module functions without ``cache=True``; inside this context those get
-    ``cache=True`` so a second process loads them instead of compiling (~15 s -> ~1 s here).
-    """
-    import numba
-    import numba.core.config
-
-    numba.core.config.CACHE_DIR = numba_cache_dir()
-    with _NUMBA_LOCK:
-        original = numba.njit
-
-        def njit(*args, **kwargs):
-            kwargs.setdefault("cache", True)
-            return original(*args, **kwargs)
-
-        numba.njit = njit
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=UserWarning)
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                import umap  # noqa: F401  (imports pynndescent too)
-                import umap.layouts  # noqa: F401
-                _enable_module_caching()
-                yield
-        finally:
-            numba.njit = original
-
 
 # --- backends ------------------------------------------------------------------------------------
-
-def gpu_available() -> bool:
-    """Return True when cuML imports and CUDA reports at least one device in this process."""
-    try:
-        import cuml  # noqa: F401
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
 
 def resolve_backend(backend: str = "auto", method: str = "umap", subsample: bool = False) -> str:
     """Return ``"cpu"`` or ``"gpu"`` for ``backend`` (``auto``, ``cpu`` or ``gpu``).
@@ -209,16 +122,6 @@ class Fitted:
     info: dict = field(default_factory=dict)
 
 
-def _check_finite(x: np.ndarray, index: np.ndarray) -> None:
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        rows = index[bad]
-        raise ValueError(
-            f"item_vector has NaN or infinite values in {int(bad.sum())} rows (item indices "
-            f"{rows[:5].tolist()}{' ...' if rows.size > 5 else ''}): drop those items (e.g. "
-            f"ds.isel(item=np.isfinite(x).all(1))) or fill them before embedding")
-
-
 def _jit_context(method: str, backend: str):
     """``numba_cache()`` for umap-learn on the CPU (the only numba user); a no-op context otherwise."""
     return numba_cache() if method == "umap" and backend == "cpu" else contextlib.nullcontext()
@@ -228,7 +131,7 @@ def _fit(x: np.ndarray, index: np.ndarray, *, method: str, backend: str, n_compo
          params: dict, subsample: bool) -> Fitted:
     """Fit the reducer on rows ``x`` (m, feature) with global indices ``index``; return ``Fitted``."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    _check_finite(x, index)
+    check_finite_rows(x, index)
     resolved = resolve_backend(backend, method, subsample)
     model = make_reducer(method, resolved, n_components, seed, params)
     with _jit_context(method, resolved), warnings.catch_warnings():
@@ -255,7 +158,7 @@ def _place_block(x: np.ndarray, index: np.ndarray, fitted: Fitted) -> np.ndarray
     out[is_fit] = fitted.embedding[pos[is_fit]]
     rest = ~is_fit
     if rest.any():
-        _check_finite(x[rest], index[rest])
+        check_finite_rows(x[rest], index[rest])
         out[rest] = _transform(fitted, x[rest])
     return out
 
@@ -316,7 +219,7 @@ def embed(
         raise ValueError(f"fit_size={fit_size} is too small to fit a reducer: give at least 3 (or None for all "
                          f"{n} items)")
     if not isinstance(arr.data, da.Array):
-        _check_finite(np.asarray(arr.values), np.arange(n))
+        check_finite_rows(np.asarray(arr.values), np.arange(n), arr[ITEM].values if ITEM in arr.coords else None)
     idx = fit_indices(n, fit_size, seed)
     subsample = idx.size < n
     if backend == "gpu" and method == "tsne" and subsample:

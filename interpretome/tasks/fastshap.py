@@ -16,7 +16,7 @@ Two small networks are trained on one worker, inside the task graph (one graph n
    constraint). Both networks train with Adam from ``seed``, with early stopping on a validation
    split (the best epoch's weights are kept).
 
-Before it is trusted the explainer is **validated** on ``n_validate`` held-out samples (never
+Before it is trusted the explainer is **validated** (``tasks.shapley_reference``) on ``n_validate`` held-out samples (never
 seen in training) against a reference for the same game: exact Shapley values (2^F surrogate
 calls) when F <= ``EXACT_MAX``, otherwise a seeded antithetic **permutation-sampling** estimate
 (``permutation_shapley``) whose number of permutations is doubled until its own standard error is
@@ -51,19 +51,17 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
-from ..engine.models import ModelSpec, get_runtime, load_spec
-from ..storage.schema import FEATURE, METRIC, SAMPLE, TARGET, register, validate
+from ..engine.heads import activate, item_name, outputs_of, require_finite
+from ..engine.runtime import get_runtime
+from ..engine.spec import ModelSpec, load_spec
+from ..storage.schema import FEATURE, METRIC, SAMPLE, TARGET, validate
+from .shapley_reference import EXACT_MAX, Game, exact_shapley, fidelity_figures, permutation_shapley, reference_shapley
 
-EXACT_MAX = 12
-"""Up to this many features the reference Shapley values are enumerated exactly."""
+__all__ = ["EXACT_MAX", "METRICS", "Game", "exact_shapley", "explain_with", "fastshap", "fidelity_figures",
+           "load_fastshap", "permutation_shapley", "reference_shapley", "train_fastshap", "validate_fastshap"]
 
 METRICS = ("fidelity", "fidelity_min", "topk_agreement", "reference_noise", "reference_permutations",
            "surrogate_r2", "n_validate", "epochs_surrogate", "epochs_explainer")
-
-register("fastshap_attribution", (SAMPLE, FEATURE, TARGET), "f", "FastSHAP Shapley-value estimate of each feature per target")
-register("fastshap_fidelity", (), "f", "mean per-sample Pearson correlation of FastSHAP with reference Shapley values "
-                                       "of the surrogate game on held-out samples")
-register("fastshap_validation", (METRIC,), "f", "FastSHAP validation figures against the reference (see tasks.fastshap)")
 
 
 def _mlp(n_in: int, n_out: int, hidden: int, depth: int = 2):
@@ -129,131 +127,6 @@ def _draw_masks(gen, n: int, f: int, kernel: bool):
         sizes = torch.randint(0, f + 1, (n,), generator=gen)
     ranks = torch.rand(n, f, generator=gen).argsort(1).argsort(1)
     return (ranks < sizes[:, None]).float()
-
-
-class Game:
-    """The surrogate game ``v_x(S)``: standardised inputs, masked features at 0 (their mean), mask as input.
-
-    ``net`` is the surrogate MLP on ``[z ⊙ m, m]`` (2F inputs) predicting standardised outputs;
-    ``x_mean``, ``x_std`` (F,) and ``y_mean``, ``y_std`` (T,) are torch tensors.
-    """
-
-    def __init__(self, net, x_mean, x_std, y_mean, y_std):
-        self.net, self.x_mean, self.x_std, self.y_mean, self.y_std = net, x_mean, x_std, y_mean, y_std
-
-    def z(self, x):
-        """Return standardised inputs ``(N, F)``."""
-        return (x - self.x_mean) / self.x_std
-
-    def raw(self, z, m):
-        """Return standardised outputs ``(N, T)`` of standardised inputs ``z`` under masks ``m``."""
-        import torch
-
-        return self.net(torch.cat([z * m, m], dim=1))
-
-    def __call__(self, x, m):
-        """Return ``v_x(S)`` ``(N, T)`` for inputs ``x`` ``(N, F)`` and 0/1 masks ``m`` ``(N, F)``."""
-        return self.raw(self.z(x), m) * self.y_std + self.y_mean
-
-    def walk(self, x1, perms):
-        """Return ``(P, F + 1, T)``: ``v_x`` of the first 0..F features of each permutation ``perms`` ``(P, F)``.
-
-        The first layer is affine in ``[z ⊙ m, m]``, so adding feature i adds the column
-        ``W[:, i] z_i + W[:, F + i]`` to its pre-activation: a cumulative sum along each
-        permutation instead of F + 1 full first-layer products.
-        """
-        import torch
-
-        first, rest = self.net[0], self.net[1:]
-        f = x1.shape[0]
-        z = self.z(x1[None])[0]
-        cols = first.weight[:, :f] * z[None, :] + first.weight[:, f:]  # (H, F)
-        steps = cols.T[perms]  # (P, F, H)
-        pre = torch.cat([torch.zeros_like(steps[:, :1]), steps.cumsum(1)], dim=1) + first.bias
-        return rest(pre) * self.y_std + self.y_mean
-
-
-def permutation_shapley(game: Game, x, *, n_permutations: int, seed: int = 0, chunk: int = 16):
-    """Return ``(phi, se)``, each ``(N, F, T)``: antithetic permutation-sampling Shapley values of ``game``.
-
-    For every sample, ``n_permutations`` (rounded up to even) uniformly random feature orders are
-    drawn from ``seed`` (each with its reverse); a feature's value is its mean marginal
-    contribution ``v(pre ∪ {i}) - v(pre)``. ``se`` is the standard error of that mean over the
-    ``n_permutations / 2`` independent antithetic pairs (zero when there is one pair).
-    """
-    import torch
-
-    n, f = x.shape
-    pairs = max(1, (int(n_permutations) + 1) // 2)
-    gen = torch.Generator().manual_seed(int(seed))
-    out_phi, out_se = [], []
-    with torch.no_grad():
-        for j in range(n):
-            perms = torch.rand(pairs, f, generator=gen).argsort(1)
-            total = None
-            sq = None
-            for p0 in range(0, pairs, chunk):
-                p = perms[p0:p0 + chunk]
-                both = torch.cat([p, p.flip(1)])
-                vals = game.walk(x[j], both).double()  # (2b, F + 1, T)
-                marg = vals[:, 1:] - vals[:, :-1]  # (2b, F, T), by position in the permutation
-                per = torch.zeros_like(marg)
-                per.scatter_(1, both[:, :, None].expand_as(marg), marg)  # by feature
-                draw = 0.5 * (per[:len(p)] + per[len(p):])  # one value per antithetic pair
-                total = draw.sum(0) if total is None else total + draw.sum(0)
-                sq = (draw ** 2).sum(0) if sq is None else sq + (draw ** 2).sum(0)
-            mean = total / pairs
-            var = (sq / pairs - mean ** 2).clamp_min(0) * pairs / max(1, pairs - 1)
-            out_phi.append(mean)
-            out_se.append((var / pairs).sqrt() if pairs > 1 else torch.zeros_like(mean))
-    return torch.stack(out_phi).numpy(), torch.stack(out_se).numpy()
-
-
-def reference_shapley(game: Game, x, *, se_bound: float = 0.15, seed: int = 0, start: int = 32,
-                      max_permutations: int = 4096) -> tuple[np.ndarray, float, int]:
-    """Return ``(phi (N, F, T), noise, permutations)``: the reference Shapley values of ``game`` at ``x``.
-
-    Exact enumeration when F <= ``EXACT_MAX`` (noise 0, permutations 0); otherwise
-    ``permutation_shapley`` with ``start`` permutations, repeated with more (the standard error
-    falls as 1 / sqrt(permutations): the count its estimate needs, at least twice as many) until
-    ``noise`` — the largest over samples of sqrt(mean squared standard error) / std of the
-    sample's values — is at most ``se_bound``. Raises ``ValueError`` when ``max_permutations`` do
-    not reach the bound.
-    """
-    n, f = x.shape
-    t = game.y_mean.shape[0]
-    if f <= EXACT_MAX:
-        return exact_shapley(game, x, t), 0.0, 0
-    p = int(start)
-    while True:
-        phi, se = permutation_shapley(game, x, n_permutations=p, seed=seed)
-        spread = phi.reshape(n, -1).std(1)
-        noise = float(np.max(np.sqrt((se.reshape(n, -1) ** 2).mean(1)) / np.maximum(spread, 1e-12)))
-        if noise <= se_bound:
-            return phi, noise, p
-        if p >= max_permutations:
-            raise ValueError(f"the permutation-sampling reference did not reach standard error <= {se_bound} x the "
-                             f"spread of its values with {p} permutations (noise {noise:.3f}): raise "
-                             f"max_permutations or se_bound")
-        need = p * (noise / se_bound) ** 2 * 1.2
-        p = min(int(max_permutations), max(2 * p, int(math.ceil(need / start)) * int(start)))
-
-
-def fidelity_figures(phi: np.ndarray, ref: np.ndarray, top_k: int = 15) -> dict:
-    """Return ``fidelity`` (mean per-sample Pearson r), ``fidelity_min`` and ``topk_agreement`` of ``phi`` vs ``ref``.
-
-    ``phi``, ``ref`` ``(N, F, T)``. Per sample, r is taken over all its (feature, target) values;
-    top-k agreement is |top-k(phi) ∩ top-k(ref)| / k by absolute value, per sample and target.
-    """
-    n, f, t = ref.shape
-    a, b = phi.reshape(n, -1).astype(np.float64), ref.reshape(n, -1).astype(np.float64)
-    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-    r = (a * b).sum(1) / np.sqrt((a ** 2).sum(1) * (b ** 2).sum(1)).clip(1e-300)
-    k = min(int(top_k), f)
-    top_a = np.argsort(-np.abs(phi), axis=1)[:, :k]  # (N, k, T)
-    top_b = np.argsort(-np.abs(ref), axis=1)[:, :k]
-    agree = [len(set(top_a[i, :, j]) & set(top_b[i, :, j])) / k for i in range(n) for j in range(t)]
-    return {"fidelity": float(r.mean()), "fidelity_min": float(r.min()), "topk_agreement": float(np.mean(agree))}
 
 
 def _fit(net, step, val_loss, *, epochs: int, patience: int, lr: float, batches) -> int:
@@ -331,16 +204,21 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
     ``epochs`` is the most epochs per network (``patience`` epochs without a better validation
     loss stop it). The state holds the networks' state_dicts (bytes), the standardisation
     constants, sizes and the validation figures (``validation``: METRICS -> value, see the module
-    doc). Raises ``ValueError`` when the fidelity is below ``min_fidelity``.
+    doc). Raises ``ValueError`` when the fidelity is below ``min_fidelity``, and
+    ``NonFiniteOutputError`` (row of ``x``) when the model's output for ``x`` is NaN or infinite
+    (unless the spec allows it).
     """
     import torch
-
-    from ..engine.gradients import activate
 
     rt = get_runtime(spec)
     x = np.asarray(x, np.float32)
     n, f = x.shape
     t = len(targets)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        y = activate(rt.model(xt.to(rt.device)), spec.activation)[:, list(targets)].float().cpu()
+    if not spec.allow_nonfinite:  # before the size check: a model returning NaN is the first thing to fix
+        require_finite(y.numpy(), [spec.output_name(i) for i in targets])
     n_ref = int(n_validate)
     n_es = max(1, int(round(validation_fraction * (n - n_ref))))
     if n_ref < 1 or n - n_ref - n_es < 8:
@@ -350,9 +228,6 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
     gen = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=gen).numpy()
     ref_idx, es_idx, tr_idx = perm[:n_ref], perm[n_ref:n_ref + n_es], perm[n_ref + n_es:]
-    xt = torch.from_numpy(x)
-    with torch.no_grad():
-        y = activate(rt.model(xt.to(rt.device)), spec.activation)[:, list(targets)].float().cpu()
     x_mean, x_std = xt[tr_idx].mean(0), xt[tr_idx].std(0).clamp_min(1e-6)
     y_mean, y_std = y[tr_idx].mean(0), y[tr_idx].std(0).clamp_min(1e-6)
     with torch.random.fork_rng():
@@ -427,27 +302,6 @@ def explain_with(expl, game: Game, x, f: int, t: int) -> np.ndarray:
         return (_normalise(expl(z).view(b, f, t), v1, v0) * game.y_std).numpy()
 
 
-def exact_shapley(value, x, t: int) -> np.ndarray:
-    """Return exact Shapley values ``(N, F, T)`` of the game ``value(x, mask) -> (N, T)`` by enumerating 2^F subsets."""
-    import torch
-
-    n, f = x.shape
-    if f > 20:
-        raise ValueError(f"exact Shapley values enumerate 2^F subsets; F = {f} is too many (at most 20)")
-    masks = torch.tensor([[(s >> i) & 1 for i in range(f)] for s in range(2 ** f)], dtype=torch.float32)
-    sizes = masks.sum(1).long()
-    with torch.no_grad():
-        vals = torch.stack([value(x, masks[s].expand(n, -1)) for s in range(2 ** f)], dim=1)  # (N, 2^F, T)
-    phi = torch.zeros(n, f, t, dtype=torch.float64)
-    w = torch.tensor([math.factorial(k) * math.factorial(f - k - 1) / math.factorial(f) for k in range(f)],
-                     dtype=torch.float64)
-    for i in range(f):
-        without = torch.nonzero(masks[:, i] == 0)[:, 0]
-        with_i = without + (1 << i)
-        phi[:, i] = ((vals[:, with_i] - vals[:, without]).double() * w[sizes[without]][None, :, None]).sum(1)
-    return phi.numpy()
-
-
 def _to_bytes(module) -> bytes:
     import torch
 
@@ -479,7 +333,8 @@ def load_fastshap(state: dict):
 _LOADED: dict[int, tuple] = {}
 
 
-def _explain_block(x, state):
+def _explain_block(x, index, state, *, allow_nonfinite: bool = False):
+    """Return ``(N, F, T)`` FastSHAP values of one block; NaN/inf ones raise (the explainer diverged)."""
     import torch
 
     state = state.reshape(-1)[0]
@@ -491,11 +346,18 @@ def _explain_block(x, state):
     x = np.asarray(x, np.float32)
     if not np.isfinite(x).all():
         raise ValueError("input features contain NaN or infinite values: impute or drop those samples")
-    return explain_with(expl, game, torch.from_numpy(x), state["n_features"], state["n_targets"]).astype(np.float32)
+    phi = explain_with(expl, game, torch.from_numpy(x), state["n_features"], state["n_targets"]).astype(np.float32)
+    if not allow_nonfinite and not np.isfinite(phi).all():
+        r = int(np.flatnonzero(~np.isfinite(phi).reshape(len(phi), -1).all(1))[0])
+        raise ValueError(f"FastSHAP values of sample {int(index[r])} (0-based) are not finite: the explainer's "
+                         f"training diverged; lower lr= or train with other settings (epochs=, hidden=)")
+    return phi
 
 
-def _train_node(xtrain, *, spec, targets, params):
-    return np.array([train_fastshap(xtrain, spec, targets=targets, **params)], dtype=object)
+def _train_node(xtrain, *, spec, targets, params, index, names):
+    """Train FastSHAP on ``xtrain`` (rows ``index`` of the input, named ``names``): one object array entry."""
+    with outputs_of(lambda r: item_name("sample", names[r], index[r])):
+        return np.array([train_fastshap(xtrain, spec, targets=targets, **params)], dtype=object)
 
 
 def _validation_block(s):
@@ -515,8 +377,6 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     explainer. Output: ``fastshap_attribution`` (sample, feature, target), ``fastshap_fidelity``
     () and ``fastshap_validation`` (metric). ``min_fidelity=None`` reports without refusing.
     """
-    from .attribute import _probe, resolve_targets
-
     spec = load_spec(model)
     if spec.input_kind != "dense":
         raise ValueError(f"FastSHAP here explains dense-feature models; the spec's input_kind is {spec.input_kind!r}")
@@ -527,8 +387,9 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     x = ds["features"].data
     x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
     n, f = x.shape
-    n_out = _probe(spec, (f,), f"{f} input features")
-    names, idx = resolve_targets(spec, target, n_out)
+    rt = get_runtime(spec)
+    n_out = rt.probe_shape((f,), f"{f} input features")
+    names, idx = rt.output.resolve(target, n_out)
     if idx is None:
         raise ValueError("FastSHAP explains fixed targets: pass target='all', a class name or a list of them")
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
@@ -536,11 +397,15 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
                   patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
                   min_fidelity=min_fidelity)
+    labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)
     state = da.blockwise(_train_node, "z", xtrain, "ab", new_axes={"z": 1}, concatenate=True, dtype=object,
-                         meta=np.empty((0,), object), spec=spec, targets=tuple(int(i) for i in idx), params=params)
+                         meta=np.empty((0,), object), spec=spec, targets=tuple(int(i) for i in idx), params=params,
+                         index=rows, names=labels[rows])
     x = x.rechunk((x.chunks[0], -1))
-    attr = da.blockwise(_explain_block, "sft", x, "sf", state, "z", new_axes={"t": len(names)}, concatenate=True,
-                        dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+    index = da.arange(n, chunks=(x.chunks[0],), dtype=np.int64)
+    attr = da.blockwise(_explain_block, "sft", x, "sf", index, "s", state, "z", new_axes={"t": len(names)},
+                        concatenate=True, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
+                        allow_nonfinite=spec.allow_nonfinite)
     figures = da.blockwise(_validation_block, "m", state, "z", new_axes={"m": len(METRICS)}, concatenate=True,
                            dtype=np.float32, meta=np.empty((0,), np.float32))
     new = xr.Dataset({"fastshap_attribution": ((SAMPLE, FEATURE, TARGET), attr),
@@ -559,11 +424,10 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
 
 def validate_fastshap(model: ModelSpec | str | dict, x, *, target="all", **options) -> dict:
     """Train and validate FastSHAP on ``x`` ``(N, F)`` in this process and return its state (see ``train_fastshap``)."""
-    from .attribute import _probe, resolve_targets
-
     spec = load_spec(model)
     x = np.asarray(x, np.float32)
-    n_out = _probe(spec, (x.shape[1],), f"{x.shape[1]} input features")
-    _, idx = resolve_targets(spec, target, n_out)
-    with dask.config.set(scheduler="sync"):
+    rt = get_runtime(spec)
+    n_out = rt.probe_shape((x.shape[1],), f"{x.shape[1]} input features")
+    _, idx = rt.output.resolve(target, n_out)
+    with dask.config.set(scheduler="sync"), outputs_of(lambda r: f"row {r} of x"):
         return train_fastshap(x, spec, targets=tuple(int(i) for i in idx), **options)

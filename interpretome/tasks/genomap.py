@@ -29,16 +29,7 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import merge_result, require_vars
-from ..storage.schema import FEATURE, SAMPLE, register, validate
-
-GENOMAP_ROW = "genomap_row"
-GENOMAP_COL = "genomap_col"
-GRID = "grid"
-
-register("genomap_image", (SAMPLE, GENOMAP_ROW, GENOMAP_COL), "f", "genomap image of each cell (genes placed by GW transport)")
-register("genomap_gene_row", (FEATURE,), "i", "grid row of each gene in the genomap")
-register("genomap_gene_col", (FEATURE,), "i", "grid column of each gene in the genomap")
-register("genomap_coupling", (FEATURE, GRID), "f", "Gromov-Wasserstein coupling of genes to grid points (column-major grid)")
+from ..storage.schema import FEATURE, GENOMAP_COL, GENOMAP_ROW, GRID, SAMPLE, validate
 
 
 def _package():

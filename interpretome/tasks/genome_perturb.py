@@ -30,23 +30,12 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
 from ..engine.blocks import merge_result
-from ..engine.gradients import tune_malloc
-from ..engine.models import ModelSpec, get_runtime, load_spec
-from ..storage.readers import InputError
-from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, register, validate
+from ..engine.process import tune_malloc
+from ..engine.models import ModelSpec, get_runtime, load_spec, outputs_of
+from ..engine.regions import apply_kwargs, genome_input, graph_token, join_span, region_coords, span_keys
+from ..errors import InputError
+from ..storage.schema import BASE, BASES, CONTIG, POSITION, TARGET, WINDOW, validate
 from .perturb import resolve_windows, window_edits
-from .tiles import _apply, _token, genome_input, join_span, region_coords, span_keys
-
-register("genome_sweep_delta_mean", (CONTIG, WINDOW, POSITION, TARGET), "f",
-         "mean over replicates of (perturbed - reference) prediction of the genomic context window; span starts at position")
-register("genome_sweep_delta_std", (CONTIG, WINDOW, POSITION, TARGET), "f",
-         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
-register("genome_sweep_reference", (CONTIG, POSITION, TARGET), "f",
-         "prediction of the unperturbed genomic context window used at each position")
-register("genome_ism_delta", (CONTIG, POSITION, BASE, TARGET), "f",
-         "prediction of the context window with base at position minus its reference prediction; 0 at the reference base")
-register("genome_ism_reference", (CONTIG, POSITION, TARGET), "f",
-         "prediction of the unmutated genomic context window used at each position")
 
 
 class _Shifted:
@@ -69,7 +58,7 @@ def context_starts(positions: np.ndarray, contig_length: int, input_length: int,
     return np.clip(centre - input_length // 2, 0, contig_length - input_length)
 
 
-def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride):
+def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, sequence_var, length_var):
     spec = load_spec(model)
     w, step, stride = int(input_length), int(context_step), int(stride)
     if w < 1 or step < 1 or stride < 1:
@@ -77,7 +66,7 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
     if step - 1 + span > w:
         raise ValueError(f"context_step {step} with edits of {span} bp needs {step - 1 + span} bp of context, more "
                          f"than input_length {w}: lower context_step")
-    codes, lengths, names, regs, rows = genome_input(ds, regions)
+    codes, lengths, names, regs, rows = genome_input(ds, regions, sequence_var, length_var)
     for r, row in zip(regs, rows):
         if lengths[row] < w:
             raise InputError(f"input_length {w} is longer than contig {r.contig!r} ({int(lengths[row])} bp): "
@@ -102,9 +91,9 @@ def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, st
                 cs = context_starts(gp[[0, -1]], int(lengths[row]), w, span, step)
                 p0, p1 = int(cs[0]), int(cs[1]) + w
                 keys, c0 = span_keys(codes, row, p0, p1)
-                dsk[(name, i, j) + (0,) * len(shape_tail)] = (_apply, fn, [keys, c0, p0, p1], dict(
+                dsk[(name, i, j) + (0,) * len(shape_tail)] = (apply_kwargs, fn, [keys, c0, p0, p1], dict(
                     q=q, rstart=r.start, rlen=r.end - r.start, contig_length=int(lengths[row]), contig_index=row,
-                    w=w, span=span, step=step, **kw))
+                    w=w, span=span, step=step, label=r.label, **kw))
             p += c
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     return da.Array(graph, name, chunks=((1,) * len(regs), pchunks) + tuple((s,) for s in shape_tail),
@@ -115,13 +104,18 @@ def _nan(shape):
     return np.full(shape, np.nan, np.float32)
 
 
+def _context(label: str, cs: int, w: int) -> str:
+    """Return how an error names a context window: region label and genome span."""
+    return f"region {label!r}, context window [{cs}, {cs + w})"
+
+
 def _groups(gp: np.ndarray, step: int):
     g = gp // step
     cuts = np.flatnonzero(np.diff(g)) + 1
     return np.split(np.arange(len(gp)), cuts)
 
 
-def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, spec,
+def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, label, spec,
                  windows, inserts, mode, replicates, seed) -> np.ndarray:
     """Return ``(1, P, T, 1 + 2 W)`` float32: reference, then delta means, then delta stds per window."""
     tune_malloc()  # see tiles._tile_block
@@ -136,20 +130,21 @@ def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_i
     for grp in _groups(gp, step):
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
-        ref_pred = rt.predict(ctx[None, :])[0]
-        out[0, inside[grp], :, 0] = ref_pred
-        for wi, k in enumerate(windows):
-            fit = grp[q[inside[grp]] + k <= rlen]
-            if not fit.size:
-                continue
-            starts = gp[fit]
-            new = window_edits(mode, shifted, starts, k, replicates, seed, contig_index,
-                               inserts[wi] if inserts is not None else None)
-            r = new.shape[1]
-            pred = rt.predict_edits(ctx, np.repeat(starts - cs, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
-            delta = pred - ref_pred[None, None, :]
-            out[0, inside[fit], :, 1 + wi] = delta.mean(axis=1)
-            out[0, inside[fit], :, 1 + n_w + wi] = delta.std(axis=1)
+        with outputs_of(_context(label, cs, w)):
+            ref_pred = rt.predict(ctx[None, :])[0]
+            out[0, inside[grp], :, 0] = ref_pred
+            for wi, k in enumerate(windows):
+                fit = grp[q[inside[grp]] + k <= rlen]
+                if not fit.size:
+                    continue
+                starts = gp[fit]
+                new = window_edits(mode, shifted, starts, k, replicates, seed, contig_index,
+                                   inserts[wi] if inserts is not None else None)
+                r = new.shape[1]
+                pred = rt.predict_edits(ctx, np.repeat(starts - cs, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
+                delta = pred - ref_pred[None, None, :]
+                out[0, inside[fit], :, 1 + wi] = delta.mean(axis=1)
+                out[0, inside[fit], :, 1 + n_w + wi] = delta.std(axis=1)
     return out
 
 
@@ -167,11 +162,14 @@ def genome_sweep(
     inserts=None,
     context_step: int = 1,
     position_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = False,
 ) -> xr.Dataset:
     """Return the lazy perturbation sweep of ``model`` along the contigs (or ``regions``) of ``ds``.
 
-    Input: ``sequence_code`` / ``sequence_length`` (e.g. ``read_genome``). ``input_length`` is the
+    Input: ``ds[sequence_var]`` / ``ds[length_var]`` (a ``sequence_code`` / ``sequence_length``,
+    e.g. from ``read_genome``). ``input_length`` is the
     model's input window; ``windows``/``stride``/``replicates``/``mode``/``seed``/``inserts`` as in
     ``perturbation_sweep``; ``context_step`` groups positions sharing a context (module doc).
     Output: ``genome_sweep_delta_mean`` / ``genome_sweep_delta_std`` (contig, window, position,
@@ -181,9 +179,9 @@ def genome_sweep(
     """
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride)
+        ds, model, regions, input_length, max(windows), context_step, position_chunk, stride, sequence_var, length_var)
     n_t, n_w = len(spec.target_names), len(windows)
-    name = "genome-sweep-" + _token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
+    name = "genome-sweep-" + graph_token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
                                     replicates, seed)
     out = _graph(name, _sweep_block, codes, regs, rows, lengths, positions, pchunks, w, max(windows), step,
                  (n_t, 1 + 2 * n_w), _nan, spec=spec, windows=tuple(windows), inserts=insert_codes, mode=mode,
@@ -202,7 +200,8 @@ def genome_sweep(
     return merge_result(ds, new, merge)
 
 
-def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, spec) -> np.ndarray:
+def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, label,
+               spec) -> np.ndarray:
     """Return ``(1, P, T, 5)`` float32: the reference, then the delta for bases A, C, G, T."""
     tune_malloc()  # see tiles._tile_block
     rt = get_runtime(spec)
@@ -215,14 +214,15 @@ def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_ind
     for grp in _groups(gp, step):
         cs = int(cs_all[grp[0]])
         ctx = codes[cs - p0:cs - p0 + w]
-        ref_pred = rt.predict(ctx[None, :])[0]
         local = gp[grp] - cs
         alt = np.tile(np.arange(4, dtype=np.uint8), len(grp))
         starts = np.repeat(local, 4)
         keep = alt != ctx[starts]
         delta = np.zeros((len(grp) * 4, n_t), np.float32)
-        if keep.any():
-            delta[keep] = rt.predict_edits(ctx, starts[keep], alt[keep][:, None]) - ref_pred[None, :]
+        with outputs_of(_context(label, cs, w)):
+            ref_pred = rt.predict(ctx[None, :])[0]
+            if keep.any():
+                delta[keep] = rt.predict_edits(ctx, starts[keep], alt[keep][:, None]) - ref_pred[None, :]
         out[0, inside[grp], :, 0] = ref_pred
         out[0, inside[grp], :, 1:] = delta.reshape(len(grp), 4, n_t).transpose(0, 2, 1)
     return out
@@ -236,6 +236,8 @@ def genome_ism(
     regions=None,
     context_step: int = 1,
     position_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = False,
 ) -> xr.Dataset:
     """Return the lazy saturation mutagenesis of ``model`` along the contigs (or ``regions``) of ``ds``.
@@ -245,9 +247,9 @@ def genome_ism(
     reference base — and ``genome_ism_reference`` (contig, position, target). Nothing is computed.
     """
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = _plan(
-        ds, model, regions, input_length, 1, context_step, position_chunk, 1)
+        ds, model, regions, input_length, 1, context_step, position_chunk, 1, sequence_var, length_var)
     n_t = len(spec.target_names)
-    name = "genome-ism-" + _token(spec, w, step, codes.name, regs, pchunks)
+    name = "genome-ism-" + graph_token(spec, w, step, codes.name, regs, pchunks)
     out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, (n_t, 5), _nan,
                  spec=spec)
     new = xr.Dataset(

@@ -14,16 +14,12 @@ import numpy as np
 import xarray as xr
 
 from ..engine.blocks import chunk_size, merge_result
-from ..engine.models import ModelSpec, get_runtime, load_spec
-from ..storage.schema import BASE, BASES, POSITION, SEQUENCE, TARGET, register, validate
-from .perturb import _check_sequences, reference_predictions
-
-register("ism_delta", (SEQUENCE, POSITION, BASE, TARGET), "f",
-         "prediction with base at position minus the reference prediction; 0 at the reference base")
-register("ism_reference", (SEQUENCE, TARGET), "f", "prediction for the unmutated sequence")
+from ..engine.models import ModelSpec, get_runtime, item_name, load_spec, outputs_of
+from ..storage.schema import BASE, BASES, POSITION, SEQUENCE, TARGET, validate
+from .perturb import reference_predictions, sequence_input
 
 
-def _ism_block(codes, lengths, positions, *, spec: ModelSpec) -> np.ndarray:
+def _ism_block(codes, lengths, seq_ids, names, positions, *, spec: ModelSpec) -> np.ndarray:
     """Return ``(S, P, 4, T)`` float32 deltas for the sequences and positions of one block."""
     rt = get_runtime(spec)
     n_t = len(spec.target_names)
@@ -31,7 +27,6 @@ def _ism_block(codes, lengths, positions, *, spec: ModelSpec) -> np.ndarray:
     for i in range(codes.shape[0]):
         n = int(lengths[i])
         ref = np.ascontiguousarray(codes[i, :n])
-        ref_pred = rt.predict(ref[None, :])[0]
         inside = positions < n
         pos = positions[inside]
         if not pos.size:
@@ -39,7 +34,9 @@ def _ism_block(codes, lengths, positions, *, spec: ModelSpec) -> np.ndarray:
         alt = np.tile(np.arange(4, dtype=np.uint8), pos.size)
         starts = np.repeat(pos, 4)
         keep = alt != ref[starts]
-        pred = rt.predict_edits(ref, starts[keep], alt[keep][:, None])
+        with outputs_of(item_name("sequence", names[i], seq_ids[i])):
+            ref_pred = rt.predict(ref[None, :])[0]
+            pred = rt.predict_edits(ref, starts[keep], alt[keep][:, None])
         delta = np.zeros((pos.size * 4, n_t), np.float32)
         delta[keep] = pred - ref_pred[None, :]
         out[i, inside] = delta.reshape(pos.size, 4, n_t)
@@ -53,16 +50,19 @@ def saturation_mutagenesis(
     start: int | None = None,
     end: int | None = None,
     position_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = True,
 ) -> xr.Dataset:
     """Return the lazy ISM of ``model`` over positions ``[start, end)`` of every sequence in ``ds``.
 
-    Input: ``sequence_code`` (sequence, position) uint8 and ``sequence_length`` (sequence).
+    Input: ``ds[sequence_var]`` (a ``sequence_code``: (sequence, position) uint8) and
+    ``ds[length_var]`` (a ``sequence_length``: (sequence,)).
     Output: ``ism_delta`` (sequence, position, base, target) and ``ism_reference`` (sequence,
     target); position chunks follow the input's (or ``position_chunk``). Nothing is computed.
     """
     spec = load_spec(model)
-    codes, lengths, known = _check_sequences(ds)
+    codes, lengths, _, seq_ids, names = sequence_input(ds, sequence_var, length_var)
     lmax = codes.shape[1]
     start = 0 if start is None else int(start)
     end = lmax if end is None else int(end)
@@ -74,12 +74,12 @@ def saturation_mutagenesis(
     pc = int(position_chunk or chunk_size(codes.chunks[1]))
     pos = da.from_array(positions, chunks=pc)
     n_t = len(spec.target_names)
-    delta = da.blockwise(_ism_block, "spbt", codes, "sx", lengths, "s", pos, "p",
+    delta = da.blockwise(_ism_block, "spbt", codes, "sx", lengths, "s", seq_ids, "s", names, "s", pos, "p",
                          new_axes={"b": 4, "t": n_t}, concatenate=True, dtype=np.float32,
                          meta=np.empty((0,) * 4, np.float32), spec=spec)
     new = xr.Dataset(
         {"ism_delta": ((SEQUENCE, POSITION, BASE, TARGET), delta),
-         "ism_reference": ((SEQUENCE, TARGET), reference_predictions(codes, lengths, spec))},
+         "ism_reference": ((SEQUENCE, TARGET), reference_predictions(codes, lengths, spec, seq_ids, names))},
         coords={SEQUENCE: ds[SEQUENCE].values if SEQUENCE in ds.coords else np.arange(codes.shape[0]),
                 POSITION: positions, BASE: list(BASES), TARGET: spec.target_names},
     )

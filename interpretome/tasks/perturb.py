@@ -22,20 +22,12 @@ import xarray as xr
 
 from ..engine import rng
 from ..engine.blocks import chunk_size, index_array, merge_result, require_vars, as_dask
-from ..engine.models import ModelSpec, get_runtime, load_spec
-from ..storage.readers import encode_bases
-from ..storage.schema import CODE_N, POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, register, validate
+from ..engine.models import ModelSpec, get_runtime, item_name, load_spec, outputs_of
+from ..storage.alphabet import CODE_N, encode_bases
+from ..storage.schema import POSITION, REPLICATE, SEQUENCE, TARGET, WINDOW, require, validate
 
 MODES = ("random", "shuffle", "insert", "mask")
 DEFAULT_WINDOWS = (1, 3, 5, 7, 9, 11, 13, 15)
-
-register("sweep_reference", (SEQUENCE, TARGET), "f", "prediction for the unperturbed sequence")
-register("sweep_delta_mean", (SEQUENCE, WINDOW, POSITION, TARGET), "f",
-         "mean over replicates of (perturbed - reference) prediction, window starting at position; NaN where it does not fit")
-register("sweep_delta_std", (SEQUENCE, WINDOW, POSITION, TARGET), "f",
-         "standard deviation (ddof 0) over replicates of the perturbed - reference prediction")
-register("sweep_prediction", (SEQUENCE, WINDOW, POSITION, REPLICATE, TARGET), "f",
-         "raw prediction of each perturbed replicate")
 
 
 def window_edits(mode: str, ref: np.ndarray, starts: np.ndarray, k: int, replicates: int, seed: int,
@@ -95,7 +87,7 @@ def resolve_windows(mode: str, windows, inserts, replicates: int):
     return [int(k) for k in windows], labels, insert_codes
 
 
-def _sweep_block(codes, lengths, seq_ids, positions, *, spec: ModelSpec, windows, inserts, mode,
+def _sweep_block(codes, lengths, seq_ids, names, positions, *, spec: ModelSpec, windows, inserts, mode,
                  replicates, seed, keep) -> np.ndarray:
     """Return ``(S, W, P, T, Q)`` float32: Q = [delta mean, delta std, replicate predictions...]."""
     rt = get_runtime(spec)
@@ -105,45 +97,73 @@ def _sweep_block(codes, lengths, seq_ids, positions, *, spec: ModelSpec, windows
     for i in range(codes.shape[0]):
         n = int(lengths[i])
         ref = np.ascontiguousarray(codes[i, :n])
-        ref_pred = rt.predict(ref[None, :])[0]
-        for w, k in enumerate(windows):
-            fit = positions + k <= n
-            starts = positions[fit]
-            if not starts.size:
-                continue
-            new = window_edits(mode, ref, starts, k, replicates, seed, int(seq_ids[i]),
-                               inserts[w] if inserts is not None else None)
-            r = new.shape[1]
-            pred = rt.predict_edits(ref, np.repeat(starts, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
-            delta = pred - ref_pred[None, None, :]
-            out[i, w, fit, :, 0] = delta.mean(axis=1)
-            out[i, w, fit, :, 1] = delta.std(axis=1)
-            if keep:
-                out[i, w, fit, :, 2:] = np.moveaxis(pred, 1, -1)
+        with outputs_of(item_name("sequence", names[i], seq_ids[i])):
+            ref_pred = rt.predict(ref[None, :])[0]
+            for w, k in enumerate(windows):
+                fit = positions + k <= n
+                starts = positions[fit]
+                if not starts.size:
+                    continue
+                new = window_edits(mode, ref, starts, k, replicates, seed, int(seq_ids[i]),
+                                   inserts[w] if inserts is not None else None)
+                r = new.shape[1]
+                pred = rt.predict_edits(ref, np.repeat(starts, r), new.reshape(-1, k)).reshape(len(starts), r, n_t)
+                delta = pred - ref_pred[None, None, :]
+                out[i, w, fit, :, 0] = delta.mean(axis=1)
+                out[i, w, fit, :, 1] = delta.std(axis=1)
+                if keep:
+                    out[i, w, fit, :, 2:] = np.moveaxis(pred, 1, -1)
     return out
 
 
-def _reference_block(codes, lengths, *, spec: ModelSpec) -> np.ndarray:
+def _reference_block(codes, lengths, seq_ids, names, *, spec: ModelSpec) -> np.ndarray:
     """Return ``(S, T)`` float32 predictions of the unperturbed sequences."""
     rt = get_runtime(spec)
-    return np.stack([rt.predict(np.ascontiguousarray(codes[i, :int(lengths[i])])[None, :])[0]
-                     for i in range(codes.shape[0])]).astype(np.float32)
+    out = np.empty((codes.shape[0], len(spec.target_names)), np.float32)
+    for i in range(codes.shape[0]):
+        with outputs_of(item_name("sequence", names[i], seq_ids[i])):
+            out[i] = rt.predict(np.ascontiguousarray(codes[i, :int(lengths[i])])[None, :])[0]
+    return out
 
 
-def reference_predictions(codes: da.Array, lengths: da.Array, spec: ModelSpec) -> da.Array:
-    """Return the lazy ``(sequence, target)`` predictions of whole sequences (one task per sequence chunk)."""
-    return da.blockwise(_reference_block, "st", codes, "sx", lengths, "s", new_axes={"t": len(spec.target_names)},
-                        concatenate=True, dtype=np.float32, meta=np.empty((0, 0), np.float32), spec=spec)
+def reference_predictions(codes: da.Array, lengths: da.Array, spec: ModelSpec, seq_ids: da.Array,
+                          names: da.Array) -> da.Array:
+    """Return the lazy ``(sequence, target)`` predictions of whole sequences (one task per sequence chunk).
+
+    ``seq_ids`` and ``names`` (sequence,) are the global indices and names errors cite.
+    """
+    return da.blockwise(_reference_block, "st", codes, "sx", lengths, "s", seq_ids, "s", names, "s",
+                        new_axes={"t": len(spec.target_names)}, concatenate=True, dtype=np.float32,
+                        meta=np.empty((0, 0), np.float32), spec=spec)
 
 
-def _check_sequences(ds: xr.Dataset):
-    require_vars(ds, ("sequence_code", "sequence_length"), "interpretome.read_fasta or sequences_to_dataset")
-    codes = ds["sequence_code"].data
+def item_labels(ds: xr.Dataset, dim: str, chunks) -> da.Array:
+    """Return the names of the items along ``dim`` (its coordinate, else the indices) as a dask array.
+
+    Blocks get the names of their items, so an error (a non-finite model output) can cite them.
+    """
+    n = ds.sizes[dim]
+    values = np.asarray(ds[dim].values) if dim in ds.coords else np.arange(n)
+    return as_dask(values.astype(str), (chunks,))
+
+
+def sequence_input(ds: xr.Dataset, sequence_var: str = "sequence_code", length_var: str = "sequence_length"):
+    """Return ``(codes, lengths, known lengths or None, sequence indices, sequence names)``, the last
+    four as dask arrays chunked like the codes' sequences.
+
+    ``ds[sequence_var]`` must fit the registered ``sequence_code`` (sequence, position) uint8 and
+    ``ds[length_var]`` ``sequence_length`` (sequence) int (checked on metadata, nothing computed).
+    """
+    require_vars(ds, (sequence_var, length_var), "interpretome.read_fasta or sequences_to_dataset")
+    require(ds, sequence_var, "sequence_code", "interpretome.read_fasta or sequences_to_dataset")
+    require(ds, length_var, "sequence_length", "interpretome.read_fasta or sequences_to_dataset")
+    codes = ds[sequence_var].data
     if not isinstance(codes, da.Array):
         codes = da.from_array(np.asarray(codes), chunks=(64, -1))
-    lengths = as_dask(ds["sequence_length"].data, (codes.chunks[0],))
-    known = None if isinstance(ds["sequence_length"].data, da.Array) else np.asarray(ds["sequence_length"].values)
-    return codes, lengths, known
+    lengths = as_dask(ds[length_var].data, (codes.chunks[0],))
+    known = None if isinstance(ds[length_var].data, da.Array) else np.asarray(ds[length_var].values)
+    seq_ids = index_array(codes.shape[0], codes.chunks[0])
+    return codes, lengths, known, seq_ids, item_labels(ds, SEQUENCE, codes.chunks[0])
 
 
 def perturbation_sweep(
@@ -158,11 +178,14 @@ def perturbation_sweep(
     inserts=None,
     keep_replicates: bool = False,
     position_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = True,
 ) -> xr.Dataset:
     """Return the lazy sweep of ``model`` over the sequences of ``ds`` (see the module doc).
 
-    Input: ``sequence_code`` (sequence, position) uint8 and ``sequence_length`` (sequence).
+    Input: ``ds[sequence_var]`` (a ``sequence_code``: (sequence, position) uint8) and
+    ``ds[length_var]`` (a ``sequence_length``: (sequence,)).
     Output variables: ``sweep_reference`` (sequence, target); ``sweep_delta_mean`` and
     ``sweep_delta_std`` (sequence, window, position, target) — position is the window's first
     base; with ``keep_replicates`` also ``sweep_prediction`` (sequence, window, position,
@@ -176,7 +199,7 @@ def perturbation_sweep(
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
-    codes, lengths, known = _check_sequences(ds)
+    codes, lengths, known, seq_ids, names = sequence_input(ds, sequence_var, length_var)
     lmax = codes.shape[1]
     if known is not None:
         for k in windows:
@@ -186,10 +209,9 @@ def perturbation_sweep(
     positions = np.arange(0, lmax, stride, dtype=np.int64)
     pc = position_chunk or max(1, chunk_size(codes.chunks[1]) // stride)
     pos = da.from_array(positions, chunks=int(pc))
-    seq_ids = index_array(codes.shape[0], codes.chunks[0])
     n_q = 2 + (replicates if keep_replicates else 0)
     out = da.blockwise(
-        _sweep_block, "swptq", codes, "sx", lengths, "s", seq_ids, "s", pos, "p",
+        _sweep_block, "swptq", codes, "sx", lengths, "s", seq_ids, "s", names, "s", pos, "p",
         new_axes={"w": len(windows), "t": len(spec.target_names), "q": n_q}, concatenate=True,
         dtype=np.float32, meta=np.empty((0,) * 5, np.float32),
         spec=spec, windows=tuple(windows), inserts=insert_codes, mode=mode, replicates=replicates,
@@ -197,7 +219,7 @@ def perturbation_sweep(
     )
     dims4 = (SEQUENCE, WINDOW, POSITION, TARGET)
     data = {
-        "sweep_reference": ((SEQUENCE, TARGET), reference_predictions(codes, lengths, spec)),
+        "sweep_reference": ((SEQUENCE, TARGET), reference_predictions(codes, lengths, spec, seq_ids, names)),
         "sweep_delta_mean": (dims4, out[..., 0]),
         "sweep_delta_std": (dims4, out[..., 1]),
     }

@@ -40,15 +40,9 @@ import pandas as pd
 import xarray as xr
 
 from ..engine.blocks import require_vars
-from ..storage.schema import CLASS, FOLD, ITEM, METRIC, register, validate
+from ..storage.embedding_io import after_check, check_finite_rows, finite_rows_check
+from ..storage.schema import CLASS, FOLD, ITEM, METRIC, validate
 
-register("score_value", (METRIC,), "f", "clustering score of the embedding per metric (asw_label, asw_batch, "
-         "davies_bouldin_*, calinski_harabasz_*)")
-register("score_silhouette_label", (ITEM,), "f", "silhouette of each item with the label as clusters (NaN if not sampled)")
-register("score_silhouette_batch", (ITEM,), "f", "silhouette of each item with the batch as clusters (NaN if not sampled)")
-register("score_silhouette_class", (CLASS,), "f", "mean silhouette (label as clusters) of the items of each label")
-register("score_sampled", (ITEM,), "b", "True for the items the scores were computed on (seeded subsample)")
-register("score_fold", (FOLD, METRIC), "f", "clustering score per fold (or split, or model) and metric")
 
 CONVENTIONS = ("sklearn", "scib")
 METRICS = ("euclidean", "cosine")
@@ -289,6 +283,12 @@ def clustering_scores(
     See the module docstring for the variables and conventions. ``block`` is the number of items
     per distance tile side (memory per task ~ 8 * block^2 bytes). Nothing is computed. Raises
     ``ValueError`` for an unknown convention or metric, labels with NaN, or fewer than 2 labels.
+
+    Rows of ``ds[vector]`` holding NaN or inf are refused as ``embed`` refuses them
+    (``storage.embedding_io.check_finite_rows``: how many rows, the first few indices and item
+    labels): eagerly, before any graph is built, when the vector is numpy-backed; for a dask-backed
+    vector by a cheap lazy reduction (a few integers per chunk) that every output depends on, so
+    the error is raised at compute time and no score is ever computed from such rows.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention {convention!r} is not one of {CONVENTIONS}")
@@ -299,6 +299,12 @@ def clustering_scores(
     if arr.ndim != 2 or arr.dims[0] != ITEM:
         raise ValueError(f"{vector!r} has dims {arr.dims}; scores need (item, feature) or (item, component)")
     n = arr.shape[0]
+    item_names = arr[ITEM].values if ITEM in arr.coords else None
+    finite = None
+    if isinstance(arr.data, da.Array):
+        finite = finite_rows_check(arr.data, item_names, name=vector, purpose="scoring")
+    else:
+        check_finite_rows(np.asarray(arr.values), np.arange(n), item_names, name=vector, purpose="scoring")
     rows = sample_indices(n, sample_size, seed)
     m = rows.size
     lab_classes = _classes_of(ds[label], label, label_classes)
@@ -377,6 +383,8 @@ def clustering_scores(
     }
     if batch:
         data["score_silhouette_batch"] = ((ITEM,), _on_items(sil[:, 1]))
+    if finite is not None:
+        data = {k: (dims, after_check(v, finite)) for k, (dims, v) in data.items()}
     item_coords = {k: v for k, v in arr.coords.items() if v.dims == (ITEM,)}
     out = xr.Dataset(data, coords={**item_coords, METRIC: names, CLASS: lab_classes.astype(str)})
     out.attrs.update(convention=convention, metric=metric, sample_size=int(m), seed=int(seed), label=label,

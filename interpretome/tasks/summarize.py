@@ -14,8 +14,8 @@ memory and the result does not depend on the chunking (up to float rounding).
 
 The grouping column is any per-sample coordinate or variable: an obs column such as the true
 label, or ``attribution_predicted`` (predicted label, categories stored in its attrs). The small
-pandas helpers (``top_features``, ``class_tables``, ``stacked_positive``) work on the computed
-summary.
+pandas tables of a computed summary (``feature_table``, ``top_features``, ``class_tables``,
+``stacked_positive``) live in ``storage.summary_tables``, where storage exports and viz read them.
 """
 
 from __future__ import annotations
@@ -25,14 +25,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..storage.schema import FEATURE, GROUP, SAMPLE, TARGET, register, validate
-
-register("feature_attribution_mean", (GROUP, FEATURE, TARGET), "f", "mean attribution of a feature over the group's samples")
-register("feature_attribution_std", (GROUP, FEATURE, TARGET), "f", "standard deviation (ddof 0) of the attribution over the group")
-register("feature_attribution_n", (GROUP, FEATURE, TARGET), "i", "number of samples (cells) with a finite attribution in the group")
-register("feature_attribution_ci95", (GROUP, FEATURE, TARGET), "f", "half-width of the 95% interval of the mean: 1.96 std / sqrt(n)")
-
-ALL = "all"
+from ..storage.schema import FEATURE, GROUP, SAMPLE, TARGET, require, validate
+from ..storage.summary_tables import ALL, class_tables, feature_table, stacked_positive, top_features  # noqa: F401
 
 
 def _partial(a, codes, *, n_groups: int, include_all: bool):
@@ -95,6 +89,7 @@ def summarize_attributions(ds: xr.Dataset, *, by: str | None = None, groups=None
     a = ds[var]
     if a.dims != (SAMPLE, FEATURE, TARGET):
         raise ValueError(f"{var!r} has dims {a.dims}; summaries need (sample, feature, target)")
+    require(ds, var, "attribution", "interpretome.tasks.attribute.attribute")
     data = a.data if isinstance(a.data, da.Array) else da.from_array(a.values, chunks=(256, -1, -1))
     data = data.rechunk((data.chunks[0], -1, -1))
     labels: list = []
@@ -146,79 +141,3 @@ def summarize_attributions(ds: xr.Dataset, *, by: str | None = None, groups=None
         out = out.assign_coords(feature_idx=(FEATURE, np.asarray(ds["feature_idx"].values)))
     validate(out)
     return out
-
-
-# --- small pandas helpers on a computed summary ------------------------------------------------------
-
-def _pick_target(summary: xr.Dataset, cls: str | None) -> str:
-    targets = [str(t) for t in summary[TARGET].values]
-    if cls is not None and cls in targets:
-        return cls
-    if "predicted" in targets:
-        return "predicted"
-    if len(targets) == 1:
-        return targets[0]
-    raise ValueError(f"class {cls!r} is not among the summary's targets {targets}: attribute with target='all' "
-                     f"or target='predicted'")
-
-
-def feature_table(summary: xr.Dataset, *, group: str = ALL, target: str | None = None) -> pd.DataFrame:
-    """Return the scvi-tools style table of one group and target, sorted by ``attribution_mean`` descending.
-
-    Columns: feature, feature_idx, attribution_mean, attribution_std, cells, ci95.
-    """
-    groups = [str(g) for g in summary[GROUP].values]
-    if str(group) not in groups:
-        raise ValueError(f"group {group!r} is not in the summary; its groups are {groups}")
-    target = _pick_target(summary, target)
-    s = summary.sel({GROUP: str(group), TARGET: target})
-    idx = (np.asarray(summary["feature_idx"].values) if "feature_idx" in summary.coords
-           else np.arange(summary.sizes[FEATURE]))
-    df = pd.DataFrame({
-        "feature": np.asarray(summary[FEATURE].values).astype(str),
-        "feature_idx": idx.astype(np.int64),
-        "attribution_mean": np.asarray(s["feature_attribution_mean"].values, np.float64),
-        "attribution_std": np.asarray(s["feature_attribution_std"].values, np.float64),
-        "cells": np.asarray(s["feature_attribution_n"].values, np.int64),
-        "ci95": np.asarray(s["feature_attribution_ci95"].values, np.float64),
-    })
-    return df.sort_values("attribution_mean", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def top_features(summary: xr.Dataset, *, n: int = 5, group: str = ALL, target: str | None = None) -> dict:
-    """Return ``{"positive": df, "negative": df}``: the ``n`` largest and smallest mean attributions."""
-    df = feature_table(summary, group=group, target=target)
-    df = df[np.isfinite(df["attribution_mean"])]
-    return {"positive": df.head(n).reset_index(drop=True),
-            "negative": df.sort_values("attribution_mean", kind="stable").head(n).reset_index(drop=True)}
-
-
-def class_tables(summary: xr.Dataset, *, n: int = 5, classes=None) -> dict[str, dict]:
-    """Return ``{class: top_features(...)}`` for each class: its own group, attributed to itself.
-
-    For a class ``c`` the group ``c`` (samples of that label) is read at target ``c`` when the
-    attribution has per-class targets, else at ``"predicted"``.
-    """
-    groups = [str(g) for g in summary[GROUP].values if str(g) != ALL]
-    classes = groups if classes is None else [str(c) for c in classes]
-    missing = [c for c in classes if c not in groups]
-    if missing:
-        raise ValueError(f"classes {missing} are not groups of the summary ({groups}): summarise by the label column")
-    return {c: top_features(summary, n=n, group=c, target=c) for c in classes}
-
-
-def stacked_positive(summary: xr.Dataset, *, n: int = 5, classes=None) -> pd.DataFrame:
-    """Return a (feature x class) frame of positive mean attributions (negatives as 0).
-
-    Rows: the union of every class's top-``n`` positive features, ordered by total; columns: classes.
-    """
-    tables = class_tables(summary, n=n, classes=classes)
-    feats: list[str] = []
-    for t in tables.values():
-        feats += [f for f in t["positive"]["feature"] if f not in feats]
-    cols = {}
-    for c in tables:
-        df = feature_table(summary, group=c, target=c).set_index("feature")
-        cols[c] = df.loc[feats, "attribution_mean"].clip(lower=0).fillna(0).to_numpy()
-    out = pd.DataFrame(cols, index=pd.Index(feats, name="feature"))
-    return out.loc[out.sum(1).sort_values(ascending=False).index]

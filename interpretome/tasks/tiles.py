@@ -37,66 +37,14 @@ from dask.highlevelgraph import HighLevelGraph
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..engine.blocks import merge_result, require_vars
-from ..engine.gradients import tune_malloc
-from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec
-from ..storage.genome import Region, TrackGeometry, resolve_regions
-from ..storage.schema import BIN, CODE_N, CONTIG, SEQUENCE, TARGET, register, validate
+from ..engine.process import tune_malloc
+from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec, outputs_of
+from ..engine.regions import apply_kwargs, genome_input, graph_token, join_span, region_coords, span_keys
+from ..storage.alphabet import reverse_complement
+from ..storage.genome import TrackGeometry
+from ..storage.schema import BIN, CONTIG, PYRAMID_BIN, TARGET, require, validate
 
-PYRAMID_BIN = "pyramid_bin"
 STRANDS = ("+", "-", "both")
-
-register("track_prediction", (CONTIG, BIN, TARGET), "f",
-         "tiled model prediction along a contig or region; bins placed by the track geometry attrs; NaN = not predicted")
-register("track_coverage", (CONTIG, BIN), "i", "number of windows averaged into each bin (0 = not predicted)")
-register("track_pyramid_min", (CONTIG, PYRAMID_BIN, TARGET), "f",
-         "minimum of track_prediction over factor**level consecutive bins, all levels concatenated")
-register("track_pyramid_max", (CONTIG, PYRAMID_BIN, TARGET), "f",
-         "maximum of track_prediction over factor**level consecutive bins, all levels concatenated")
-
-
-# --- genome input -----------------------------------------------------------------------------------
-
-def genome_input(ds: xr.Dataset, regions):
-    """Return ``(codes, lengths, names, regions, rows)`` for a genome Dataset and optional regions.
-
-    ``codes`` is ``sequence_code`` as a dask array with one row per chunk; ``lengths`` the numpy
-    record lengths; ``regions`` the resolved ``Region`` list; ``rows`` each region's record index.
-    """
-    require_vars(ds, ("sequence_code", "sequence_length"), "interpretome.storage.genome.read_genome")
-    codes = ds["sequence_code"].data
-    if not isinstance(codes, da.Array):
-        codes = da.from_array(np.asarray(codes), chunks=(1, -1))
-    if any(c != 1 for c in codes.chunks[0]):
-        codes = codes.rechunk({0: 1})
-    if isinstance(ds["sequence_length"].data, da.Array):
-        raise ValueError("sequence_length must be known (numpy) to plan the tiles: load it with "
-                         "ds['sequence_length'] = ds['sequence_length'].compute()")
-    lengths = np.asarray(ds["sequence_length"].values, np.int64)
-    names = [str(n) for n in (ds[SEQUENCE].values if SEQUENCE in ds.coords else range(codes.shape[0]))]
-    regs = resolve_regions(regions, names, lengths)
-    index = {n: i for i, n in enumerate(names)}
-    rows = [index[r.contig] for r in regs]
-    return codes, lengths, names, regs, rows
-
-
-def span_keys(codes: da.Array, row: int, p0: int, p1: int) -> tuple[list, int]:
-    """Return the keys of the chunks of ``codes`` row ``row`` covering ``[p0, p1)`` and the first one's start."""
-    bounds = np.concatenate([[0], np.cumsum(codes.chunks[1])])
-    first = int(np.searchsorted(bounds, p0, side="right") - 1)
-    last = int(np.searchsorted(bounds, p1, side="left"))
-    return [(codes.name, row, k) for k in range(first, last)], int(bounds[first])
-
-
-def join_span(blocks, c0: int, p0: int, p1: int) -> np.ndarray:
-    """Return codes ``[p0, p1)`` from the consecutive row blocks that start at ``c0``."""
-    flat = np.concatenate([np.asarray(b).reshape(-1) for b in blocks]) if len(blocks) > 1 else np.asarray(blocks[0]).reshape(-1)
-    return np.ascontiguousarray(flat[p0 - c0:p1 - c0])
-
-
-def reverse_complement(codes: np.ndarray) -> np.ndarray:
-    """Return the reverse complement of base codes ``(..., L)`` (A<->T, C<->G, N stays N)."""
-    codes = np.asarray(codes)
-    return np.where(codes < CODE_N, 3 - codes, CODE_N).astype(np.uint8)[..., ::-1]
 
 
 def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> np.ndarray:
@@ -120,9 +68,17 @@ def _strand_predict(rt, x: np.ndarray, strand: str, geom: TrackGeometry) -> np.n
     return outs[0] if len(outs) == 1 else (outs[0].astype(np.float64) + outs[1]) / 2
 
 
+def _window_predict(rt, win, idx, i, step, strand, geom, where) -> np.ndarray:
+    """Return the predictions of windows ``idx[i:i + step]``; a non-finite output names its window (``where(j)``)."""
+    with outputs_of(lambda r: where(i + r)):
+        return _strand_predict(rt, win[idx[i:i + step]], strand, geom)
+
+
 def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, length: int, rstart: int,
-                b0: int, b1: int, strand: str, n_t: int) -> np.ndarray:
-    """Return ``(1, b1 - b0, T + 1)`` float32: mean prediction per bin, then the window count."""
+                b0: int, b1: int, strand: str, n_t: int, label: str = "") -> np.ndarray:
+    """Return ``(1, b1 - b0, T + 1)`` float32: mean prediction per bin, then the window count.
+
+    ``label`` (the region's) names the window of a non-finite model output."""
     tune_malloc()  # dask workers' fixed malloc trim threshold otherwise doubles the forward's CPU time
     rt = get_runtime(spec)
     span = join_span(blocks, c0, p0, p1)
@@ -135,9 +91,13 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
     idx = rstart + starts - p0
     win = sliding_window_view(span, geom.window)
     step = max(1, int(spec.batch_size)) * 8
+
+    def where(j):
+        return f"region {label!r}, window [{rstart + int(starts[j])}, {rstart + int(starts[j]) + geom.window}) ({strand})"
+
     if not geom.profile:
         for i in range(0, len(idx), step):
-            pred = _strand_predict(rt, win[idx[i:i + step]], strand, geom)
+            pred = _window_predict(rt, win, idx, i, step, strand, geom, where)
             out[0, i:i + len(pred), :n_t] = pred
         out[0, :len(idx), n_t] = 1
         return out
@@ -145,7 +105,7 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
     count = np.zeros(nb, np.int64)
     offs = np.arange(geom.out_length)
     for i in range(0, len(idx), step):
-        pred = _strand_predict(rt, win[idx[i:i + step]], strand, geom)  # (n, T, L_out)
+        pred = _window_predict(rt, win, idx, i, step, strand, geom, where)  # (n, T, L_out)
         bins = starts[i:i + step, None] // geom.bin_size + offs[None, :] - b0  # (n, L_out)
         keep = (bins >= 0) & (bins < nb)
         w, k = np.nonzero(keep)  # C order: window by window, as in any other chunking
@@ -176,13 +136,15 @@ def predict_tiles(
     crop_right: int | None = None,
     strand: str = "+",
     bin_chunk: int | None = None,
+    sequence_var: str = "sequence_code",
+    length_var: str = "sequence_length",
     merge: bool = True,
 ) -> xr.Dataset:
     """Return the lazy tiled prediction of ``model`` along the contigs (or ``regions``) of ``ds``.
 
-    Input: ``sequence_code`` (sequence, position) uint8 and ``sequence_length`` (sequence), e.g.
-    from ``read_genome``. ``window`` is the model's input length; ``stride`` (default
-    ``window // 2``) the step between windows; ``regions`` ``chr:start-end`` strings (1-based),
+    Input: ``ds[sequence_var]`` (a ``sequence_code``: (sequence, position) uint8) and
+    ``ds[length_var]`` (a ``sequence_length``: (sequence,)), e.g. from ``read_genome``. ``window``
+    is the model's input length; ``stride`` (default ``window // 2``) the step between windows; ``regions`` ``chr:start-end`` strings (1-based),
     ``Region``s or a BED path (default: every contig, whole); ``bin_size``/``crop``/``crop_right``
     (default ``crop``) describe a profile model's output; ``strand`` is ``+``, ``-`` or ``both``;
     ``bin_chunk`` bins per task (default: the input's position chunk in bins).
@@ -207,7 +169,7 @@ def predict_tiles(
     if geom.profile and strand != "+" and geom.crop != geom.crop_right:
         raise ValueError(f"strand {strand!r} maps reverse-complement profiles back by mirroring, which needs "
                          f"crop == crop_right (got {geom.crop} and {geom.crop_right})")
-    codes, lengths, names, regs, rows = genome_input(ds, regions)
+    codes, lengths, names, regs, rows = genome_input(ds, regions, sequence_var, length_var)
     for r in regs:
         geom.check_length(r.end - r.start, r.label)
     n_bins = [geom.n_bins(r.end - r.start) for r in regs]
@@ -216,7 +178,7 @@ def predict_tiles(
     bc = int(bin_chunk or max(1, codes.chunks[1][0] // per_bin))
     bchunks = tuple(min(bc, g_max - s) for s in range(0, g_max, bc))
     n_t = len(spec.target_names)
-    name = "tiles-" + _token(spec, geom, strand, codes.name, regs, bchunks)
+    name = "tiles-" + graph_token(spec, geom, strand, codes.name, regs, bchunks)
     dsk = {}
     for i, (r, row, nb_r) in enumerate(zip(regs, rows, n_bins)):
         length = r.end - r.start
@@ -229,8 +191,9 @@ def predict_tiles(
             else:
                 p0, p1 = r.start + int(starts.min()), r.start + int(starts.max()) + window
                 keys, c0 = span_keys(codes, row, p0, p1)
-                dsk[(name, i, j, 0)] = (_apply, _tile_block, [keys, c0, p0, p1], dict(
-                    spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1, strand=strand, n_t=n_t))
+                dsk[(name, i, j, 0)] = (apply_kwargs, _tile_block, [keys, c0, p0, p1], dict(
+                    spec=spec, geom=geom, length=length, rstart=r.start, b0=b0, b1=b1, strand=strand, n_t=n_t,
+                    label=r.label))
             b0 = b1
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
     out = da.Array(graph, name, chunks=((1,) * len(regs), bchunks, (n_t + 1,)), dtype=np.float32,
@@ -243,25 +206,6 @@ def predict_tiles(
     )
     validate(new)
     return merge_result(ds, new, merge)
-
-
-def _apply(func, args, kwargs):
-    return func(*args, **kwargs)
-
-
-def region_coords(regs: list[Region], rows: list[int]) -> dict:
-    """Return the per-row coordinates of a region axis (``contig`` labels and where each lies)."""
-    return {CONTIG: [r.label for r in regs],
-            "contig_name": (CONTIG, [r.contig for r in regs]),
-            "contig_index": (CONTIG, np.asarray(rows, np.int64)),
-            "region_start": (CONTIG, np.asarray([r.start for r in regs], np.int64)),
-            "region_end": (CONTIG, np.asarray([r.end for r in regs], np.int64))}
-
-
-def _token(*parts) -> str:
-    from dask.base import tokenize
-
-    return tokenize(*[p.token if isinstance(p, ModelSpec) else repr(p) for p in parts])
 
 
 # --- pyramids ------------------------------------------------------------------------------------------
@@ -289,8 +233,9 @@ def _coarsen(x: da.Array, factor: int, reduce) -> da.Array:
     return da.coarsen(reduce, x, {1: factor})
 
 
-def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chunk: int = 1 << 16) -> xr.Dataset:
-    """Return the lazy min/max pyramid of ``track_prediction`` (contig, bin, target).
+def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chunk: int = 1 << 16,
+                  var: str = "track_prediction") -> xr.Dataset:
+    """Return the lazy min/max pyramid of ``ds[var]`` (a ``track_prediction``: contig, bin, target).
 
     Level ``l`` (1, 2, ...) holds the NaN-ignoring min and max over ``factor**l`` consecutive bins
     (groups start at bin 0; a group of only NaN is NaN), each level computed from the previous
@@ -300,11 +245,12 @@ def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chu
     ``pyramid_levels`` = ``[[level, offset, groups], ...]``, plus the track's own attrs.
     Nothing is computed.
     """
-    require_vars(ds, ("track_prediction",), "interpretome.tasks.tiles.predict_tiles")
+    require_vars(ds, (var,), "interpretome.tasks.tiles.predict_tiles")
+    require(ds, var, "track_prediction", "interpretome.tasks.tiles.predict_tiles")
     factor = int(factor)
     if factor < 2:
         raise ValueError(f"pyramid factor must be >= 2, got {factor}")
-    x = ds["track_prediction"].data
+    x = ds[var].data
     if not isinstance(x, da.Array):
         x = da.from_array(np.asarray(x), chunks=(1, chunk, -1))
     mins, maxs, levels = [], [], []

@@ -15,23 +15,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..storage.summary_tables import class_tables, feature_table, stacked_positive
+from .figures import pyplot
+from .figures import save as _save
 
 
 def save(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save ``fig`` to ``path`` (folders created), close it and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    _plt().close(fig)
-    return path
+    """Save ``fig`` to ``path`` (folders created, cropped to its artists), close it and return the path."""
+    return _save(fig, path, dpi, tight=True)
 
 
 def _bars(ax, df, color, title):
@@ -46,9 +37,7 @@ def _bars(ax, df, color, title):
 
 def plot_top_features(summary: xr.Dataset, *, n: int = 10, group: str = "all", target: str | None = None, ax=None):
     """Return a Figure: the ``n`` features of largest |mean attribution| for one group and target, ±95% interval."""
-    from ..tasks.summarize import feature_table
-
-    plt = _plt()
+    plt = pyplot()
     df = feature_table(summary, group=group, target=target)
     df = df.reindex(df["attribution_mean"].abs().sort_values(ascending=False).index).head(n)
     df = df.sort_values("attribution_mean", ascending=False)
@@ -62,9 +51,7 @@ def plot_top_features(summary: xr.Dataset, *, n: int = 10, group: str = "all", t
 
 def plot_class_grid(summary: xr.Dataset, *, n: int = 5, classes=None, ncols: int = 4):
     """Return a Figure with, per class, its top-``n`` positive (red) and negative (blue) features."""
-    from ..tasks.summarize import class_tables
-
-    plt = _plt()
+    plt = pyplot()
     tables = class_tables(summary, n=n, classes=classes)
     k = len(tables)
     ncols = min(ncols, k)
@@ -84,9 +71,7 @@ def plot_class_grid(summary: xr.Dataset, *, n: int = 5, classes=None, ncols: int
 
 def plot_stacked(summary: xr.Dataset, *, n: int = 5, classes=None, ax=None):
     """Return a Figure: for the union of each class's top-``n`` features, stacked positive mean attribution by class."""
-    from ..tasks.summarize import stacked_positive
-
-    plt = _plt()
+    plt = pyplot()
     df = stacked_positive(summary, n=n, classes=classes)
     fig = ax.figure if ax is not None else plt.figure(figsize=(7, 0.25 * len(df) + 1.5))
     ax = ax or fig.add_subplot(111)
@@ -119,7 +104,7 @@ def plot_image_overlay(image: np.ndarray, attribution: np.ndarray, *, probabilit
     around 0 (red positive, blue negative, transparent near 0). ``probability`` (and ``label``)
     are written in the title, as PathFlowAI does.
     """
-    plt = _plt()
+    plt = pyplot()
     img = np.asarray(image, np.float64)
     att = np.asarray(attribution, np.float64)
     grey = img.mean(0) if img.ndim == 3 else img
@@ -147,7 +132,7 @@ def plot_sequence_logo(ds: xr.Dataset, sequence, *, target=None, start: int | No
     """
     import logomaker
 
-    plt = _plt()
+    plt = pyplot()
     names = [str(s) for s in ds["sequence"].values]
     i = names.index(str(sequence)) if str(sequence) in names else int(sequence)
     targets = [str(t) for t in ds["target"].values]

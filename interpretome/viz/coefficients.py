@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from ..storage.schema import CLASS, FEATURE, MODEL
-from .tracks import _plt, save
+from .figures import pyplot, save
 
 __all__ = ["plot_heatmap", "plot_clustermap", "plot_class_kde", "plot_class_means", "plot_scatter_grid",
            "plot_ccc_matrix", "save"]
@@ -61,7 +61,7 @@ def plot_heatmap(ds: xr.Dataset, model, *, max_features: int = 200):
     Diverging colours centred on 0; at most ``max_features`` columns (those with the largest
     absolute coefficient) so large feature sets stay legible.
     """
-    plt = _plt()
+    plt = pyplot()
     label, v, cls, feats = _entry(ds, model)
     if v.shape[1] > max_features:
         keep = np.sort(np.argsort(-np.nanmax(np.abs(v), axis=0))[:max_features])
@@ -83,7 +83,7 @@ def plot_heatmap(ds: xr.Dataset, model, *, max_features: int = 200):
 
 def plot_clustermap(ds: xr.Dataset, model, *, method: str = "average", metric: str = "euclidean"):
     """Return a Figure: seaborn clustermap of one entry's coefficients (rows = classes, cols = features)."""
-    _plt()
+    pyplot()
     import pandas as pd
     import seaborn as sns
 
@@ -100,7 +100,7 @@ def plot_clustermap(ds: xr.Dataset, model, *, method: str = "average", metric: s
 
 def plot_class_kde(ds: xr.Dataset, model, *, bw_method=None):
     """Return a Figure: per-class kernel density (scipy ``gaussian_kde``) of one entry's coefficients."""
-    plt = _plt()
+    plt = pyplot()
     from scipy.stats import gaussian_kde
 
     label, v, cls, _ = _entry(ds, model)
@@ -123,7 +123,7 @@ def plot_class_kde(ds: xr.Dataset, model, *, bw_method=None):
 
 def plot_class_means(ds: xr.Dataset, model):
     """Return a Figure: bar of the mean coefficient per class (error bars: standard error)."""
-    plt = _plt()
+    plt = pyplot()
     label, v, cls, _ = _entry(ds, model)
     mean = np.nanmean(v, axis=1)
     sem = np.nanstd(v, axis=1, ddof=1) / np.sqrt(np.isfinite(v).sum(axis=1))
@@ -144,7 +144,7 @@ def plot_scatter_grid(ds: xr.Dataset, comparison, *, ncols: int = 4):
     ``comparison`` is a name like ``final:CP`` or an index. Each title gives Pearson, Spearman
     and CCC from the stored correlations.
     """
-    plt = _plt()
+    plt = pyplot()
     names = [str(c) for c in ds["comparison"].values]
     idx = comparison if isinstance(comparison, (int, np.integer)) else (
         names.index(str(comparison)) if str(comparison) in names else None)
@@ -189,7 +189,7 @@ def plot_ccc_matrix(ds: xr.Dataset, *, max_features: int = 300):
 
     At most ``max_features`` features (the first ones) are drawn; NaN (constant features) in grey.
     """
-    plt = _plt()
+    plt = pyplot()
     from scipy.cluster.hierarchy import leaves_list, linkage
     from scipy.spatial.distance import squareform
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage.store import group_info, list_groups
+from ..storage.store import group_info, group_state, list_groups
 
 STATS_MAX_ELEMENTS = 5_000_000
 """Variables up to this many elements get min / mean / max / NaN counts in the tables."""
@@ -243,13 +243,16 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
     summary, sections = [], []
     for g in groups:
         info = group_info(store, g) or {}
-        complete = bool(info.get("complete"))
+        condition, damage = group_state(store, g)
+        complete = condition == "complete"
         runs = _timings(info)
         seconds = sum(float(t.get("seconds", 0)) for t in runs)
         chunks = sum(int(t.get("chunks_computed", 0)) for t in runs)
         figs = figures.get(g, [])
-        state = ('<span class="state-ok">complete</span>' if complete
-                 else '<span class="state-bad">INCOMPLETE (rerun the job to resume)</span>')
+        state = ('<span class="state-ok">complete</span>' if complete else
+                 f'<span class="state-bad">damaged: {len(damage)} bad chunks, e.g. {_esc(damage[0])} '
+                 f'(`interpretome verify` lists them; rerun the job to repair)</span>' if damage else
+                 '<span class="state-bad">INCOMPLETE (rerun the job to resume)</span>')
         sec = [f'<section class="group" id="group-{_esc(g)}"><h2>{_esc(g)} <small>{_esc(info.get("task", "?"))}'
                f"</small></h2><p>{state}</p>"]
         sec.append("<h3>Time</h3>" + _table(
@@ -260,13 +263,13 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
             sec.append(f'<h3>Figures</h3><p class="error">{_esc(errors[g])}</p>')
         elif figs:
             sec.append("<h3>Figures</h3>" + "".join(figure_html(p) for p in figs))
-        table, size = _variables_table(store, g)
+        table, size = _variables_table(store, g) if not damage else ("<p>not read: the group is damaged</p>", 0)
         sec.append("<h3>Summary</h3>" + table)
         sec.append("<h3>Parameters</h3>" + _params_table(info.get("params") or {}))
         sec.append("<h3>Provenance</h3>" + _provenance_html(info))
         sec.append("</section>")
         sections.append("".join(sec))
-        summary.append([g, info.get("task", "?"), "complete" if complete else "INCOMPLETE",
+        summary.append([g, info.get("task", "?"), {"incomplete": "INCOMPLETE"}.get(condition, condition),
                         len(info.get("variables") or {}), chunks, seconds, size, len(figs)])
     runs = root_attrs.get("interpretome_runs") or []
     if runs:

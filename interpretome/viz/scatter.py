@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .figures import pyplot
+
 GLASBEY = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
            "#e6550d", "#31a354", "#756bb1", "#636363", "#9c9ede", "#cedb9c", "#e7cb94", "#e7969c"]
@@ -174,11 +176,7 @@ def datashader_png(coords, out, *, labels=None, values=None, categories=None, wi
 def matplotlib_png(coords, out, *, labels=None, values=None, title: str | None = None, size: float = 4.0,
                    figsize=(6, 5)) -> Path:
     """Draw a matplotlib scatter (small data) coloured by ``labels`` (legend) or ``values`` (colour bar)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     c = np.asarray(_raw(coords))
     fig, ax = plt.subplots(figsize=figsize)
     if labels is not None:

@@ -5,19 +5,10 @@ The viz layer reads stored Datasets only; it never runs a model.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import xarray as xr
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from .figures import pyplot, save  # noqa: F401 (save: the figure writer of this module's figures)
 
 
 def plot_sweep(ds: xr.Dataset, sequence, *, target=None, markers: dict[str, float] | None = None,
@@ -28,7 +19,7 @@ def plot_sweep(ds: xr.Dataset, sequence, *, target=None, markers: dict[str, floa
     ``sequence`` is a name or index; ``markers`` maps labels to positions drawn as red vertical lines
     (e.g. ``{"TSS": 150}``); ``center`` plots each window at its centre instead of its first base.
     """
-    plt = _plt()
+    plt = pyplot()
     sel = _pick(ds, sequence, target)
     mean, std = sel["sweep_delta_mean"], sel["sweep_delta_std"]
     fig = ax.figure if ax is not None else plt.figure(figsize=(10, 4))
@@ -59,7 +50,7 @@ def plot_sweep(ds: xr.Dataset, sequence, *, target=None, markers: dict[str, floa
 
 def plot_ism(ds: xr.Dataset, sequence, *, target=None, start=None, end=None, ax=None):
     """Return a matplotlib Figure: ISM heatmap (base x position) of ``ism_delta``, diverging colours."""
-    plt = _plt()
+    plt = pyplot()
     sel = _pick(ds, sequence, target)["ism_delta"]
     if start is not None or end is not None:
         sel = sel.sel(position=slice(start, None if end is None else end - 1))
@@ -83,13 +74,3 @@ def _pick(ds: xr.Dataset, sequence, target):
         sel = sel.isel(target=0) if target is None else (
             sel.isel(target=target) if isinstance(target, (int, np.integer)) else sel.sel(target=target))
     return sel
-
-
-def save(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG, close it and return the path."""
-    plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path

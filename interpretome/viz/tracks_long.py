@@ -21,8 +21,7 @@ import xarray as xr
 
 from ..storage.export import target_index
 from ..storage.genome import TrackGeometry
-
-PYRAMID_BIN = "pyramid_bin"
+from .figures import pyplot
 
 
 def row_index(ds: xr.Dataset, contig) -> int:
@@ -112,9 +111,7 @@ def plot_track(track: xr.Dataset, contig=None, *, genes: pd.DataFrame | None = N
     ``genes``: a table from ``storage.annotation`` (``contig``, ``tss``, ``strand``, ``name``);
     the genes of this contig whose start lies in view are drawn (names when at most 40).
     """
-    from .tracks import _plt
-
-    plt = _plt()
+    plt = pyplot()
     i = row_index(track, contig)
     name = str(track["contig_name"].values[i])
     rstart, rend = int(track["region_start"].values[i]), int(track["region_end"].values[i])
