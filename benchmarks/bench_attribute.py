@@ -12,10 +12,7 @@ IG on the reference CNN (Conv1d(4,64,15)+ReLU, Conv1d(64,64,9)+ReLU, global max 
   gradients after the max pool, the affine first layer applied once per sample. Workers are
   warmed (model built, imports done) before timing; the task graph's compute is timed.
 
-FastSHAP (one thread): a 10-feature MLP (so exact Shapley values can be enumerated); explanation throughput
-of the trained explainer against shap ``GradientExplainer`` (nsamples 200) on the same model,
-and their correlation with exact Shapley values (FastSHAP: of its surrogate game, the fidelity
-it is validated with; both: of the model game with absent features set to 0).
+FastSHAP has its own section (``benchmarks/bench_fastshap.py``: validated on the 765-gene PBMC classifier).
 
 Run: ``python -m benchmarks.bench_attribute`` (``--quick``: 16 sequences of 500 bp).
 """
@@ -117,60 +114,6 @@ def ig_section(n_seq: int, length: int, n_steps: int = 50) -> tuple[list[str], d
     return rows, stats
 
 
-def fastshap_section(quick: bool) -> list[str]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _fastshap_rows(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fastshap_rows(quick: bool) -> list[str]:
-    import shap
-    import torch
-
-    from interpretome.engine.heads import head_module
-    from interpretome.engine.models import ModelSpec, get_runtime
-    from interpretome.tasks.fastshap import _load, exact_shapley, explain_with, validate_fastshap
-
-    f = 10
-    spec = ModelSpec(factory="interpretome.pbmc:cell_classifier",
-                     kwargs={"n_features": f, "n_classes": 2, "hidden": 16, "seed": 3},
-                     input_kind="dense", targets=("a", "b"))
-    rs = np.random.default_rng(0)
-    x = rs.normal(size=(1500 if quick else 2000, f)).astype(np.float32)
-    t_train, state = _timeit(lambda: validate_fastshap(spec, x, target="b", epochs=15 if quick else 25, hidden=64,
-                                                       seed=0, n_validate=64))
-    sur, expl = _load(state)
-    xe = torch.from_numpy(rs.normal(size=(4096, f)).astype(np.float32))
-    explain_with(expl, sur, xe[:8], f, 1)
-    t_fs, phi = _timeit(lambda: explain_with(expl, sur, xe, f, 1), repeat=3)
-    model = get_runtime(spec).model
-    n_ge = 32 if quick else 64
-    bg = torch.from_numpy(x[:100])
-    ge = shap.GradientExplainer(head_module(model, "none", [1]), bg, batch_size=200)
-    t_ge, ge_vals = _timeit(lambda: ge.shap_values(xe[:n_ge], nsamples=200, rseed=0))
-    ge_vals = np.asarray(ge_vals).reshape(n_ge, f)
-    with torch.no_grad():
-        exact_model = exact_shapley(lambda xx, m: model(xx * m)[:, 1:2], xe[:n_ge], 1)[..., 0]
-    r_fs = float(np.corrcoef(phi[:n_ge, :, 0].ravel(), exact_model.ravel())[0, 1])
-    r_ge = float(np.corrcoef(ge_vals.ravel(), exact_model.ravel())[0, 1])
-    rate_fs, rate_ge = len(xe) / t_fs, n_ge / t_ge
-    return [
-        "| method | explanations/s | r vs exact Shapley (model, absent = 0) | r vs exact Shapley (surrogate game) |",
-        "|---|---:|---:|---:|",
-        f"| FastSHAP (trained in {t_train:.1f} s on {len(x)} samples) | {rate_fs:,.0f} | {r_fs:.3f} | "
-        f"{state['fidelity']:.3f} (validation, {state['n_validate']} held-out samples) |",
-        f"| shap GradientExplainer, nsamples 200, background 100 | {rate_ge:,.1f} | {r_ge:.3f} | - |",
-        "",
-        f"FastSHAP (one thread) explains **{rate_fs / rate_ge:,.0f}x** more samples per second than GradientExplainer once trained "
-        f"(training amortises after about {t_train * rate_ge:,.0f} GradientExplainer explanations).",
-    ]
-
-
 def run(quick: bool = False) -> str:
     """Run the attribution benchmarks and return the markdown of the section."""
     n_seq, length = (16, 500) if quick else (64, 1000)
@@ -179,7 +122,7 @@ def run(quick: bool = False) -> str:
     ok1 = "met" if st["ratio_2"] >= 1.3 else "NOT met"
     ok2 = "met" if st["scaling"] >= 1.8 else "NOT met"
     lines = [
-        "## Issue 4 — attributions (IG, SHAP, FastSHAP)",
+        "## Issue 4 — attributions (IG, SHAP)",
         "",
         f"Command: `python -m benchmarks.bench_attribute{' --quick' if quick else ''}` "
         f"({os.cpu_count()} cores; load average at start {load:.2f} — the machine is shared with other "
@@ -209,10 +152,6 @@ def run(quick: bool = False) -> str:
         "steps share each batch; the machine's cores run one single-threaded process each rather than",
         "intra-op threads; and the workers' glibc allocator is kept from unmapping every batch's tensors",
         "(dask starts workers with `MALLOC_TRIM_THRESHOLD_=65536`, which alone doubled our CPU time).",
-        "",
-        "### FastSHAP: 10-feature MLP",
-        "",
-        *fastshap_section(quick),
         "",
     ]
     return "\n".join(lines)

@@ -79,12 +79,12 @@ class Attribution:
         """Return ``sum(attr) - (fx - fb)`` per sample (torch or numpy, in the inputs' own dtype)."""
         return attr.reshape(attr.shape[0], -1).sum(1) - (fx - fb)
 
-    def outputs(self, x):
-        """Return the activated outputs ``(N, n_out)`` of ``x`` without gradients."""
+    def outputs(self, x, extra=()):
+        """Return the activated outputs ``(N, n_out)`` of ``x`` (and per-sample ``extra`` tensors) without gradients."""
         import torch
 
         with torch.no_grad():
-            return self.f(x)
+            return self.f(x, *extra)
 
     def reduce(self, attr):
         """Return the reported attributions from the raw ones (identity)."""
@@ -173,14 +173,16 @@ def gradient_parts(runtime):
 
 
 def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: str = "gausslegendre",
-                         batch_size: int = 256, first=None):
+                         batch_size: int = 256, first=None, extra=()):
     """Return ``(attribution, f_x, f_baseline)`` of Integrated Gradients for one block (torch).
 
     ``f`` maps a batch ``(B, *shape)`` to outputs ``(B, n_out)``; ``x`` ``(N, *shape)`` torch float;
     ``baseline`` broadcastable to ``x``; ``target`` ``(N,)`` int64 output index per sample.
     ``attribution`` ``(N, *shape)``; ``f_x``, ``f_baseline`` ``(N,)``. ``batch_size`` counts
     (sample, step) rows per model call. With ``first`` (an affine module, see ``split_affine``),
-    ``f`` is the rest of the model and the path runs through ``first``'s output.
+    ``f`` is the rest of the model and the path runs through ``first``'s output. ``extra``: per-sample
+    tensors ``(N, ...)`` passed to ``f`` after the input, unchanged along the path (covariates such as
+    a batch code, as captum's ``additional_forward_args``).
     """
     import torch
 
@@ -204,7 +206,7 @@ def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: s
         idx = torch.arange(r0, min(rows, r0 + batch_size), device=x.device)
         si, ki = idx // n_steps, idx % n_steps
         inp = torch.addcmul(path0[si], a[ki].view(-1, *tail), path_diff[si]).requires_grad_(True)
-        out = f(inp)
+        out = f(inp, *(e[si] for e in extra))
         sel = out.gather(1, target[si][:, None]).sum()
         (g,) = torch.autograd.grad(sel, inp)
         total.index_add_(0, si, g * w[ki].view(-1, *tail))
@@ -213,8 +215,8 @@ def integrated_gradients(f, x, baseline, target, *, n_steps: int = 50, method: s
         (total,) = torch.autograd.grad(first(z), z, total)
     attr = diff * total
     with torch.no_grad():
-        fx = f(path1).gather(1, target[:, None])[:, 0]
-        fb = f(path0).gather(1, target[:, None])[:, 0]
+        fx = f(path1, *extra).gather(1, target[:, None])[:, 0]
+        fb = f(path0, *extra).gather(1, target[:, None])[:, 0]
     return attr.detach(), fx, fb
 
 
@@ -226,13 +228,13 @@ class IntegratedGradients(Attribution):
     uses_baseline = True
     options = ("n_steps", "ig_method", "batch_size")
 
-    def _attribute(self, x, target, *, baseline, **_):
+    def _attribute(self, x, target, *, baseline, extra=(), **_):
         import torch
 
         first, rest = gradient_parts(self.rt)
         base = torch.from_numpy(np.asarray(baseline, np.float32)).to(x.device)
         return integrated_gradients(ActivatedModel(rest, self.activation), x, base, target, n_steps=self.n_steps,
-                                    method=self.ig_method, batch_size=self.batch_size, first=first)
+                                    method=self.ig_method, batch_size=self.batch_size, first=first, extra=extra)
 
 
 # --- shap ------------------------------------------------------------------------------------------

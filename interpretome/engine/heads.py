@@ -60,14 +60,15 @@ def activate(out, activation: str):
 
 
 class ActivatedModel:
-    """Callable ``x -> activate(model(x))`` of shape (N, n_out) (an nn.Module-free forward function)."""
+    """Callable ``(x, *extra) -> activate(model(x, *extra))`` of shape (N, n_out) (an nn.Module-free forward
+    function; ``extra``: per-sample tensors such as covariates, passed after the input)."""
 
     def __init__(self, model, activation: str = "none"):
         self.model = model
         self.activation = activation
 
-    def __call__(self, x):
-        return activate(self.model(x), self.activation)
+    def __call__(self, x, *extra):
+        return activate(self.model(x, *extra), self.activation)
 
 
 def head_module(model, activation: str = "none", select=None):

@@ -65,14 +65,14 @@ class Runtime:
         return self.onehot_lut[t].permute(0, 2, 1).contiguous()
 
     # checks -------------------------------------------------------------------------------------
-    def probe(self, x, what: str):
+    def probe(self, x, what: str, extra=()):
         """Return the raw output ``(N, n_out[, L_out])`` of model input ``x``, checked against the spec.
 
-        Raises ``ModelSpecError`` when the model does not accept ``x`` (``what`` describes it, e.g.
+        ``extra``: per-sample tensors passed after the input (the spec's covariates). Raises ``ModelSpecError`` when the model does not accept ``x`` (``what`` describes it, e.g.
         "12 input features") and ``ModelOutputError`` when its output disagrees with the targets.
         """
         try:
-            out = first_output(self.forward(x))
+            out = first_output(self.forward(x, *extra))
         except (RuntimeError, ValueError, IndexError, TypeError) as e:
             raise ModelSpecError(f"the model does not accept {what} (a batch of shape {tuple(x.shape)}): "
                                  f"{str(e).strip()[:300]}. Check input_kind= (--input-kind), the model kwargs= "
@@ -84,17 +84,23 @@ class Runtime:
     def probe_shape(self, shape: tuple[int, ...], what: str) -> int:
         """Run the model once on zeros of model-input shape ``(1, *shape)``; return its number of outputs.
 
-        Token ids for ``kmer`` specs, float32 otherwise; checked as ``probe`` (graph-build time).
+        Token ids for ``kmer`` specs, float32 otherwise, and a zero ``(1, 1)`` tensor per covariate of
+        the spec; checked as ``probe`` (graph-build time).
         """
         torch = self.torch
         dtype = torch.long if self.spec.input_kind == "kmer" else torch.float32
-        return int(self.probe(torch.zeros((1,) + tuple(shape), dtype=dtype, device=self.device), what).shape[1])
+        x = torch.zeros((1,) + tuple(shape), dtype=dtype, device=self.device)
+        return int(self.probe(x, what, self.zero_covariates(1)).shape[1])
+
+    def zero_covariates(self, n: int) -> tuple:
+        """Return a zero ``(n, 1)`` tensor per covariate of the spec (the checks' stand-in for obs values)."""
+        return tuple(self.torch.zeros((n, 1), device=self.device) for _ in self.spec.covariates)
 
     # prediction ---------------------------------------------------------------------------------
-    def forward(self, x):
-        """Return the raw model output for an encoded batch, without gradients."""
+    def forward(self, x, *extra):
+        """Return the raw model output for an encoded batch (and per-sample ``extra`` tensors), without gradients."""
         with self.torch.inference_mode():
-            return self.model(x)
+            return self.model(x, *extra)
 
     def predict(self, codes: np.ndarray) -> np.ndarray:
         """Return head outputs ``(N, T[, L_out])`` for base codes ``(N, L)`` in batches."""
@@ -263,7 +269,7 @@ def check_model(spec: ModelSpec | str | dict, sample) -> dict:
     spec = load_spec(spec)
     rt = get_runtime(spec)
     x, what = sample_input(rt, sample)
-    out = rt.probe(x, what)
+    out = rt.probe(x, what, rt.zero_covariates(x.shape[0]))
     with outputs_of(lambda r: f"sample item {r}"):
         rt.output(out)
     return {"digest": model_digest(spec), "n_outputs": int(out.shape[1]), "output_shape": tuple(int(d) for d in out.shape),

@@ -142,13 +142,33 @@ def _load_state(path: str, trust_pickle: bool) -> dict:
     except Exception as e:  # noqa: BLE001 - a damaged archive raises RuntimeError, KeyError, EOFError ...
         raise ModelSpecError(f"weights file {path!r} looks like a torch {fmt} file but cannot be read "
                              f"({type(e).__name__}: {str(e).strip()[:200]}): is it truncated or damaged?") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for key in ("model_state_dict", "state_dict"):  # scvi-tools / plain training loops; Lightning
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
     if hasattr(state, "state_dict") and callable(state.state_dict):  # a whole pickled module (trust_pickle)
         state = state.state_dict()
     if not isinstance(state, dict):
         raise ModelSpecError(f"weights file {path!r} holds a {type(state).__name__}, not a state_dict: save "
                              f"model.state_dict() and pass that file as weights= (--weights)")
+    return state
+
+
+def unwrap_state_dict(state: dict, model) -> dict:
+    """Return ``state`` (from ``_load_state``: ``{"model_state_dict": ...}`` of scvi-tools and plain training
+    loops and Lightning's ``{"state_dict": ...}`` already unwrapped) with a common key prefix that the
+    module's own keys lack (Lightning's ``model.``) removed.
+    """
+    if not state:
+        return state
+    own = set(model.state_dict())
+    keys = list(state)
+    if own and not own & set(keys):
+        heads = {k.split(".", 1)[0] for k in keys}
+        if len(heads) == 1 and all("." in k for k in keys):
+            stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
+            if set(stripped) & own:
+                return stripped
     return state
 
 
@@ -176,6 +196,10 @@ class ModelSpec:
     trust_pickle: bool = False
     weights_sha256: str | None = None
     allow_nonfinite: bool = False
+    layer: str | None = None
+    feature_names: tuple[str, ...] | None = None
+    covariates: tuple[str, ...] = ()
+    covariate_categories: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if (self.factory is None) == (self.torchscript is None):
@@ -193,7 +217,7 @@ class ModelSpec:
             object.__setattr__(self, "kmer", KmerTokenizer())
         if isinstance(self.kmer, dict):
             object.__setattr__(self, "kmer", KmerTokenizer(**self.kmer))
-        for name in ("targets", "select"):
+        for name in ("targets", "select", "feature_names", "covariates"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(v) if isinstance(v, (list, tuple)) else (v,))
@@ -207,6 +231,9 @@ class ModelSpec:
                 if isinstance(s, str) and (self.targets is None or s not in self.targets):
                     raise ModelSpecError(f"target {s!r} is selected by name but the declared targets are "
                                          f"{self.targets}: declare targets= or select by index")
+        if self.covariates and self.input_kind != "dense":
+            raise ModelSpecError(f"covariates= (per-sample obs columns passed to forward) need input_kind 'dense', "
+                                 f"the spec says {self.input_kind!r}")
         if self.weights_sha256 is None:
             f = self.weights or self.torchscript
             if f:
@@ -221,8 +248,11 @@ class ModelSpec:
             d["kmer"] = {"k": self.kmer.k, "stride": self.kmer.stride, "unk": self.kmer.unk,
                          "bos": self.kmer.bos, "vocab_size": len(self.kmer.vocab),
                          "vocab_sha256": hashlib.sha256(vocab.encode()).hexdigest()}
-        for k in ("targets", "select"):
+        for k in ("targets", "select", "covariates"):
             d[k] = list(d[k]) if d[k] is not None else None
+        if self.feature_names is not None:
+            d["feature_names"] = {"n": len(self.feature_names), "sha256": hashlib.sha256(
+                "\n".join(self.feature_names).encode()).hexdigest()}
         return d
 
     def describe(self) -> dict:
@@ -236,9 +266,19 @@ class ModelSpec:
     def token(self) -> str:
         """Return the sha256 of the spec (weights digest included): the per-worker cache key."""
         full = self.to_dict()
+        full["feature_names"] = list(self.feature_names) if self.feature_names is not None else None
         if self.kmer is not None:
             full["kmer"]["vocab"] = list(self.kmer.vocab)
         return hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()
+
+    @classmethod
+    def from_scvi(cls, model_dir, *, trust_pickle: bool = False, use_posterior_mean: bool = True,
+                  **overrides) -> "ModelSpec":
+        """Return the spec of a saved scvi-tools classifier model (``module.classify``; see ``engine.scvi``)."""
+        from .scvi import spec_fields
+
+        fields = spec_fields(model_dir, trust_pickle=trust_pickle, use_posterior_mean=use_posterior_mean)
+        return cls(**{**fields, **overrides})
 
     def with_options(self, **changes) -> "ModelSpec":
         """Return a copy with ``changes`` applied (e.g. ``batch_size=16``)."""
@@ -270,7 +310,7 @@ class ModelSpec:
             model = _call_factory(self.factory, self.kwargs)
             if self.weights:
                 try:
-                    model.load_state_dict(_load_state(self.weights, self.trust_pickle))
+                    model.load_state_dict(unwrap_state_dict(_load_state(self.weights, self.trust_pickle), model))
                 except RuntimeError as e:
                     raise ModelSpecError(f"weights {self.weights!r} do not fit {self.factory!r} with kwargs "
                                          f"{self.kwargs} ({_first_mismatch(e)}): check that weights= (--weights) "

@@ -27,8 +27,10 @@ import numpy as np
 import xarray as xr
 
 from ..engine.models import KmerTokenizer, ModelSpec, load_spec
+from ..errors import ModelSpecError
 from ..storage.store import (StoreError, WriteReport, check_writable, file_digest, group_info, planning, provenance,
                              write_dataset)
+
 
 def add_model_arguments(p: argparse.ArgumentParser, input_kind: str = "onehot", *, optional: bool = False) -> None:
     """Add the ModelSpec flags to a subcommand parser.
@@ -42,8 +44,11 @@ def add_model_arguments(p: argparse.ArgumentParser, input_kind: str = "onehot", 
         g.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the model factory")
         g.add_argument("--weights", default=None, help="state_dict for the model factory")
         return
-    g.add_argument("--model", required=True,
+    g.add_argument("--model", default=None,
                    help="'package.module:factory', a TorchScript file, or a .json spec file")
+    g.add_argument("--scvi-model", default=None, metavar="DIR",
+                   help="a scvi-tools model directory (model.save(dir)) with a classifier, e.g. SCANVI: its "
+                        "module.classify is explained (needs --trust-pickle: scvi-tools pickles model.pt)")
     g.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the factory")
     g.add_argument("--weights", default=None, help="state_dict file for the factory (torch.load weights_only=True)")
     g.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of --weights (trusted files only)")
@@ -63,6 +68,13 @@ def add_model_arguments(p: argparse.ArgumentParser, input_kind: str = "onehot", 
 
 def model_from_args(args: argparse.Namespace) -> ModelSpec:
     """Return the ModelSpec described by the model flags (a .json spec may be overridden by flags)."""
+    if getattr(args, "scvi_model", None):
+        if args.model:
+            raise ModelSpecError("pass either --model or --scvi-model, not both")
+        over = {k: getattr(args, k) for k in ("batch_size", "device") if getattr(args, k) is not None}
+        return ModelSpec.from_scvi(args.scvi_model, trust_pickle=args.trust_pickle, **over)
+    if not args.model:
+        raise ModelSpecError("a model is needed: --model 'package.module:factory' / model.ts / spec.json, or --scvi-model DIR")
     try:
         kwargs = json.loads(args.model_kwargs)
     except json.JSONDecodeError as e:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage.store import open_group
+from ..storage.store import group_info, open_group
 from ..tasks.attribute import METHOD_NAMES, canonical_method
+from ..errors import InputError
 from . import check_model_on, input_sample, store_result
 from .declare import JobKind, Param
 
@@ -27,29 +28,45 @@ def read_input(path, kind: str, *, layer=None, sample_chunk: int = 256, labels=N
     return read_fasta(path, sequence_chunk=sample_chunk)
 
 
-def fastshap_settings(method: str, train: int, epochs: int) -> dict | None:
-    """Return FastSHAP's training options for ``method`` (None for the other methods)."""
-    return dict(n_train=train, epochs=epochs) if method == "fastshap" else None
+def fastshap_settings(method: str, train: int, epochs: int, validate: int | None = None,
+                      min_fidelity: float | None = None) -> dict | None:
+    """Return FastSHAP's training and validation options for ``method`` (None for the other methods).
+
+    ``validate``, ``min_fidelity``: held-out samples of the validation against the Shapley
+    reference and the fidelity below which FastSHAP refuses (the task's defaults when None).
+    """
+    if method != "fastshap":
+        return None
+    opts = dict(n_train=train, epochs=epochs)
+    if validate is not None:
+        opts["n_validate"] = validate
+    if min_fidelity is not None:
+        opts["min_fidelity"] = min_fidelity
+    return opts
 
 
 def run_attribute(input, model, store, *, group="attributions", method="integrated_gradients", target="predicted",
                   baseline="zero", n_steps=50, ig_method="gausslegendre", internal_batch_size=None, background=100,
                   seed=0, nsamples=200, local_smoothing=0.0, layer=None, layer_in_file=None, sample_chunk=256,
-                  by=None, fastshap_train=2000, fastshap_epochs=60, client=None, overwrite=False, log=print):
+                  by=None, fastshap_train=2000, fastshap_epochs=200, fastshap_validate=32, fastshap_min_fidelity=0.9,
+                  client=None, overwrite=False, log=print):
     """Read the input, attribute, write ``store/group`` (and ``store/<group>_summary`` when ``by`` or dense).
 
     ``baseline``: ``zero``, ``mean``, an array, or a ``.npy`` file of one sample's input (its
     digest is then part of the fingerprint, as the input file's is). ``layer_in_file``: the
-    AnnData layer read instead of X. ``fastshap_train`` / ``fastshap_epochs``: FastSHAP's
-    training samples and epochs (``method="fastshap"``).
+    AnnData layer read instead of X (default: the model's registered layer, ``ModelSpec.layer``,
+    else X). ``fastshap_train`` / ``fastshap_epochs``: FastSHAP's training samples and most epochs
+    per network (early-stopped); ``fastshap_validate`` / ``fastshap_min_fidelity``: its held-out
+    validation samples and the fidelity below which it refuses (``method="fastshap"``).
     """
     from ..tasks.attribute import attribute
     from ..tasks.fastshap import fastshap
     from ..tasks.summarize import summarize_attributions
 
-    obs_layer = layer_in_file
+    obs_layer = layer_in_file if layer_in_file is not None else model.layer  # a scvi-tools model's registered layer
     method = method if method == "fastshap" else canonical_method(method)  # "ig" fingerprints as its canonical name
-    fastshap_options = fastshap_settings(method, fastshap_train, fastshap_epochs)
+    fastshap_options = fastshap_settings(method, fastshap_train, fastshap_epochs, fastshap_validate,
+                                         fastshap_min_fidelity)
 
     ds = read_input(input, model.input_kind, layer=obs_layer, sample_chunk=sample_chunk)
     if by is not None and by not in ds.variables:
@@ -146,11 +163,20 @@ def parse_target(text: str):
 
 
 def _export(params, *, store, group, log=print) -> None:
-    """``export``: write the stored summary table (scvi-tools columns) after the run."""
+    """``export``: write the stored summary table (scvi-tools columns); ``write_h5ad``: the summaries as
+    AnnData (``storage.h5ad_export``); both after the run."""
     if params.get("export"):
         from ..storage.attribution_export import export_attributions
 
         log(f"wrote {export_attributions(open_group(store, f'{group}_summary'), params['export'])}")
+    if params.get("write_h5ad"):
+        from ..storage.h5ad_export import attribution_to_h5ad
+
+        if params.get("method") == "fastshap" or group_info(store, f"{group}_summary") is None:
+            raise InputError("--write-h5ad writes per-gene summaries of dense-input IG / SHAP attributions")
+        path = attribution_to_h5ad(open_group(store, f"{group}_summary"), params["write_h5ad"],
+                                   attributions=open_group(store, group))
+        log(f"wrote {path}")
 
 
 ATTRIBUTE = JobKind(
@@ -173,12 +199,19 @@ ATTRIBUTE = JobKind(
         Param("nsamples", "int", 200, doc="GradientExplainer samples per explanation"),
         Param("local_smoothing", "float", 0.0, doc="GradientExplainer input noise"),
         Param("layer", "str", None, doc="k-mer models: attribute path of the embedding layer"),
-        Param("layer_in_file", "str", None, doc="AnnData layer to read instead of X"),
+        Param("layer_in_file", "str", None,
+              doc="AnnData layer to read instead of X (default: the model's registered layer, else X)"),
         Param("by", "str", None, doc="obs column to summarise by (e.g. bulk_labels)"),
         Param("sample_chunk", "int", 256, doc="samples per task"),
         Param("fastshap_train", "int", 2000, doc="FastSHAP training samples"),
-        Param("fastshap_epochs", "int", 60, doc="FastSHAP training epochs"),
+        Param("fastshap_epochs", "int", 200, doc="most FastSHAP epochs per network (early-stopped)"),
+        Param("fastshap_validate", "int", 32,
+              doc="held-out samples FastSHAP is validated on against its Shapley reference"),
+        Param("fastshap_min_fidelity", "float", 0.9,
+              doc="refuse FastSHAP below this mean per-sample correlation with the reference"),
         Param("export", "str", None, output=True, to="finish", doc="write the summary table (.tsv/.csv/.parquet)"),
+        Param("write_h5ad", "str", None, output=True, to="finish",
+              doc="also write the per-group summaries as AnnData OUT.h5ad (.varm per group, .uns table)"),
     ))
 
 KINDS = (ATTRIBUTE,)

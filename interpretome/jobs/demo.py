@@ -18,6 +18,7 @@ from ..storage.readers import write_fasta
 from .attribution import step_attribution
 from .dna import render_ism, render_sweep, run_ism, run_sweep
 from .genome import step_genome, step_genome_profile
+from .genomaps import step_genomap
 from .embedding import step_embedding
 from .coefficients import step_coefficients
 from .report import step_report
@@ -54,7 +55,7 @@ def step_dna(ctx: DemoContext) -> list[Path]:
 
 
 DEMO_STEPS: list[Callable[[DemoContext], list[Path]]] = [step_dna, step_embedding, step_coefficients, step_genome,
-                                                          step_genome_profile, step_attribution,
+                                                          step_genome_profile, step_attribution, step_genomap,
                                                           step_report]  # the report last: it shows every step's figures
 
 

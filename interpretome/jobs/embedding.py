@@ -257,6 +257,18 @@ def scores_job(*, store, group, inputs, names=None, out=None, group_in=None, var
     return None
 
 
+_draw_embedding = draw_figures(render_embedding, "color")
+
+
+def _embed_finish(params, *, store, group, log=print) -> None:
+    """``write_h5ad``: the coordinates as AnnData ``.obsm['X_<method>']`` (``storage.h5ad_export``); then figures."""
+    if params.get("write_h5ad"):
+        from ..storage.h5ad_export import embedding_to_h5ad
+
+        log(f"wrote {embedding_to_h5ad(open_group(store, group), params['write_h5ad'])}")
+    _draw_embedding(params, store=store, group=group, log=log)
+
+
 def _embed_from_cli(params: dict, model) -> None:
     """``--model`` embeds that model's nn.Embedding; ``--filter COLUMN[:MAX]`` is the background filter."""
     params["from_model"] = model is not None
@@ -281,7 +293,7 @@ INPUT = (
 
 EMBED = JobKind(
     "embed", embed_job, group="embedding", model="optional", lazy=False, from_cli=_embed_from_cli,
-    finish=draw_figures(render_embedding, "color"),
+    finish=_embed_finish,
     doc="UMAP / t-SNE / PCA of item vectors (h5ad, npy, zarr, a store group, a model's nn.Embedding)", params=(
         Param("input", "str", None, file=True, cli="input", doc="input file (.h5ad, .npy, zarr, store, .pkl)"),
         *INPUT,
@@ -303,6 +315,8 @@ EMBED = JobKind(
         Param("neighbors", "int", None, doc="UMAP n_neighbors (default 15)"),
         Param("perplexity", "float", None, doc="t-SNE perplexity"),
         Param("color", "str", None, to="finish", doc="variable or coordinate to colour the figures by"),
+        Param("write_h5ad", "str", None, output=True, to="finish",
+              doc="also write the coordinates as AnnData OUT.h5ad: .obsm['X_<method>'] (labels in .obs)"),
         FIGURES,
     ))
 

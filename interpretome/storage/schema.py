@@ -49,6 +49,9 @@ PAIR = "pair"
 COMPARISON = "comparison"
 STRAND = "strand"
 SITE = "site"
+GENOMAP_ROW = "genomap_row"
+GENOMAP_COL = "genomap_col"
+GRID = "grid"
 MAX_LEVEL = 48
 """Pyramid levels 1..MAX_LEVEL have their own bin dim and variables (``level_dim``, ``level_vars``)."""
 
@@ -65,7 +68,7 @@ def level_vars(level: int) -> tuple[str, str]:
 
 DIMENSIONS = frozenset({SEQUENCE, POSITION, BASE, WINDOW, REPLICATE, TARGET, CONTIG, BIN, SAMPLE, FEATURE, GROUP,
                         ITEM, COMPONENT, FOLD, METRIC, MODEL, CLASS, CHANNEL, HEIGHT, WIDTH, BACKGROUND, FEATURE_I,
-                        FEATURE_J, PAIR, COMPARISON, STRAND, SITE} | {level_dim(lv) for lv in range(1, MAX_LEVEL + 1)})
+                        FEATURE_J, PAIR, COMPARISON, STRAND, SITE, GENOMAP_ROW, GENOMAP_COL, GRID} | {level_dim(lv) for lv in range(1, MAX_LEVEL + 1)})
 """Every dimension name a registered variable may have."""
 
 
@@ -282,7 +285,15 @@ register("feature_attribution_ci95", (GROUP, FEATURE, TARGET), "f", "half-width 
 
 # FastSHAP (tasks.fastshap) -------------------------------------------------------------------
 register("fastshap_attribution", (SAMPLE, FEATURE, TARGET), "f", "FastSHAP Shapley-value estimate of each feature per target")
-register("fastshap_fidelity", (), "f", "Pearson correlation of FastSHAP with exact Shapley values of the surrogate game (NaN: not validated)")
+register("fastshap_fidelity", (), "f", "mean per-sample Pearson correlation of FastSHAP with reference Shapley values "
+                                       "of the surrogate game on held-out samples")
+register("fastshap_validation", (METRIC,), "f", "FastSHAP validation figures against the reference (see tasks.fastshap)")
+
+# Genomaps (tasks.genomap) --------------------------------------------------------------------
+register("genomap_image", (SAMPLE, GENOMAP_ROW, GENOMAP_COL), "f", "genomap image of each cell (genes placed by GW transport)")
+register("genomap_gene_row", (FEATURE,), "i", "grid row of each gene in the genomap")
+register("genomap_gene_col", (FEATURE,), "i", "grid column of each gene in the genomap")
+register("genomap_coupling", (FEATURE, GRID), "f", "Gromov-Wasserstein coupling of genes to grid points (column-major grid)")
 
 # CCC (tasks.ccc) -----------------------------------------------------------------------------
 register("feature_value", (FEATURE, SAMPLE), "fiu",

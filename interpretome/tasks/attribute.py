@@ -48,10 +48,11 @@ from ..engine.blocks import merge_result, require_vars
 from ..engine.heads import item_name, outputs_of
 from ..engine.runtime import get_runtime
 from ..engine.spec import ModelSpec, load_spec
-from ..errors import NonFiniteOutputError
+from ..errors import InputError, NonFiniteOutputError
 from ..storage.alphabet import one_hot
 from ..storage.anndata_io import CHANNEL, HEIGHT, WIDTH
 from ..storage.schema import BACKGROUND, BASE, BASES, FEATURE, POSITION, SAMPLE, SEQUENCE, TARGET, validate
+from .covariates import check_feature_names, covariate_matrix
 from .perturb import item_labels
 
 __all__ = ["IG_METHODS", "METHOD_NAMES", "METHODS", "attribute", "canonical_method"]
@@ -76,12 +77,13 @@ def _require_finite_packed(res: np.ndarray, p: int, spec: ModelSpec) -> None:
                                what="attribution (or f(x), f(reference))")
 
 
-def _explain(x, index, baseline, background, *, spec, method, targets, params):
+def _explain(x, index, baseline, background, *, spec, method, targets, params, covs=None):
     """Return ``(N, P + N_EXTRA, T)`` float32: the attributions flattened, then the extras, per target.
 
     ``x``: model-space inputs ``(N, *shape)`` (numpy), or base codes ``(S, L)`` for a ``kmer``
     spec, whose per-token scores are spread over the bases (``_spread_tokens``; P = 4 L).
-    ``method`` is the canonical name of an ``engine.attribution`` class.
+    ``method`` is the canonical name of an ``engine.attribution`` class. ``covs`` ``(N, C)``:
+    per-sample covariates, passed to the model as C ``(N, 1)`` tensors after the input.
     """
     import torch
 
@@ -89,17 +91,20 @@ def _explain(x, index, baseline, background, *, spec, method, targets, params):
     explainer = method_for(method, spec.input_kind)(rt, **params)
     kmer = spec.input_kind == "kmer"
     xt = rt.encode(x) if kmer else torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(rt.device)
+    extra = () if covs is None else tuple(
+        torch.from_numpy(np.ascontiguousarray(covs[:, j:j + 1], np.float32)).to(rt.device) for j in range(covs.shape[1]))
     n = x.shape[0]
     p = 4 * x.shape[1] if kmer else int(np.prod(x.shape[1:]))
     sel = rt.output.target_indices(params["n_out"])
-    out0 = explainer.outputs(xt)
+    out0 = explainer.outputs(xt, extra)
     rt.output.require_finite_selected(out0, sel)
     pred = sel[out0[:, torch.as_tensor(sel, device=out0.device)].argmax(1).cpu().numpy()]
     n_t = 1 if targets is None else len(targets)
     res = np.zeros((n, p + N_EXTRA, n_t), np.float32)
     for j in range(n_t):
         tgt = pred if targets is None else np.full(n, targets[j], np.int64)
-        a = explainer.attribute(xt, tgt, baseline=baseline, background=background, index=index, out=out0)
+        a = explainer.attribute(xt, tgt, baseline=baseline, background=background, index=index, out=out0,
+                                extra=extra)
         attr = _spread_tokens(x, a.attribution, spec.kmer) if kmer else a.attribution
         res[:, :p, j] = attr.reshape(n, p)
         res[:, p, j] = a.delta
@@ -131,10 +136,11 @@ def _check_finite(x, index, what):
                          f"those samples before attributing")
 
 
-def _dense_block(x, index, names, baseline, background, *, spec, method, targets, params):
+def _dense_block(x, index, names, covs, baseline, background, *, spec, method, targets, params):
     _check_finite(x, index, "input values")
     with outputs_of(lambda r: item_name("sample", names[r], index[r])):
-        return _explain(x, index, baseline, background, spec=spec, method=method, targets=targets, params=params)
+        return _explain(x, index, baseline, background, spec=spec, method=method, targets=targets, params=params,
+                        covs=covs)
 
 
 def _dna_block(codes, lengths, index, names, baseline, background, *, spec, method, targets, params):
@@ -205,6 +211,9 @@ def attribute(
                   nsamples=int(nsamples), local_smoothing=float(local_smoothing), seed=int(seed), layer=layer,
                   pad_token=pad_token)
 
+    if spec.covariates and method != "integrated_gradients":
+        raise InputError(f"the model takes per-sample covariates {list(spec.covariates)}; they are supported with "
+                         f"method='integrated_gradients', not {method!r}")
     if kind in ("dense", "image"):
         var = "features" if kind == "dense" else "image"
         require_vars(ds, (var,), "interpretome.storage.anndata_io.read_h5ad / read_images")
@@ -272,6 +281,9 @@ def attribute(
     if kind in ("dense", "image"):
         fn = _dense_block
         args += [x, "s" + letters[:nd], index, "s", names_arr, "s"]
+        check_feature_names(spec, ds)
+        covs = covariate_matrix(spec, ds, sample_dim)
+        args += [None, None] if covs is None else [da.from_array(covs, chunks=(x.chunks[0], -1)), "sw"]
         p = int(np.prod(shape))
     else:
         fn = _dna_block

@@ -1,22 +1,39 @@
-"""FastSHAP: an amortised Shapley-value explainer for dense-input models (Jethani et al., 2022).
+"""FastSHAP: an amortised Shapley-value explainer for dense-input models (Jethani et al., 2022), validated.
 
 Two small networks are trained on one worker, inside the task graph (one graph node):
 
-1. a **surrogate** ``g(x ⊙ m, m)`` that predicts the model's output f(x) (after the spec's
-   activation) from a masked input (masked features set to 0, i.e. the feature mean of scaled
-   data), with masks whose size is uniform over 0..F — the value function of the game is then
-   ``v_x(S) = g(x ⊙ 1_S, 1_S)``;
+1. a **surrogate** ``g`` that predicts the model's output f(x) (after the spec's activation) from a
+   masked input. Features are standardised with the training set's mean and standard deviation;
+   a masked feature is set to 0 there — its training mean — and the mask itself is a second
+   input: ``v_x(S) = g(z ⊙ 1_S, 1_S)`` with ``z = (x - mean) / std``. This **is the value
+   function explained** (the masking convention: absent features take their training-set mean,
+   and the surrogate, trained on masks whose size is uniform on 0..F, estimates the model's
+   expected output given the present features). Its targets are standardised per output too.
 2. an **explainer** ``φ(x)`` (F x targets) trained with FastSHAP's weighted least-squares loss:
-   subsets drawn from the Shapley kernel (with their complements, "paired sampling"),
-   ``(v_x(S) - v_x(∅) - Σ_{i∈S} φ_i(x))²``, and additive efficient normalisation so that
-   ``Σ_i φ_i(x) = v_x(all) - v_x(∅)`` exactly.
+   ``n_masks`` subsets per sample drawn from the Shapley kernel together with their complements
+   (paired sampling), ``(v_x(S) - v_x(∅) - Σ_{i∈S} φ_i(x))²``, and the additive efficient
+   normalisation of the paper, so that ``Σ_i φ_i(x) = v_x(all) - v_x(∅)`` exactly (the efficiency
+   constraint). Both networks train with Adam from ``seed``, with early stopping on a validation
+   split (the best epoch's weights are kept).
 
-Before it is trusted the explainer is **validated**: for models with at most ``EXACT_MAX``
-features the exact Shapley values of the surrogate game are enumerated (2^F surrogate calls per
-sample) for ``n_validate`` held-out samples, and the Pearson correlation with FastSHAP's values
-is stored as ``fastshap_fidelity``; below ``min_fidelity`` the task raises. With more features
-there is no exact reference: ``fastshap_fidelity`` is NaN and the result's attrs say so — validate
-the same settings on a small model first (``validate_fastshap``).
+Before it is trusted the explainer is **validated** (``tasks.shapley_reference``) on ``n_validate`` held-out samples (never
+seen in training) against a reference for the same game: exact Shapley values (2^F surrogate
+calls) when F <= ``EXACT_MAX``, otherwise a seeded antithetic **permutation-sampling** estimate
+(``permutation_shapley``) whose number of permutations is doubled until its own standard error is
+at most ``se_bound`` times the spread of the reference values (the reported
+``reference_noise``; the correlation a perfect explainer could reach is then about
+``1 / sqrt(1 + reference_noise²)``). Reported always, in ``fastshap_validation`` (metric):
+
+* ``fidelity``: mean over held-out samples of the per-sample Pearson correlation between
+  FastSHAP's and the reference's values (all features and targets of the sample);
+  ``fidelity_min``: the worst sample's; also ``fastshap_fidelity``;
+* ``topk_agreement``: mean over samples and targets of |top-k ∩ top-k| / k (k = ``top_k``
+  features ranked by |value|);
+* ``reference_noise``, ``reference_permutations`` (0: exact), ``surrogate_r2`` (R² of
+  ``v_x(all)`` against f(x) on the held-out samples), ``n_validate``, ``epochs_surrogate``,
+  ``epochs_explainer`` (trained before early stopping).
+
+Below ``min_fidelity`` the task raises, whatever the number of features.
 
 Explaining is then one explainer forward pass per sample batch (``fastshap_attribution``
 (sample, feature, target)), mapped over sample chunks.
@@ -24,6 +41,7 @@ Explaining is then one explainer forward pass per sample batch (``fastshap_attri
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -36,9 +54,14 @@ from ..engine.blocks import merge_result, require_vars
 from ..engine.heads import activate, item_name, outputs_of, require_finite
 from ..engine.runtime import get_runtime
 from ..engine.spec import ModelSpec, load_spec
-from ..storage.schema import FEATURE, SAMPLE, TARGET, validate
+from ..storage.schema import FEATURE, METRIC, SAMPLE, TARGET, validate
+from .shapley_reference import EXACT_MAX, Game, exact_shapley, fidelity_figures, permutation_shapley, reference_shapley
 
-EXACT_MAX = 12
+__all__ = ["EXACT_MAX", "METRICS", "Game", "exact_shapley", "explain_with", "fastshap", "fidelity_figures",
+           "load_fastshap", "permutation_shapley", "reference_shapley", "train_fastshap", "validate_fastshap"]
+
+METRICS = ("fidelity", "fidelity_min", "topk_agreement", "reference_noise", "reference_permutations",
+           "surrogate_r2", "n_validate", "epochs_surrogate", "epochs_explainer")
 
 
 def _mlp(n_in: int, n_out: int, hidden: int, depth: int = 2):
@@ -50,6 +73,41 @@ def _mlp(n_in: int, n_out: int, hidden: int, depth: int = 2):
         d = hidden
     layers.append(nn.Linear(d, n_out))
     return nn.Sequential(*layers)
+
+
+_EXPLAINER_CLASS = None
+
+
+def _explainer(f: int, t: int, experts: int):
+    """Return the explainer network: standardised ``z`` ``(B, F)`` -> ``(B, F * T)`` values (before normalisation).
+
+    A mixture of ``experts`` additive explanations: ``φ_{i,t}(z) = Σ_k π_k(z) (z_i W_{k,i,t} +
+    b_{k,i,t})`` with gates ``π(z) = softmax(G z + c)``. Each expert is the Shapley value of an
+    additive game (a slope per feature and target); the gates pick the regime of the model a
+    sample is in (e.g. its cell type for a piecewise-linear classifier). Far fewer weights than
+    an MLP with F x T outputs, so it generalises from the few hundred cells of a typical set.
+    """
+    global _EXPLAINER_CLASS
+    if _EXPLAINER_CLASS is None:
+        import torch
+        import torch.nn as nn
+
+        class MixtureExplainer(nn.Module):
+            def __init__(self, f, t, experts):
+                super().__init__()
+                self.f, self.t = f, t
+                self.gate = nn.Linear(f, experts)
+                self.slope = nn.Parameter(torch.zeros(experts, f, t))
+                self.bias = nn.Parameter(torch.zeros(experts, f, t))
+
+            def forward(self, z):
+                p = torch.softmax(self.gate(z), dim=1)
+                slope = torch.einsum("bk,kft->bft", p, self.slope)
+                bias = torch.einsum("bk,kft->bft", p, self.bias)
+                return (z[:, :, None] * slope + bias).reshape(z.shape[0], -1)
+
+        _EXPLAINER_CLASS = MixtureExplainer
+    return _EXPLAINER_CLASS(f, t, experts)
 
 
 def _shapley_kernel_sizes(f: int) -> np.ndarray:
@@ -71,19 +129,82 @@ def _draw_masks(gen, n: int, f: int, kernel: bool):
     return (ranks < sizes[:, None]).float()
 
 
-def _surrogate_value(sur, x, m):
+def _fit(net, step, val_loss, *, epochs: int, patience: int, lr: float, batches) -> int:
+    """Train ``net`` with Adam, early-stopped on ``val_loss()``; keep the best epoch; return the epochs run.
+
+    The learning rate is halved after ``max(1, patience // 3)`` epochs without a better validation
+    loss; training stops after ``patience`` such epochs (or ``epochs``).
+    """
     import torch
 
-    return sur(torch.cat([x * m, m], dim=1))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, patience // 3), threshold=1e-4)
+    best, best_state, stale, done = math.inf, copy.deepcopy(net.state_dict()), 0, 0
+    for done in range(1, int(epochs) + 1):
+        net.train()
+        for idx in batches():
+            loss = step(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            v = float(val_loss())
+        sched.step(v)
+        if not math.isfinite(best) or v < best - 1e-6 * abs(best):
+            best, best_state, stale = v, copy.deepcopy(net.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    net.load_state_dict(best_state)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return done
 
 
-def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int = 60, hidden: int = 128,
-                   batch_size: int = 64, lr: float = 1e-3, seed: int = 0, n_validate: int = 64,
-                   min_fidelity: float | None = None) -> dict:
-    """Train surrogate and explainer on ``x`` ``(N, F)`` float32 for model outputs ``targets``; return a state dict.
+def _game_draws(game: Game, z, gen, n_masks: int):
+    """Return ``(masks, v(S) - v(∅), v(all), v(∅))`` for ``n_masks`` Shapley-kernel masks and their complements per row.
 
-    The state holds the two networks' state_dicts (bytes), sizes, and ``fidelity`` (NaN when
-    F > ``EXACT_MAX``). Raises ``ValueError`` when the fidelity is below ``min_fidelity``, and
+    ``z`` ``(B, F)`` standardised inputs; masks ``(2 n_masks B, F)`` (row ``r`` explains input
+    ``r mod B``; the second half are the complements: paired sampling); values standardised.
+    """
+    import torch
+
+    b, f = z.shape
+    with torch.no_grad():
+        v1 = game.raw(z, torch.ones_like(z))
+        v0 = game.raw(z, torch.zeros_like(z))
+        m = _draw_masks(gen, b * n_masks, f, kernel=True)
+        m = torch.cat([m, 1 - m])
+        vs = game.raw(z.repeat(2 * n_masks, 1), m) - v0.repeat(2 * n_masks, 1)
+    return m, vs, v1, v0
+
+
+def _explainer_loss(expl, z, draws):
+    """FastSHAP's loss: mean over masks of ||v(S) - v(∅) - Σ_{i∈S} φ_i(z)||² with normalised φ."""
+    import torch
+
+    m, vs, v1, v0 = draws
+    b, f = z.shape
+    phi = _normalise(expl(z).view(b, f, -1), v1, v0)
+    pred = torch.bmm(m[:, None, :], phi.repeat(m.shape[0] // b, 1, 1))[:, 0]
+    return ((vs - pred) ** 2).sum(1).mean()
+
+
+def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int = 200, hidden: int = 128,
+                   experts: int = 8, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_masks: int = 8,
+                   patience: int = 10,
+                   n_validate: int = 32, validation_fraction: float = 0.15, se_bound: float = 0.15,
+                   top_k: int = 15, min_fidelity: float | None = None) -> dict:
+    """Train surrogate and explainer on ``x`` ``(N, F)`` for model outputs ``targets``, validate; return a state.
+
+    ``n_validate`` samples (drawn with ``seed``) are held out as the reference set, a further
+    ``validation_fraction`` of the rest is the early-stopping split, the remainder trains.
+    ``epochs`` is the most epochs per network (``patience`` epochs without a better validation
+    loss stop it). The state holds the networks' state_dicts (bytes), the standardisation
+    constants, sizes and the validation figures (``validation``: METRICS -> value, see the module
+    doc). Raises ``ValueError`` when the fidelity is below ``min_fidelity``, and
     ``NonFiniteOutputError`` (row of ``x``) when the model's output for ``x`` is NaN or infinite
     (unless the spec allows it).
     """
@@ -93,67 +214,73 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
     x = np.asarray(x, np.float32)
     n, f = x.shape
     t = len(targets)
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.random.fork_rng():
-        torch.manual_seed(int(seed))
-        sur = _mlp(2 * f, t, hidden)
-        expl = _mlp(f, f * t, hidden)
-    n_val = min(int(n_validate), max(1, n // 5)) if f <= EXACT_MAX else 0
-    perm = torch.randperm(n, generator=gen).numpy()
-    val_idx, tr_idx = perm[:n_val], perm[n_val:]
     xt = torch.from_numpy(x)
     with torch.no_grad():
         y = activate(rt.model(xt.to(rt.device)), spec.activation)[:, list(targets)].float().cpu()
-    if not spec.allow_nonfinite:
+    if not spec.allow_nonfinite:  # before the size check: a model returning NaN is the first thing to fix
         require_finite(y.numpy(), [spec.output_name(i) for i in targets])
-    xtr, ytr = xt[tr_idx], y[tr_idx]
-    # 1. surrogate
-    opt = torch.optim.Adam(sur.parameters(), lr=lr)
-    for _ in range(int(epochs)):
-        for idx in torch.randperm(len(xtr), generator=gen).split(batch_size):
-            m = _draw_masks(gen, len(idx), f, kernel=False)
-            loss = ((_surrogate_value(sur, xtr[idx], m) - ytr[idx]) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    sur.eval()
-    for p in sur.parameters():
-        p.requires_grad_(False)
+    n_ref = int(n_validate)
+    n_es = max(1, int(round(validation_fraction * (n - n_ref))))
+    if n_ref < 1 or n - n_ref - n_es < 8:
+        raise ValueError(f"FastSHAP needs n_validate >= 1 held-out samples and at least 8 training samples; "
+                         f"{n} samples with n_validate={n_validate}: pass more samples (n_train=) or a smaller "
+                         f"n_validate")
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(n, generator=gen).numpy()
+    ref_idx, es_idx, tr_idx = perm[:n_ref], perm[n_ref:n_ref + n_es], perm[n_ref + n_es:]
+    x_mean, x_std = xt[tr_idx].mean(0), xt[tr_idx].std(0).clamp_min(1e-6)
+    y_mean, y_std = y[tr_idx].mean(0), y[tr_idx].std(0).clamp_min(1e-6)
+    with torch.random.fork_rng():
+        torch.manual_seed(int(seed))
+        sur = _mlp(2 * f, t, hidden)
+        expl = _explainer(f, t, experts)
+    game = Game(sur, x_mean, x_std, y_mean, y_std)
+    z, ys = game.z(xt), (y - y_mean) / y_std
+    ztr, zes = z[tr_idx], z[es_idx]
+
+    def batches():
+        return torch.randperm(len(tr_idx), generator=gen).split(int(batch_size))
+
+    # 1. surrogate: standardised outputs from masked standardised inputs (mask sizes uniform on 0..F)
+    es_masks = _draw_masks(torch.Generator().manual_seed(int(seed) + 1), 8 * len(es_idx), f, kernel=False)
+    es_z, es_y = zes.repeat(8, 1), ys[es_idx].repeat(8, 1)
+
+    def sur_step(idx):
+        m = _draw_masks(gen, len(idx), f, kernel=False)
+        return ((game.raw(ztr[idx], m) - ys[tr_idx][idx]) ** 2).mean()
+
+    ep_sur = _fit(sur, sur_step, lambda: ((game.raw(es_z, es_masks) - es_y) ** 2).mean(), epochs=epochs,
+                  patience=patience, lr=lr, batches=batches)
     # 2. explainer
-    opt = torch.optim.Adam(expl.parameters(), lr=lr)
-    ones, zeros = torch.ones(1, f), torch.zeros(1, f)
-    for _ in range(int(epochs)):
-        for idx in torch.randperm(len(xtr), generator=gen).split(batch_size):
-            xb = xtr[idx]
-            b = len(idx)
-            with torch.no_grad():
-                v1 = _surrogate_value(sur, xb, ones.expand(b, -1))
-                v0 = _surrogate_value(sur, xb, zeros.expand(b, -1))
-                m = _draw_masks(gen, b, f, kernel=True)
-                m = torch.cat([m, 1 - m])  # paired sampling
-                xx = torch.cat([xb, xb])
-                vs = _surrogate_value(sur, xx, m)
-            phi = _normalise(expl(xb).view(b, f, t), v1, v0)
-            phi2 = torch.cat([phi, phi])
-            pred = (m[:, :, None] * phi2).sum(1)
-            loss = ((vs - torch.cat([v0, v0]) - pred) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    expl.eval()
-    fidelity = float("nan")
-    if n_val:
-        xv = xt[val_idx]
-        with torch.no_grad():
-            phi = explain_with(expl, sur, xv, f, t)
-        exact = exact_shapley(lambda xx, mm: _surrogate_value(sur, xx, mm), xv, t)
-        fidelity = float(np.corrcoef(phi.reshape(-1), exact.reshape(-1))[0, 1])
-        if min_fidelity is not None and not fidelity >= min_fidelity:
-            raise ValueError(f"FastSHAP fidelity {fidelity:.3f} (correlation with exact Shapley values on {n_val} "
-                             f"held-out samples) is below min_fidelity={min_fidelity}: train longer (epochs=), on "
-                             f"more samples, or with a larger hidden size")
+    es_draws = _game_draws(game, zes, torch.Generator().manual_seed(int(seed) + 2), 4 * n_masks)  # fixed
+
+    def expl_step(idx):
+        return _explainer_loss(expl, ztr[idx], _game_draws(game, ztr[idx], gen, n_masks))
+
+    ep_expl = _fit(expl, expl_step, lambda: _explainer_loss(expl, zes, es_draws), epochs=epochs, patience=patience,
+                   lr=lr, batches=batches)
+    # 3. validation against the reference on the held-out samples
+    xv = xt[ref_idx]
+    phi = explain_with(expl, game, xv, f, t)
+    ref, noise, n_perm = reference_shapley(game, xv, se_bound=se_bound, seed=int(seed) + 3)
+    with torch.no_grad():
+        full = game(xv, torch.ones_like(xv)).numpy()
+    fy = y[ref_idx].numpy()
+    r2 = float(1 - ((full - fy) ** 2).sum() / max(((fy - fy.mean(0)) ** 2).sum(), 1e-12))
+    figures = fidelity_figures(phi, ref, top_k)
+    figures.update(reference_noise=noise, reference_permutations=float(n_perm), surrogate_r2=r2,
+                   n_validate=float(n_ref), epochs_surrogate=float(ep_sur), epochs_explainer=float(ep_expl))
+    if min_fidelity is not None and not figures["fidelity"] >= min_fidelity:
+        raise ValueError(
+            f"FastSHAP fidelity {figures['fidelity']:.3f} (mean per-sample correlation with "
+            f"{'exact' if n_perm == 0 else f'permutation-sampled ({n_perm} permutations)'} Shapley values of the "
+            f"surrogate game on {n_ref} held-out samples; top-{min(top_k, f)} agreement "
+            f"{figures['topk_agreement']:.2f}, surrogate R² {r2:.3f}) is below min_fidelity={min_fidelity}: train "
+            f"on more samples (n_train=), longer (epochs=, patience=), with more masks per sample (n_masks=), more "
+            f"experts (experts=) or a larger surrogate (hidden=)")
     return {"surrogate": _to_bytes(sur), "explainer": _to_bytes(expl), "n_features": f, "n_targets": t,
-            "hidden": hidden, "fidelity": fidelity, "n_validate": int(n_val)}
+            "hidden": hidden, "experts": experts, "scale": _to_bytes_tensors(x_mean, x_std, y_mean, y_std),
+            "fidelity": figures["fidelity"], "validation": figures}
 
 
 def _normalise(phi, v1, v0):
@@ -163,36 +290,16 @@ def _normalise(phi, v1, v0):
     return phi + gap[:, None, :] / f
 
 
-def explain_with(expl, sur, x, f: int, t: int) -> np.ndarray:
-    """Return ``(N, F, T)`` normalised FastSHAP values of ``x`` (torch ``(N, F)``)."""
+def explain_with(expl, game: Game, x, f: int, t: int) -> np.ndarray:
+    """Return ``(N, F, T)`` normalised FastSHAP values of ``x`` (torch ``(N, F)``) in the model's output units."""
     import torch
 
     b = x.shape[0]
     with torch.no_grad():
-        v1 = _surrogate_value(sur, x, torch.ones(b, f))
-        v0 = _surrogate_value(sur, x, torch.zeros(b, f))
-        return _normalise(expl(x).view(b, f, t), v1, v0).numpy()
-
-
-def exact_shapley(value, x, t: int) -> np.ndarray:
-    """Return exact Shapley values ``(N, F, T)`` of the game ``value(x, mask) -> (N, T)`` by enumerating 2^F subsets."""
-    import torch
-
-    n, f = x.shape
-    if f > 20:
-        raise ValueError(f"exact Shapley values enumerate 2^F subsets; F = {f} is too many (at most 20)")
-    masks = torch.tensor([[(s >> i) & 1 for i in range(f)] for s in range(2 ** f)], dtype=torch.float32)
-    sizes = masks.sum(1).long()
-    with torch.no_grad():
-        vals = torch.stack([value(x, masks[s].expand(n, -1)) for s in range(2 ** f)], dim=1)  # (N, 2^F, T)
-    phi = torch.zeros(n, f, t, dtype=torch.float64)
-    w = torch.tensor([math.factorial(k) * math.factorial(f - k - 1) / math.factorial(f) for k in range(f)],
-                     dtype=torch.float64)
-    for i in range(f):
-        without = torch.nonzero(masks[:, i] == 0)[:, 0]
-        with_i = without + (1 << i)
-        phi[:, i] = ((vals[:, with_i] - vals[:, without]).double() * w[sizes[without]][None, :, None]).sum(1)
-    return phi.numpy()
+        z = game.z(x)
+        v1 = game.raw(z, torch.ones(b, f))
+        v0 = game.raw(z, torch.zeros(b, f))
+        return (_normalise(expl(z).view(b, f, t), v1, v0) * game.y_std).numpy()
 
 
 def _to_bytes(module) -> bytes:
@@ -203,14 +310,24 @@ def _to_bytes(module) -> bytes:
     return buf.getvalue()
 
 
-def _load(state: dict):
+def _to_bytes_tensors(*tensors) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({str(i): v.clone() for i, v in enumerate(tensors)}, buf)
+    return buf.getvalue()
+
+
+def load_fastshap(state: dict):
+    """Return ``(game, explainer)`` rebuilt from a ``train_fastshap`` state (weights-only loads)."""
     import torch
 
     f, t, h = state["n_features"], state["n_targets"], state["hidden"]
-    sur, expl = _mlp(2 * f, t, h), _mlp(f, f * t, h)
+    sur, expl = _mlp(2 * f, t, h), _explainer(f, t, state["experts"])
     sur.load_state_dict(torch.load(io.BytesIO(state["surrogate"]), weights_only=True))
     expl.load_state_dict(torch.load(io.BytesIO(state["explainer"]), weights_only=True))
-    return sur.eval(), expl.eval()
+    scale = torch.load(io.BytesIO(state["scale"]), weights_only=True)
+    return Game(sur.eval(), *(scale[str(i)] for i in range(4))), expl.eval()
 
 
 _LOADED: dict[int, tuple] = {}
@@ -224,12 +341,12 @@ def _explain_block(x, index, state, *, allow_nonfinite: bool = False):
     key = hash(state["explainer"])
     if key not in _LOADED:
         _LOADED.clear()
-        _LOADED[key] = _load(state)
-    sur, expl = _LOADED[key]
+        _LOADED[key] = load_fastshap(state)
+    game, expl = _LOADED[key]
     x = np.asarray(x, np.float32)
     if not np.isfinite(x).all():
         raise ValueError("input features contain NaN or infinite values: impute or drop those samples")
-    phi = explain_with(expl, sur, torch.from_numpy(x), state["n_features"], state["n_targets"]).astype(np.float32)
+    phi = explain_with(expl, game, torch.from_numpy(x), state["n_features"], state["n_targets"]).astype(np.float32)
     if not allow_nonfinite and not np.isfinite(phi).all():
         r = int(np.flatnonzero(~np.isfinite(phi).reshape(len(phi), -1).all(1))[0])
         raise ValueError(f"FastSHAP values of sample {int(index[r])} (0-based) are not finite: the explainer's "
@@ -243,19 +360,29 @@ def _train_node(xtrain, *, spec, targets, params, index, names):
         return np.array([train_fastshap(xtrain, spec, targets=targets, **params)], dtype=object)
 
 
-def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_train: int = 2000, epochs: int = 60,
-             hidden: int = 128, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, n_validate: int = 64,
-             min_fidelity: float | None = 0.8, merge: bool = True) -> xr.Dataset:
+def _validation_block(s):
+    v = s.reshape(-1)[0]["validation"]
+    return np.array([v[k] for k in METRICS], np.float32)
+
+
+def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_train: int = 2000, epochs: int = 200,
+             hidden: int = 256, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_masks: int = 16,
+             patience: int = 10, n_validate: int = 32, se_bound: float = 0.15, top_k: int = 15,
+             min_fidelity: float | None = 0.9, merge: bool = True) -> xr.Dataset:
     """Return lazy FastSHAP values of a dense-input model for every sample of ``ds``.
 
     ``features`` (sample, feature) is the input. Up to ``n_train`` samples (drawn with ``seed``)
-    train the surrogate and the explainer in one graph node (on one worker); every sample chunk is
-    then explained by the trained explainer. Output: ``fastshap_attribution`` (sample, feature,
-    target) and ``fastshap_fidelity`` (see the module doc); ``min_fidelity=None`` skips the check.
+    train and validate the surrogate and the explainer in one graph node (on one worker; see
+    ``train_fastshap`` and the module doc); every sample chunk is then explained by the trained
+    explainer. Output: ``fastshap_attribution`` (sample, feature, target), ``fastshap_fidelity``
+    () and ``fastshap_validation`` (metric). ``min_fidelity=None`` reports without refusing.
     """
     spec = load_spec(model)
     if spec.input_kind != "dense":
         raise ValueError(f"FastSHAP here explains dense-feature models; the spec's input_kind is {spec.input_kind!r}")
+    if spec.covariates:
+        raise ValueError(f"FastSHAP explains models of the features alone; this one takes covariates "
+                         f"{list(spec.covariates)}: use method='integrated_gradients'")
     require_vars(ds, ("features",), "interpretome.storage.anndata_io.read_h5ad")
     x = ds["features"].data
     x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
@@ -267,7 +394,8 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
         raise ValueError("FastSHAP explains fixed targets: pass target='all', a class name or a list of them")
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
     xtrain = x[rows].rechunk((len(rows), f))
-    params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_validate=n_validate,
+    params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
+                  patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
                   min_fidelity=min_fidelity)
     labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)
     state = da.blockwise(_train_node, "z", xtrain, "ab", new_axes={"z": 1}, concatenate=True, dtype=object,
@@ -278,27 +406,26 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     attr = da.blockwise(_explain_block, "sft", x, "sf", index, "s", state, "z", new_axes={"t": len(names)},
                         concatenate=True, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32),
                         allow_nonfinite=spec.allow_nonfinite)
-    fid = state.map_blocks(lambda s: np.array(s.reshape(-1)[0]["fidelity"], np.float32), drop_axis=0,
-                           dtype=np.float32, meta=np.empty((), np.float32))
-    new = xr.Dataset({"fastshap_attribution": ((SAMPLE, FEATURE, TARGET), attr), "fastshap_fidelity": ((), fid)},
-                     coords={TARGET: names})
+    figures = da.blockwise(_validation_block, "m", state, "z", new_axes={"m": len(METRICS)}, concatenate=True,
+                           dtype=np.float32, meta=np.empty((0,), np.float32))
+    new = xr.Dataset({"fastshap_attribution": ((SAMPLE, FEATURE, TARGET), attr),
+                      "fastshap_fidelity": ((), figures[0]), "fastshap_validation": ((METRIC,), figures)},
+                     coords={TARGET: names, METRIC: list(METRICS)})
     for dim in (SAMPLE, FEATURE):
         if dim in ds.coords:
             new = new.assign_coords({dim: ds[dim].values})
-    new.attrs["fastshap_validation"] = (f"exact Shapley values of the surrogate game on up to {n_validate} held-out "
-                                        f"samples" if f <= EXACT_MAX else
-                                        f"not validated: {f} features > {EXACT_MAX} (no exact reference)")
+    new.attrs["fastshap_validation"] = (
+        f"reference: {'exact' if f <= EXACT_MAX else 'antithetic permutation-sampled'} Shapley values of the "
+        f"surrogate game (absent features at their training mean, the mask as a surrogate input) on {n_validate} "
+        f"held-out samples; permutation standard error <= {se_bound} x the spread of the values")
     validate(new)
     return merge_result(ds, new, merge)
 
 
 def validate_fastshap(model: ModelSpec | str | dict, x, *, target="all", **options) -> dict:
-    """Train FastSHAP on ``x`` ``(N, F)`` (F <= EXACT_MAX) in this process and return its state with ``fidelity``."""
+    """Train and validate FastSHAP on ``x`` ``(N, F)`` in this process and return its state (see ``train_fastshap``)."""
     spec = load_spec(model)
     x = np.asarray(x, np.float32)
-    if x.shape[1] > EXACT_MAX:
-        raise ValueError(f"validation enumerates 2^F subsets: use a model with at most {EXACT_MAX} features "
-                         f"(got {x.shape[1]})")
     rt = get_runtime(spec)
     n_out = rt.probe_shape((x.shape[1],), f"{x.shape[1]} input features")
     _, idx = rt.output.resolve(target, n_out)
