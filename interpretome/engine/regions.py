@@ -22,7 +22,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from ..storage.genome import Region, resolve_regions
-from ..storage.schema import CODE_N, CONTIG, SEQUENCE
+from ..storage.schema import CODE_N, CONTIG, SEQUENCE, validate
 from .blocks import sequence_codes
 from .spec import ModelSpec
 
@@ -92,3 +92,16 @@ def region_coords(regs: list[Region], rows: list[int]) -> dict:
 def graph_token(*parts) -> str:
     """Return a deterministic token of ``parts`` for a graph name (a ``ModelSpec`` by its ``token``)."""
     return tokenize(*[p.token if isinstance(p, ModelSpec) else repr(p) for p in parts])
+
+
+def validate_regional(result: xr.Dataset, per_region_strands) -> None:
+    """Validate a genome result against the registry; describe its ``region_strand`` when it has one.
+
+    ``per_region_strands`` is the list of strands the regions ran on (``strand="auto"``), empty
+    otherwise. Raises ``ValueError`` (from ``storage.schema.validate``) on a spec mismatch.
+    """
+    if per_region_strands:
+        result["region_strand"].attrs["description"] = ("the strand each region ran on (strand='auto': its BED strand "
+                                                        "or that of the genes it overlaps)")
+        validate(result, ["region_strand"])
+    validate(result)

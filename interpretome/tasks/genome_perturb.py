@@ -58,10 +58,11 @@ from dask.highlevelgraph import HighLevelGraph
 from ..engine.blocks import merge_result
 from ..engine.process import tune_malloc
 from ..engine.models import ModelSpec, get_runtime, load_spec, outputs_of
-from ..engine.regions import apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys
+from ..engine.regions import (apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys,
+                              validate_regional)
 from ..errors import InputError
 from ..storage.annotation import auto_strands
-from ..storage.schema import BASE, BASES, CONTIG, POSITION, STRAND, TARGET, WINDOW, validate
+from ..storage.schema import BASE, BASES, CONTIG, POSITION, STRAND, TARGET, WINDOW
 from .genome_readout import REDUCTIONS, ProfileReadout, make_readout
 from .perturb import resolve_windows, window_edits
 from .tiles import edits_on_strand, predict_on_strand
@@ -302,11 +303,7 @@ def _finish(ds, variables, axis, coords, strands, attrs, profile, merge, per=Non
         coords = coords | {"region_strand": (CONTIG, np.asarray(per, dtype=object))}
     new = xr.Dataset(out, coords=coords, attrs=attrs)
     _describe_coords(new, attrs.get("position_origin"))
-    if per:
-        new["region_strand"].attrs["description"] = ("the strand each region ran on (strand='auto': its BED strand or "
-                                                     "that of the genes it overlaps)")
-        validate(new, ["region_strand"])
-    validate(new)
+    validate_regional(new, per)
     return merge_result(ds, new, merge)
 
 

@@ -48,7 +48,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..engine.blocks import merge_result, require_vars
 from ..engine.process import tune_malloc
 from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec, outputs_of
-from ..engine.regions import apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys
+from ..engine.regions import (apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys,
+                              validate_regional)
 from ..storage.alphabet import reverse_complement
 from ..storage.annotation import auto_strands
 from ..storage.genome import Region, TrackGeometry
@@ -346,11 +347,7 @@ def predict_tiles(
     new["track_prediction"].attrs.update(geom.to_attrs())  # survives merge=True (which keeps ds's attrs)
     new["genome_position"].attrs.update(description="0-based genome position of each bin centre (-1 past a row's "
                                                     "bins); genome_view(ds) selects by (contig name, position)")
-    if per:
-        new["region_strand"].attrs["description"] = ("the strand each region ran on (strand='auto': its BED strand or "
-                                                     "that of the genes it overlaps)")
-        validate(new, ["region_strand"])
-    validate(new)
+    validate_regional(new, per)
     return merge_result(ds, new, merge)
 
 
