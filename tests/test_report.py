@@ -367,3 +367,45 @@ def test_report__demo_step_embeds_the_figures_it_is_given(result_store, tmp_path
     assert page.index('id="group-sweep"') < page.index('alt="sweep_promoter_00"') < page.index('id="group-ism"')
     # the planted boxes of the demo are the markers of the sweep and ISM tables
     assert "mean Δ at -35" in page and "mean Δ at -10" in page and "mean Δ at TSS" in page
+
+
+def test_report__key_tables_against_planted_values():
+    """The key tables of ISM, CCC, coefficient comparisons and tracks find what was planted."""
+    import numpy as np
+    import xarray as xr
+
+    from interpretome.viz import report_results as rr
+
+    rs = np.random.default_rng(1)
+    delta = rs.uniform(-0.01, 0.01, size=(3, 50, 4, 1)).astype("float32")
+    delta[:, 20, 2, 0] = [-0.5, -0.7, -0.9]  # position 20 -> G hurts in every sequence
+    delta[1, 33, 0, 0] = 0.8  # one strong gain
+    ism = xr.Dataset({"ism_delta": (("sequence", "position", "base", "target"), delta)},
+                     coords={"sequence": ["s0", "s1", "s2"], "position": np.arange(50), "base": list("ACGT"),
+                             "target": ["y"]})
+    by_position, single = rr.ism_tables(ism, {}, markers={"box": 18})
+    assert by_position.rows[0][0] == 20 and by_position.rows[0][2] == "box +2"
+    assert by_position.rows[0][1] == pytest.approx(-0.7, abs=1e-6)
+    assert single.rows[0][:4] == ["s2", 20, "G", np.float32(-0.9)] and single.rows[1][:4] == ["s1", 33, "A",
+                                                                                              np.float32(0.8)]
+    m = rs.uniform(0, 0.2, size=(4, 4))
+    m = (m + m.T) / 2
+    m[1, 3] = m[3, 1] = 0.95
+    names = ["a", "b", "c", "d"]
+    ccc = xr.Dataset({"ccc_matrix": (("feature_i", "feature_j"), m)}, coords={"feature_i": names, "feature_j": names})
+    (pairs,) = rr.ccc_tables(ccc, {})
+    assert pairs.rows[0] == ["b", "d", 0.95] and len(pairs.rows) == 6
+    corr = np.array([[[0.9, 0.8], [0.7, 0.6], [0.5, 0.4]]])  # (comparison, class, metric)
+    coef = xr.Dataset({"coefficient_correlation": (("comparison", "class", "metric"), corr),
+                       "coefficient_correlation_pvalue": (("comparison", "class", "metric"), np.full(corr.shape, 0.01))},
+                      coords={"comparison": ["final:shuffled"], "class": ["x", "y", "z"], "metric": ["pearson", "ccc"]})
+    (table,) = rr.coefficient_tables(coef, {})
+    assert table.rows == [["final:shuffled", "0.7 (0.5 to 0.9)", "0.6 (0.4 to 0.8)", 0.01]]
+    pred = np.full((1, 10, 1), np.nan)
+    pred[0, 2:9, 0] = np.arange(7.0)
+    pred[0, 6, 0] = 50.0
+    track = xr.Dataset({"track_prediction": (("contig", "bin", "target"), pred)},
+                       coords={"contig_name": ("contig", ["chrI"]), "target": ["p"],
+                               "genome_position": (("contig", "bin"), np.arange(10)[None] * 100 + 50)})
+    (t,) = rr.track_tables(track, {})
+    assert t.rows == [["chrI", 7, float(np.mean([0, 1, 2, 3, 50, 5, 6])), 50.0, "650 bp"]]

@@ -116,9 +116,11 @@ def caption(task: str, group: str, info: dict, path: str | Path) -> str:
             return "Features with the largest mean |attribution| over all samples (positive and negative)."
     if task == "summarize_attributions":
         if rest == "top":
-            return "Top features by mean attribution over the samples of the first group (class): bars = mean."
+            return ("Top features by mean attribution over the samples of the first group to the first output: "
+                    "bars = mean (red raises, blue lowers the prediction), whiskers = 95 % interval.")
         if rest == "classes":
-            return "Top positive features of each class (group): mean attribution over that class's samples."
+            return ("Top positive (red) and negative (blue) features of each class: mean attribution to the class's "
+                    "own output over that class's samples, whiskers = 95 % interval.")
         if rest == "stacked":
             return "Share of each class's mean attribution carried by its top features (stacked bars)."
     if task == "embedding":
