@@ -219,7 +219,11 @@ def test_report__page_in_headless_browser(result_store, browser, tmp_path, capsy
         z = flat.isel(z=int(np.nanargmax(np.abs(flat.values))))
         centre = float(z["position"]) + (int(z["window_length"]) - 1) / 2
         assert f"{s} k={int(z['window'])} {centre:.4g} {float(z):.4g}" in text
-    # provenance and compute accounting at the end, folded
+    # provenance and compute accounting at the end, folded; a section's link unfolds its block
+    link = browser.find_element("css selector", 'a[href="#prov-group-sweep"]')
+    assert browser.execute_script("return document.getElementById('prov-group-sweep').open") is False
+    browser.execute_script("arguments[0].click()", link)
+    assert browser.execute_script("return document.getElementById('prov-group-sweep').open") is True
     browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
     for group in ("sweep", "ism"):
         info = group_info(result_store, group)

@@ -75,6 +75,14 @@ text-decoration:none}
 """
 
 
+_OPEN_DETAILS = ("<script>function openTarget(id){var d=document.getElementById(id);"
+                 "if(d&&d.tagName==='DETAILS')d.open=true}"
+                 "document.addEventListener('click',function(e){var a=e.target.closest('a[href^=\"#\"]');"
+                 "if(a)openTarget(a.getAttribute('href').slice(1))});"
+                 "if(location.hash)openTarget(location.hash.slice(1))</script>")
+"""Opens a folded provenance block when a link (or the address) points at it."""
+
+
 def _esc(x) -> str:
     return html.escape(str(x), quote=True)
 
@@ -480,6 +488,7 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
             rows, numeric={0, 5, 6, 7}, cls="runs"))
     tail.append("<h3>Each group</h3>" + "".join(provenance) + "</section>")
     out += tail
+    out.append(_OPEN_DETAILS)
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -139,7 +139,9 @@ def caption(task: str, group: str, info: dict, path: str | Path) -> str:
                     "kde": "distribution (kernel density) of the coefficients of each class",
                     "class_means": "mean coefficient of each class, with its spread",
                     "scatter": "coefficients of the two models of this comparison, one panel per class"}[m.group(2)]
-            return f"{m.group(1).replace('_', ':')}: {what}."
+            name = next((str(x) for x in params.get("models") or [] if str(x).replace(":", "_") == m.group(1)),
+                        m.group(1).replace("_", ":", 1))
+            return f"{name}: {what}."
     if task == "all_pairs_ccc":
         return "Clustermatch correlation coefficient (CCC) between every pair of features, clustered."
     if task == "genomap":
