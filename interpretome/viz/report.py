@@ -415,7 +415,11 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
         seconds = sum(float(t.get("seconds", 0)) for t in runs)
         chunks = sum(int(t.get("chunks_computed", 0)) for t in runs)
         figs = results.arrange(task, g, _unique(figures.pop(g, [])))
-        ds = _open(store, g) if not damage else None
+        try:
+            ds = _open(store, g) if not damage else None
+        except Exception as e:  # noqa: BLE001 - e.g. an interrupted group without metadata: said, not fatal
+            ds = None
+            errors = {**errors, g: f"{g!r} could not be opened: {type(e).__name__}: {e}"}
         sid = anchor(g)
         heading = results.title(task)
         toc.append(f'<li><a href="#{sid}">{_esc(heading)}: {_esc(g)}</a>'
@@ -445,7 +449,8 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
         sec.append(f'<p class="meta"><a href="#prov-{sid}">parameters, variables and provenance of {_esc(g)}</a></p>'
                    "</section>")
         sections.append("".join(sec))
-        table, size = _variables_table(store, g, ds) if ds is not None else ("<p>not read: the group is damaged</p>", 0)
+        table, size = (_variables_table(store, g, ds) if ds is not None else
+                       ("<p>not read: the group is damaged or could not be opened</p>", 0))
         provenance.append(
             f'<details class="provenance" id="prov-{sid}"><summary>{_esc(g)} ({_esc(task)}): parameters, variables, '
             f"provenance, timings</summary><p>{_state_html(condition, damage)}</p>"
