@@ -103,9 +103,15 @@ def _report_cmd(args) -> int:
 
 def register(sub) -> None:
     """Add the ``report`` subcommand."""
-    p = sub.add_parser("report", help="one self-contained HTML page of a store: results first (key figures and tables), then provenance")
+    p = sub.add_parser("report", help="one self-contained HTML page of a store: results first, then provenance",
+                       description="Write one self-contained HTML page of STORE: a table of contents, each analysis's "
+                                   "key figures and tables (top attributions per class, sweep / ISM at the markers, "
+                                   "embeddings by label, scores with 95 % intervals ...), then parameters, provenance "
+                                   "and compute accounting. --group restricts the whole page to those groups.")
     p.add_argument("store")
-    p.add_argument("-o", "--out", default=None, help="HTML file (default STORE.html)")
+    p.add_argument("-o", "--out", default=None,
+                   help="HTML file (default STORE.html); the full-size and interactive figures it links to go to "
+                        "OUT_figures/ beside it")
     add_selection_arguments(p)
     p.set_defaults(func=_report_cmd)
 
