@@ -422,6 +422,7 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
             errors = {**errors, g: f"{g!r} could not be opened: {type(e).__name__}: {e}"}
         sid = anchor(g)
         heading = results.title(task)
+        shown = bool(figs) or task not in results.AUXILIARY or g in errors
         toc.append(f'<li><a href="#{sid}">{_esc(heading)}: {_esc(g)}</a>'
                    + ("" if condition == "complete" else f" ({_esc(condition)})") + "</li>")
         sec = [f'<section class="group" id="{sid}"><h2>{_esc(heading)} <small>{_esc(g)} · {_esc(task)}</small></h2>']
@@ -448,7 +449,10 @@ def build_report(store: str | Path, figures: dict[str, list[Path]] | None = None
                        + "</details>")
         sec.append(f'<p class="meta"><a href="#prov-{sid}">parameters, variables and provenance of {_esc(g)}</a></p>'
                    "</section>")
-        sections.append("".join(sec))
+        if shown:
+            sections.append("".join(sec))
+        else:
+            toc.pop()
         table, size = (_variables_table(store, g, ds) if ds is not None else
                        ("<p>not read: the group is damaged or could not be opened</p>", 0))
         provenance.append(

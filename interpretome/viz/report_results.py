@@ -49,6 +49,10 @@ ORDER = ["perturbation_sweep", "saturation_mutagenesis", "genome_sweep", "genome
          "clustering_scores", "coefficient_comparison", "all_pairs_ccc", "genomap", "gene_annotation"]
 """The order of the results sections: sequence analyses, attributions, embeddings, comparisons."""
 
+AUXILIARY = frozenset({"gene_annotation", "track_pyramid"})
+"""Tasks whose groups serve other results (gene models for tracks, zoom levels): no results section of
+their own unless they have figures; they are listed with the provenance and compute accounting."""
+
 MAX_ROWS = 12
 """Rows of a key table (the strongest ones)."""
 
