@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..storage.store import group_info, open_group
-from ..tasks.attribute import METHOD_NAMES, canonical_method
+from ..tasks.attribute import IG_METHODS, METHOD_NAMES, canonical_method
 from ..errors import InputError
 from . import check_model_on, input_sample, store_result
 from .declare import JobKind, Param
@@ -190,9 +190,9 @@ ATTRIBUTE = JobKind(
               doc="attribution method (aliases such as 'ig' are stored under their canonical name)"),
         Param("target", "str|int|list[str]|list[int]", "predicted", parse=parse_target,
               doc="'predicted', 'all', a class name/index or a (comma) list"),
-        Param("baseline", "str", "zero", doc="IG baseline: zero, mean, or a .npy file of one sample's input"),
+        Param("baseline", "str", "zero", cli="--baselines", aliases=("--baseline",), doc="IG baseline: zero, mean, or a .npy file of one sample's input"),
         Param("n_steps", "int", 50, doc="IG integration steps"),
-        Param("ig_method", "str", "gausslegendre", doc="IG integration rule"),
+        Param("ig_method", "str", "gausslegendre", choices=tuple(IG_METHODS), doc="IG integration rule (captum's method)"),
         Param("internal_batch_size", "int", None, doc="(sample, step) rows per model call"),
         Param("background", "int", 100, doc="SHAP background samples (drawn with seed)"),
         Param("seed", "int", 0, doc="seed of the background draw and of FastSHAP"),

@@ -73,21 +73,34 @@ def run_demo(out: str | Path = "interpretome-demo", *, client=None, overwrite: b
 
 
 def _demo_cmd(args) -> int:
+    from ..storage.store import list_groups
+    from . import announce, results_line
+    from .stores import check_figure_folder
+
     t0 = time.perf_counter()
+    folder = getattr(args, "out", None) or args.folder
+    check_figure_folder(folder, flag="interpretome demo")
     with connect_from_args(args) as client:
-        ctx = run_demo(args.out, client=client, overwrite=args.overwrite)
+        ctx = run_demo(folder, client=client, overwrite=args.overwrite)
     print(f"store:   {ctx.store.resolve()}")
     print("figures:")
     for f in ctx.figures:
         print(f"  {Path(f).resolve()}")
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    announce(results_line(ctx.store, list_groups(ctx.store)) + f"; figures and report.html in {str(ctx.out)!r}")
     return 0
 
 
 def register(sub) -> None:
     """Add the ``demo`` subcommand."""
-    p: argparse.ArgumentParser = sub.add_parser("demo", help="run every analysis on built-in data")
-    p.add_argument("-o", "--out", default="interpretome-demo", help="output folder")
+    text = ("run every analysis on built-in data on an embedded Dask cluster: the store DIR/demo.zarr, "
+            "figures and an HTML report")
+    p: argparse.ArgumentParser = sub.add_parser("demo", help="run every analysis on built-in data",
+                                                description=text[:1].upper() + text[1:] + ".")
+    p.add_argument("folder", nargs="?", default="interpretome-demo", metavar="DIR",
+                   help="output folder (store, figures, report)")
+    for flag in (("-o", "--out"), ("--figures",)):  # older spellings of DIR
+        p.add_argument(*flag, dest="out", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--overwrite", action="store_true", help="replace results of an earlier demo")
     add_cluster_arguments(p)
     p.set_defaults(func=_demo_cmd)
