@@ -85,6 +85,10 @@ def add_output_arguments(p: argparse.ArgumentParser, *, top: bool = False) -> No
                    help="print full tracebacks and dask's debug logs (errors are raised, not summarised)", **kw)
 
 
+_COMMON_HELP = {"store": "a zarr store written by interpretome", "group": "group name in the store"}
+"""Help of arguments every command spells alike, for a subcommand that leaves it out."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the full argument parser."""
     parser = Parser(prog="interpretome", description=DESCRIPTION)
@@ -98,8 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         add_kind_command(sub, kind)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
-    for p in sub.choices.values():
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for name, p in sub.choices.items():
         add_output_arguments(p)
+        for a in p._actions:
+            if not a.help and a.dest in _COMMON_HELP:
+                a.help = _COMMON_HELP[a.dest]
+        if not p.description and helps.get(name):  # the one-line help, as a sentence
+            p.description = helps[name][:1].upper() + helps[name][1:].rstrip(".") + "."
     return parser
 
 

@@ -235,7 +235,8 @@ def store_result(result: xr.Dataset, store: str | Path, group: str, *, task: str
     The fingerprinted parameters are ``params`` plus the model's spec and digest (``model_digest``
     as ``check_model_on`` returned it, else taken here) and the content digests of the input
     files, so a rerun after the model was retrained in place or an input file changed is refused
-    (unless ``overwrite``) instead of resuming into a mixed result.
+    (unless ``overwrite``) instead of resuming into a mixed result. Chunk progress is shown
+    when a client runs it, except under ``--quiet`` (``INTERPRETOME_VERBOSITY=quiet``).
     """
     full = dict(params)
     prov = provenance(model=model, inputs=list(inputs))
@@ -249,7 +250,8 @@ def store_result(result: xr.Dataset, store: str | Path, group: str, *, task: str
     if recorded is not None:
         recorded[group] = (Path(store), task, full)
     report = write_dataset(result, store, group, task=task, params=full, provenance=prov,
-                           overwrite=overwrite, client=client, progress=client is not None, log=log)
+                           overwrite=overwrite, client=client, log=log,
+                           progress=client is not None and os.environ.get("INTERPRETOME_VERBOSITY") != "quiet")
     log(report.summary())
     return report
 

@@ -78,7 +78,7 @@ def _demo_cmd(args) -> int:
     from .stores import check_figure_folder
 
     t0 = time.perf_counter()
-    folder = getattr(args, "out", None) or args.folder
+    folder = getattr(args, "folder", "interpretome-demo")  # absent when neither DIR nor an alias was given
     check_figure_folder(folder, flag="interpretome demo")
     with connect_from_args(args) as client:
         ctx = run_demo(folder, client=client, overwrite=args.overwrite)
@@ -97,10 +97,11 @@ def register(sub) -> None:
             "figures and an HTML report")
     p: argparse.ArgumentParser = sub.add_parser("demo", help="run every analysis on built-in data",
                                                 description=text[:1].upper() + text[1:] + ".")
-    p.add_argument("folder", nargs="?", default="interpretome-demo", metavar="DIR",
-                   help="output folder (store, figures, report)")
-    for flag in (("-o", "--out"), ("--figures",)):  # older spellings of DIR
-        p.add_argument(*flag, dest="out", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("folder", nargs="?", default=argparse.SUPPRESS, metavar="DIR",
+                   help="output folder: store, figures, report (default interpretome-demo)")
+    for flag in (("-o", "--out"), ("--figures",)):  # other spellings of DIR
+        p.add_argument(*flag, dest="folder", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
     p.add_argument("--overwrite", action="store_true", help="replace results of an earlier demo")
     add_cluster_arguments(p)
     p.set_defaults(func=_demo_cmd)
