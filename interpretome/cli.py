@@ -72,6 +72,11 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        """Parse as argparse does, with ``--marker -10=40`` read as ``--marker=-10=40``."""
+        args = _join_dash_values(list(sys.argv[1:] if args is None else args))
+        return super().parse_known_args(args, namespace)
+
 
 def add_output_arguments(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     """Add ``-q/--quiet``, ``-v/--verbose`` and ``--debug`` (on the top parser with defaults, on a
@@ -221,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     2 with a one-line message on bad input or a failed run; 130 with one line saying what is
     stored and how to resume after Ctrl-C (KeyboardInterrupt).
     """
-    argv = _join_dash_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     level = verbosity(args)
     previous = _catch_interrupts()

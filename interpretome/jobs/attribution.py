@@ -223,7 +223,8 @@ def step_attribution(ctx) -> list[Path]:
     """Demo: train a cell-type classifier on the shipped PBMC data, explain it with IG, summarise per type.
 
     Logs which known markers rank in the top 10 positive genes of their own cell type; also draws
-    an IG logo of a demo promoter (both boxes planted).
+    an IG logo of a demo promoter (both boxes planted). The classifier's spec is written beside
+    its weights (``cell_classifier.json``), for ``interpretome attribute --model``.
     """
     from ..datasets import demo_model_spec, promoter_sequences
     from ..pbmc import MARKERS, pbmc_path, train_cell_classifier
@@ -232,6 +233,11 @@ def step_attribution(ctx) -> list[Path]:
     from ..storage.summary_tables import class_tables
 
     spec, rep = train_cell_classifier(ctx.out / "cell_classifier.pt")
+    import json
+
+    fields = {**spec.to_dict(), "weights": "cell_classifier.pt", "weights_sha256": None}  # beside its spec
+    (ctx.out / "cell_classifier.json").write_text(json.dumps({k: v for k, v in fields.items() if v is not None},
+                                                             indent=1))
     ctx.log(f"[attribution] cell-type classifier: training accuracy {rep['train_accuracy']:.3f} on "
             f"{sum(rep['counts'].values())} cells, {len(rep['classes'])} types")
     run_attribute(pbmc_path(), spec, ctx.store, group="attributions", target="all", n_steps=50, sample_chunk=175,
