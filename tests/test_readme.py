@@ -39,8 +39,8 @@ def _commands(block: str) -> list[list[str]]:
 
 def _section(text: str, title: str) -> str:
     start = text.index(f"## {title}")
-    nxt = text.find("\n## ", start + 3)
-    return text[start:nxt if nxt > 0 else None]
+    nxt = re.search(r"\n#{2,} ", text[start + 3:])  # up to the next heading, of any level
+    return text[start:start + 3 + nxt.start() if nxt else None]
 
 
 def test_readme__using_it_runs_as_written(tmp_path, monkeypatch, capsys):
