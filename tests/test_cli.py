@@ -207,3 +207,19 @@ def test_cli__one_line_errors_quiet_and_results_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cannot write figures into {str(target)!r}" in err and "choose a writable folder with --figures DIR" in err
     assert "Traceback" not in err
+
+
+def test_cli__embed_kmer_flags_reach_the_spec():
+    from interpretome.cli import build_parser
+    from interpretome.jobs import optional_model_from_args
+    from interpretome.tasks.embedding_layer import from_embedding_layer
+
+    parser = build_parser()
+    args = parser.parse_args(["embed", "-o", "k.zarr", "--model", "interpretome.datasets:kmer_model",
+                              "--model-kwargs", '{"vocab_size": 73}', "--kmer-k", "3", "--kmer-stride", "1"])
+    spec = optional_model_from_args(args)
+    assert (spec.kmer.k, spec.kmer.stride) == (3, 1) and len(spec.kmer.vocab) == 73
+    items = [str(i) for i in from_embedding_layer(spec)["item"].values]
+    assert sum(len(i) == 3 and set(i) <= set("ACGT") for i in items) == 64  # every 3-mer labels its row
+    with __import__("pytest").raises(Exception, match="--kmer-k / --kmer-stride describe a model"):
+        optional_model_from_args(parser.parse_args(["embed", "x.h5ad", "-o", "k.zarr", "--kmer-k", "3"]))
