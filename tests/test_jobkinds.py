@@ -65,7 +65,7 @@ def test_kinds__each_subcommand_is_generated_from_its_declaration(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["sweep", "--help"])
     help_text = capsys.readouterr().out
-    assert "--windows A,B,..." in help_text and "positions between window starts (default 1)" in help_text
+    assert "--windows A,B,..." in help_text and "positions between window starts (default: 1)" in help_text
     # flags become the kind's parameters: lists split, repeated flags, --no-x, JSON tables, parsed targets
     args = parser.parse_args(["tiles", "g.fa", "-o", "s.zarr", "--window", "100", "--region", "chrI:1-10",
                               "--region", "chrII", "--no-pyramid", "--model", "m:f"])

@@ -304,10 +304,17 @@ class ModelSpec:
         import torch
 
         device = self.resolved_device()
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ModelSpecError(f"device={self.device!r} (--device {self.device}) but this machine has no CUDA GPU "
+                                 f"torch can use: pass device='auto' (--device auto) to use a GPU only where a worker "
+                                 f"has one, or device='cpu' (--device cpu)")
         if self.torchscript:
             model = torch.jit.load(self.torchscript, map_location=device)
         else:
             model = _call_factory(self.factory, self.kwargs)
+            if not isinstance(model, torch.nn.Module):
+                raise ModelSpecError(f"model factory {self.factory!r} returned an object of type {type(model).__name__}, not a "
+                                     f"torch.nn.Module: make it return the model (an nn.Module instance)")
             if self.weights:
                 try:
                     model.load_state_dict(unwrap_state_dict(_load_state(self.weights, self.trust_pickle), model))

@@ -32,17 +32,26 @@ from ..storage.store import (StoreError, WriteReport, check_writable, file_diges
                              write_dataset)
 
 
-def add_model_arguments(p: argparse.ArgumentParser, input_kind: str = "onehot", *, optional: bool = False) -> None:
+INPUT_KINDS = ("onehot", "kmer", "dense", "image")
+"""Every model input kind (``ModelSpec.input_kind``)."""
+
+
+def add_model_arguments(p: argparse.ArgumentParser, input_kind: str = "onehot", *, optional: bool = False,
+                        input_kinds: tuple[str, ...] = INPUT_KINDS) -> None:
     """Add the ModelSpec flags to a subcommand parser.
 
     ``optional``: a kind that may use a model (``embed``: the model's nn.Embedding) gets only
-    ``--model``, ``--model-kwargs`` and ``--weights``, none of them required.
+    ``--model``, ``--model-kwargs``, ``--weights`` and the k-mer flags, none of them required.
+    ``input_kinds``: the choices of ``--input-kind`` (the kinds the subcommand can run).
     """
     g = p.add_argument_group("model")
     if optional:
         g.add_argument("--model", default=None, help="'package.module:factory' or a .json spec file")
         g.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the model factory")
         g.add_argument("--weights", default=None, help="state_dict for the model factory")
+        g.add_argument("--kmer-k", type=int, default=None,
+                       help="k-mer size of the model's vocabulary (rows are labelled by these k-mers; default 5)")
+        g.add_argument("--kmer-stride", type=int, default=None, help="k-mer stride of the model's tokenizer (default 2)")
         return
     g.add_argument("--model", default=None,
                    help="'package.module:factory', a TorchScript file, or a .json spec file")
@@ -52,15 +61,17 @@ def add_model_arguments(p: argparse.ArgumentParser, input_kind: str = "onehot", 
     g.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the factory")
     g.add_argument("--weights", default=None, help="state_dict file for the factory (torch.load weights_only=True)")
     g.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of --weights (trusted files only)")
-    g.add_argument("--input-kind", default=None, choices=["onehot", "kmer", "dense", "image"],
-                   help=f"model input (default {input_kind})")
-    g.add_argument("--kmer-k", type=int, default=None, help="k-mer size for --input-kind kmer")
-    g.add_argument("--kmer-stride", type=int, default=None, help="k-mer stride for --input-kind kmer")
+    g.add_argument("--input-kind", default=None, choices=list(input_kinds),
+                   help=f"model input (default {input_kind}, or the .json spec's)")
+    g.add_argument("--kmer-k", type=int, default=None, help="k-mer size for --input-kind kmer (default 5)")
+    g.add_argument("--kmer-stride", type=int, default=None, help="k-mer stride for --input-kind kmer (default 2)")
     g.add_argument("--targets", default=None, help="comma-separated names of all model outputs")
     g.add_argument("--select", default=None, help="comma-separated targets to keep (names or indices)")
-    g.add_argument("--activation", default=None, choices=["none", "sigmoid", "softmax"])
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--device", default=None, help="cpu, cuda or auto (default)")
+    g.add_argument("--activation", default=None, choices=["none", "sigmoid", "softmax"],
+                   help="applied to the model's outputs before --select (default none)")
+    g.add_argument("--batch-size", type=int, default=None, help="items per model call (default: the spec's)")
+    g.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                   help="where workers run the model (default auto: cuda when the worker has a GPU)")
     g.add_argument("--allow-nonfinite", action="store_true",
                    help="accept NaN/inf model outputs (default: a non-finite output is an error)")
     p.set_defaults(_default_input_kind=input_kind)
@@ -105,13 +116,18 @@ def model_from_args(args: argparse.Namespace) -> ModelSpec:
 def optional_model_from_args(args: argparse.Namespace) -> ModelSpec | None:
     """Return the ModelSpec of ``--model`` (``--model-kwargs``, ``--weights``), or None without ``--model``."""
     if not args.model:
+        if getattr(args, "kmer_k", None) or getattr(args, "kmer_stride", None):
+            raise ModelSpecError("--kmer-k / --kmer-stride describe a model's vocabulary: pass them with --model")
         return None
     try:
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
     except json.JSONDecodeError as e:
         raise ValueError(f"--model-kwargs is not valid JSON ({e}): e.g. --model-kwargs '{{\"dim\": 8}}'") from e
+    over: dict = {}
+    if getattr(args, "kmer_k", None) or getattr(args, "kmer_stride", None):
+        over["kmer"] = KmerTokenizer(k=args.kmer_k or 5, stride=args.kmer_stride or 2)
     return load_spec(args.model, **({"kwargs": kwargs} if kwargs else {}),
-                     **({"weights": args.weights} if args.weights else {}))
+                     **({"weights": args.weights} if args.weights else {}), **over)
 
 
 
@@ -219,7 +235,8 @@ def store_result(result: xr.Dataset, store: str | Path, group: str, *, task: str
     The fingerprinted parameters are ``params`` plus the model's spec and digest (``model_digest``
     as ``check_model_on`` returned it, else taken here) and the content digests of the input
     files, so a rerun after the model was retrained in place or an input file changed is refused
-    (unless ``overwrite``) instead of resuming into a mixed result.
+    (unless ``overwrite``) instead of resuming into a mixed result. Chunk progress is shown
+    when a client runs it, except under ``--quiet`` (``INTERPRETOME_VERBOSITY=quiet``).
     """
     full = dict(params)
     prov = provenance(model=model, inputs=list(inputs))
@@ -233,7 +250,8 @@ def store_result(result: xr.Dataset, store: str | Path, group: str, *, task: str
     if recorded is not None:
         recorded[group] = (Path(store), task, full)
     report = write_dataset(result, store, group, task=task, params=full, provenance=prov,
-                           overwrite=overwrite, client=client, progress=client is not None, log=log)
+                           overwrite=overwrite, client=client, log=log,
+                           progress=client is not None and os.environ.get("INTERPRETOME_VERBOSITY") != "quiet")
     log(report.summary())
     return report
 
@@ -388,8 +406,52 @@ def _quiet(msg: str) -> None:
     pass
 
 
-def run_command(args: argparse.Namespace, job: Callable[..., object]) -> bool:
-    """Plan ``job``, check it, then (unless ``--dry-run``) start the cluster and run it; return whether it ran.
+def written_groups(result) -> list[str]:
+    """Return the groups of the WriteReport(s) a job function returned (a report, a list or a dict of them)."""
+    if isinstance(result, WriteReport):
+        return [result.group]
+    if isinstance(result, dict):
+        result = list(result.values())
+    if isinstance(result, (list, tuple)):
+        return [g for r in result for g in written_groups(r)]
+    return []
+
+
+def results_line(store, groups) -> str:
+    """Return the last line a command prints: where its results are and how to open them.
+
+    >>> results_line("out.zarr", ["sweep"])
+    "results: out.zarr group 'sweep' (open with xarray.open_zarr('out.zarr', group='sweep'))"
+    """
+    groups = list(dict.fromkeys(groups))
+    names = ", ".join(repr(g) for g in groups)
+    return (f"results: {store} group{'s' if len(groups) > 1 else ''} {names} "
+            f"(open with xarray.open_zarr({str(store)!r}, group={groups[0]!r}))")
+
+
+_RESULTS_STREAM: list = []
+
+
+@contextlib.contextmanager
+def results_stream(stream):
+    """Context in which ``announce`` writes to ``stream`` (``--quiet`` silences stdout but not the results line)."""
+    _RESULTS_STREAM.append(stream)
+    try:
+        yield
+    finally:
+        _RESULTS_STREAM.pop()
+
+
+def announce(line: str) -> None:
+    """Print a command's results line (to the stream of ``results_stream``, else stdout), even under ``--quiet``."""
+    import sys
+
+    print(line, file=_RESULTS_STREAM[-1] if _RESULTS_STREAM else sys.stdout, flush=True)
+
+
+def run_command(args: argparse.Namespace, job: Callable[..., object]) -> list[str] | None:
+    """Plan ``job``, check it, then (unless ``--dry-run``) start the cluster and run it; return the
+    groups it wrote (None for ``--dry-run``).
 
     ``job(client=None, log=print)`` reads the inputs, builds the graphs and writes with
     ``store_result``. It is first called in planning mode (``plan_first``): inputs, parameters and
@@ -412,16 +474,16 @@ def run_command(args: argparse.Namespace, job: Callable[..., object]) -> bool:
             if plan.unknown:
                 print(f"  {plan.unknown}")
             print(f"store location: writable, room for about {human_bytes(needed)}")
-            return False
+            return None
         entry = {"job": f"interpretome {args.command}", "command": args.command}
         with connect_from_args(args) as client, recording_run(args.store, entry):
-            job(client=client)
-    return True
+            result = job(client=client)
+    return written_groups(result) or list(dict.fromkeys(w.group for w in plan.writes))
 
 
 # --- messages in the command line's own words -------------------------------------------------------
 
-_FLAG_ALIASES = {"obs_layer": "--layer-in-file", "n_components": "--components", "kwargs": "--model-kwargs"}
+_FLAG_ALIASES = {"obs_layer": "--layer-in-file", "n_components": "--n-components", "kwargs": "--model-kwargs"}
 _KWARG = re.compile(r"""\b([a-z][a-z0-9_]*)=(True\b|'[^']*'|"[^"]*"|\[[^\]]*\]|[\w.+-]+)?""")
 
 

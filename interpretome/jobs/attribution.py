@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..storage.store import group_info, open_group
-from ..tasks.attribute import METHOD_NAMES, canonical_method
+from ..tasks.attribute import IG_METHODS, METHOD_NAMES, canonical_method
 from ..errors import InputError
 from . import check_model_on, input_sample, store_result
 from .declare import JobKind, Param
@@ -190,9 +190,9 @@ ATTRIBUTE = JobKind(
               doc="attribution method (aliases such as 'ig' are stored under their canonical name)"),
         Param("target", "str|int|list[str]|list[int]", "predicted", parse=parse_target,
               doc="'predicted', 'all', a class name/index or a (comma) list"),
-        Param("baseline", "str", "zero", doc="IG baseline: zero, mean, or a .npy file of one sample's input"),
+        Param("baseline", "str", "zero", cli="--baselines", aliases=("--baseline",), doc="IG baseline: zero, mean, or a .npy file of one sample's input"),
         Param("n_steps", "int", 50, doc="IG integration steps"),
-        Param("ig_method", "str", "gausslegendre", doc="IG integration rule"),
+        Param("ig_method", "str", "gausslegendre", choices=tuple(IG_METHODS), doc="IG integration rule (captum's method)"),
         Param("internal_batch_size", "int", None, doc="(sample, step) rows per model call"),
         Param("background", "int", 100, doc="SHAP background samples (drawn with seed)"),
         Param("seed", "int", 0, doc="seed of the background draw and of FastSHAP"),
@@ -223,7 +223,8 @@ def step_attribution(ctx) -> list[Path]:
     """Demo: train a cell-type classifier on the shipped PBMC data, explain it with IG, summarise per type.
 
     Logs which known markers rank in the top 10 positive genes of their own cell type; also draws
-    an IG logo of a demo promoter (both boxes planted).
+    an IG logo of a demo promoter (both boxes planted). The classifier's spec is written beside
+    its weights (``cell_classifier.json``), for ``interpretome attribute --model``.
     """
     from ..datasets import demo_model_spec, promoter_sequences
     from ..pbmc import MARKERS, pbmc_path, train_cell_classifier
@@ -232,6 +233,11 @@ def step_attribution(ctx) -> list[Path]:
     from ..storage.summary_tables import class_tables
 
     spec, rep = train_cell_classifier(ctx.out / "cell_classifier.pt")
+    import json
+
+    fields = {**spec.to_dict(), "weights": "cell_classifier.pt", "weights_sha256": None}  # beside its spec
+    (ctx.out / "cell_classifier.json").write_text(json.dumps({k: v for k, v in fields.items() if v is not None},
+                                                             indent=1))
     ctx.log(f"[attribution] cell-type classifier: training accuracy {rep['train_accuracy']:.3f} on "
             f"{sum(rep['counts'].values())} cells, {len(rep['classes'])} types")
     run_attribute(pbmc_path(), spec, ctx.store, group="attributions", target="all", n_steps=50, sample_chunk=175,

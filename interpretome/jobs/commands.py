@@ -4,7 +4,8 @@
 and flags (with their defaults and help in ``--help``), ``-o/--store``, ``--group``,
 ``--overwrite``, the model flags, ``--dry-run`` and the cluster flags. Running it turns the
 flags into the kind's parameters (``params_from_args``), then plans before any cluster starts
-and runs (``jobs.run_command``), then calls the kind's ``finish`` hook (figures, exports).
+and runs (``jobs.run_command``), then calls the kind's ``finish`` hook (figures, exports) and
+prints one last line saying where the results are and how to open them (``jobs.results_line``).
 """
 
 from __future__ import annotations
@@ -12,19 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import add_model_arguments, add_run_arguments, cli_command, model_from_args, optional_model_from_args, \
-    run_command
+from . import add_model_arguments, add_run_arguments, announce, cli_command, model_from_args, \
+    optional_model_from_args, results_line, run_command
 from .declare import JobKind, Param
 
 _SCALARS = {"int": int, "float": float}
 
 
 def _help(param: Param) -> str:
-    """Return the flag's help: the declared text and its default."""
-    text = param.doc or param.type
-    if param.default is not None and param.type != "bool":
-        text += f" (default {param.default})"
-    return text
+    """Return the flag's help: the declared text (the parser's formatter adds the default)."""
+    return (param.doc or param.type).replace("%", "%%")
 
 
 def add_param_argument(parser: argparse.ArgumentParser, param: Param) -> None:
@@ -57,7 +55,14 @@ def add_param_argument(parser: argparse.ArgumentParser, param: Param) -> None:
             kw["metavar"] = "A,B,..."
         elif tp == "table":
             kw["metavar"] = "JSON"
+        elif "choices" not in kw:
+            kw["metavar"] = flag.lstrip("-").upper().replace("-", "_")
+    if param.aliases and kw.get("required"):  # an alias may give it: checked in params_from_args
+        kw["required"] = False
     parser.add_argument(flag, **kw)
+    for alias in param.aliases:  # older spellings: accepted, hidden from --help
+        hidden = {k: v for k, v in kw.items() if k not in ("required", "default", "metavar", "help")}
+        parser.add_argument(alias, **hidden, help=argparse.SUPPRESS, default=argparse.SUPPRESS)
 
 
 def _value(param: Param, raw):
@@ -83,7 +88,11 @@ def _value(param: Param, raw):
 
 def params_from_args(kind: JobKind, args: argparse.Namespace) -> dict:
     """Return the kind's parameters (declared names) from parsed command-line arguments."""
-    return {p.name: _value(p, getattr(args, p.name, p.default)) for p in kind.params if p.flag is not None}
+    out = {p.name: _value(p, getattr(args, p.name, p.default)) for p in kind.params if p.flag is not None}
+    for p in kind.params:
+        if p.required and p.aliases and out.get(p.name) is None:
+            raise ValueError(f"{kind.subcommand} needs {p.flag}: {p.doc}")
+    return out
 
 
 def kind_command(kind: JobKind):
@@ -100,8 +109,10 @@ def kind_command(kind: JobKind):
             return kind.invoke(params, store=args.store, group=group, model=model, client=client,
                                overwrite=args.overwrite, log=log)
 
-        if run_command(args, job):
+        groups = run_command(args, job)
+        if groups is not None:
             kind.finished(params, store=args.store, group=group)
+            announce(results_line(args.store, groups or [group]))
         return 0
 
     command.__name__ = command.__qualname__ = f"{kind.name}_command"
@@ -110,20 +121,20 @@ def kind_command(kind: JobKind):
 
 def add_kind_command(sub, kind: JobKind) -> argparse.ArgumentParser:
     """Add the subcommand of ``kind`` to the ``sub`` subparsers and return its parser."""
-    p = sub.add_parser(kind.subcommand, help=kind.doc, description=kind.doc)
+    p = sub.add_parser(kind.subcommand, help=kind.doc, description=kind.doc[:1].upper() + kind.doc[1:] + ".")
     for param in kind.params:
         if param.flag is not None and not param.flag.startswith("-"):
             add_param_argument(p, param)
     p.add_argument("-o", "--store", required=True, help="output zarr store (created or resumed)")
     if not kind.fixed_group:
-        p.add_argument("--group", default=kind.group, help=f"group name in the store (default {kind.group})")
+        p.add_argument("--group", default=kind.group, help="group name in the store")
     p.add_argument("--overwrite", action="store_true", help="replace a group computed with other parameters")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     for param in kind.params:
         if param.flag is not None and param.flag.startswith("-"):
             add_param_argument(p, param)
     if kind.model:
-        add_model_arguments(p, input_kind=kind.input_kind, optional=kind.model == "optional")
+        add_model_arguments(p, input_kind=kind.input_kind, optional=kind.model == "optional",
+                            input_kinds=kind.input_kinds)
     add_run_arguments(p)
     p.set_defaults(func=kind_command(kind), _flags={x.name: x.flag for x in kind.params if x.flag})
     return p

@@ -37,6 +37,9 @@ class Param:
     hook reads it: figures, exports) or None (only the kind's ``from_cli`` hook reads it).
     ``task``: the kind's function forwards it, unnamed, to the task and to the fingerprint
     (``JobKind.task_params``), so adding such a parameter is one edit: its ``Param``.
+    ``aliases``: older command-line spellings of the flag, still accepted but hidden from
+    ``--help`` (``--obsm`` for ``--use-rep``). ``doc`` is the flag's ``--help`` text (the default
+    is added to it); every parameter has one.
     """
 
     name: str
@@ -54,6 +57,7 @@ class Param:
     in_file: bool = True
     to: str | None = "run"
     task: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str | None:
@@ -74,6 +78,10 @@ def chunk_params(sequence_chunk: int = 16) -> tuple[Param, ...]:
     )
 
 
+DNA_INPUT_KINDS = ("onehot", "kmer")
+"""The model input kinds of the kinds that read DNA (sweeps, ISM, tiles)."""
+
+
 @dataclass(frozen=True)
 class JobKind:
     """A kind of step (and the subcommand of the same analysis): its function, parameters, dependencies.
@@ -89,6 +97,7 @@ class JobKind:
     default to. ``depends``: kinds whose steps in the same job must run first. ``lazy`` (a bool,
     or a function of the parameters): the function only builds graphs before writing, so its
     plan can be taken without computing. ``fixed_group``: the function names its own groups.
+    ``input_kinds``: the model input kinds the kind can run (``--input-kind`` offers only these).
     """
 
     name: str
@@ -104,6 +113,7 @@ class JobKind:
     fixed_group: bool = False
     finish: Callable | None = None
     from_cli: Callable[[dict, Any], None] | None = None
+    input_kinds: tuple[str, ...] = ("onehot", "kmer", "dense", "image")
 
     @property
     def subcommand(self) -> str:

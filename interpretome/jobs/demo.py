@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..datasets import MOTIF_10, MOTIF_10_START, MOTIF_35_START, TSS, demo_model_spec, promoter_sequences
+from ..datasets import (MOTIF_10, MOTIF_10_START, MOTIF_35_START, PROMOTER_LENGTH, TSS, demo_model_spec,
+                        promoter_sequences)
 from ..engine.cluster import add_cluster_arguments, connect_from_args
 from ..storage.readers import write_fasta
 from .attribution import step_attribution
@@ -73,21 +74,89 @@ def run_demo(out: str | Path = "interpretome-demo", *, client=None, overwrite: b
 
 
 def _demo_cmd(args) -> int:
+    from ..storage.store import list_groups
+    from . import announce, results_line
+    from .stores import check_figure_folder
+
     t0 = time.perf_counter()
+    folder = getattr(args, "folder", "interpretome-demo")  # absent when neither DIR nor an alias was given
+    check_figure_folder(folder, flag="interpretome demo")
     with connect_from_args(args) as client:
-        ctx = run_demo(args.out, client=client, overwrite=args.overwrite)
+        ctx = run_demo(folder, client=client, overwrite=args.overwrite)
     print(f"store:   {ctx.store.resolve()}")
     print("figures:")
     for f in ctx.figures:
         print(f"  {Path(f).resolve()}")
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    announce(results_line(ctx.store, list_groups(ctx.store)) + f"; figures and report.html in {str(ctx.out)!r}")
+    return 0
+
+
+DEMO_DATA = {
+    "promoters.fa": f"16 synthetic promoters ({PROMOTER_LENGTH} bp) with TTGACA at {MOTIF_35_START}, {MOTIF_10} at "
+                    f"{MOTIF_10_START} and the TSS at {TSS} (0-based)",
+    "model.json": "ModelSpec of the shipped, trained promoter CNN (promoter_cnn.pt; sigmoid probability)",
+    "genome.fa.gz": "yeast chromosome I (NC_001133.9, NCBI RefSeq)",
+    "genes.gtf.gz": "its gene annotation (GTF)",
+    "cells.h5ad": "scanpy's pbmc68k_reduced: 700 PBMCs x 765 genes, obs bulk_labels and phase",
+}
+"""The files ``interpretome demo-data DIR`` writes, and what each holds."""
+
+
+def write_demo_data(folder: str | Path) -> dict[str, Path]:
+    """Write the example inputs the README's commands use into ``folder``; return ``{name: path}``.
+
+    Everything comes with the package (``interpretome/data``) or is generated deterministically:
+    ``DEMO_DATA`` lists the files. The model spec names its weights relative to itself, so the
+    folder can be moved.
+    """
+    import json
+    import shutil
+
+    from ..datasets import DEMO_WEIGHTS, data_path
+    from ..pbmc import pbmc_path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {"promoters.fa": write_fasta(folder / "promoters.fa", promoter_sequences(16))}
+    shutil.copyfile(data_path(DEMO_WEIGHTS), folder / DEMO_WEIGHTS)
+    spec = demo_model_spec().to_dict()
+    spec.update(weights=DEMO_WEIGHTS, weights_sha256=None, input_kind="onehot")
+    (folder / "model.json").write_text(json.dumps({k: v for k, v in spec.items() if v is not None}, indent=1))
+    out["model.json"] = folder / "model.json"
+    for name, src in (("genome.fa.gz", data_path("yeast_chrI.fna.gz")), ("genes.gtf.gz", data_path("yeast_chrI.gtf.gz")),
+                      ("cells.h5ad", pbmc_path())):
+        shutil.copyfile(src, folder / name)
+        out[name] = folder / name
+    return {k: Path(v) for k, v in out.items()}
+
+
+def _demo_data_cmd(args) -> int:
+    from . import announce
+
+    files = write_demo_data(args.folder)
+    for name, path in files.items():
+        print(f"{path}: {DEMO_DATA[name]}")
+    announce(f"results: example inputs in {str(args.folder)!r} ({', '.join(files)}); e.g. interpretome sweep "
+             f"{Path(args.folder) / 'promoters.fa'} -o results.zarr --model {Path(args.folder) / 'model.json'}")
     return 0
 
 
 def register(sub) -> None:
-    """Add the ``demo`` subcommand."""
-    p: argparse.ArgumentParser = sub.add_parser("demo", help="run every analysis on built-in data")
-    p.add_argument("-o", "--out", default="interpretome-demo", help="output folder")
+    """Add the ``demo`` and ``demo-data`` subcommands."""
+    text = "write the example inputs the README uses: promoters, a trained model's spec, a genome, cells"
+    p = sub.add_parser("demo-data", help=text, description=text[:1].upper() + text[1:] + ".")
+    p.add_argument("folder", metavar="DIR", help="folder to write them into (created)")
+    p.set_defaults(func=_demo_data_cmd)
+    text = ("run every analysis on built-in data on an embedded Dask cluster: the store DIR/demo.zarr, "
+            "figures and an HTML report")
+    p: argparse.ArgumentParser = sub.add_parser("demo", help="run every analysis on built-in data",
+                                                description=text[:1].upper() + text[1:] + ".")
+    p.add_argument("folder", nargs="?", default=argparse.SUPPRESS, metavar="DIR",
+                   help="output folder: store, figures, report (default interpretome-demo)")
+    for flag in (("-o", "--out"), ("--figures",)):  # other spellings of DIR
+        p.add_argument(*flag, dest="folder", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
     p.add_argument("--overwrite", action="store_true", help="replace results of an earlier demo")
     add_cluster_arguments(p)
     p.set_defaults(func=_demo_cmd)

@@ -10,7 +10,7 @@ from ..tasks.ism import saturation_mutagenesis
 from ..tasks.perturb import MODES, perturbation_sweep
 from ..viz.tracks import plot_ism, plot_sweep, save
 from . import check_model_on, input_sample, store_result
-from .declare import JobKind, Param, chunk_params
+from .declare import DNA_INPUT_KINDS, JobKind, Param, chunk_params
 
 
 def _run_fasta_task(task_fn, task, kind, fasta, model, store, *, group, sequence_chunk, position_chunk, client,
@@ -77,7 +77,8 @@ SWEEP_PARAMS = (
 """The perturbation parameters shared by ``sweep`` and ``genome_sweep``."""
 
 SWEEP = JobKind(
-    "sweep", run_sweep, group="sweep", doc="perturbation sweep of sliding k-mer windows over FASTA records",
+    "sweep", run_sweep, input_kinds=DNA_INPUT_KINDS, group="sweep",
+    doc="perturbation sweep of sliding k-mer windows over FASTA records",
     params=(
         FASTA,
         *SWEEP_PARAMS,
@@ -86,7 +87,8 @@ SWEEP = JobKind(
     ))
 
 ISM = JobKind(
-    "ism", run_ism, group="ism", doc="in-silico saturation mutagenesis of FASTA records", params=(
+    "ism", run_ism, input_kinds=DNA_INPUT_KINDS, group="ism", doc="in-silico saturation mutagenesis of FASTA records",
+    params=(
         FASTA,
         Param("start", "int", None, task=True, doc="first position mutated (default 0)"),
         Param("end", "int", None, task=True, doc="end of the mutated region (default: sequence end)"),

@@ -31,7 +31,7 @@ from ..viz.tracks import plot_ism, plot_sweep, save
 from ..viz.tracks_long import plot_track, row_index, track_html
 from . import check_model_on, input_sample, store_result
 from .dna import SWEEP_PARAMS
-from .declare import FIGURES, JobKind, Param, draw_figures
+from .declare import DNA_INPUT_KINDS, FIGURES, JobKind, Param, draw_figures
 
 ZOOM = 40_000
 
@@ -235,20 +235,25 @@ def render_genome_ism(store, group, out_dir, *, sequences=None, start=None, end=
 def _export_cmd(args) -> int:
     if not (args.bedgraph or args.bigwig):
         raise ValueError("export-track needs --bedgraph PATH and/or --bigwig PATH")
+    from . import announce
+
     track = open_group(args.store, args.group)
+    written = []
     if args.bedgraph:
-        print(export_bedgraph(track, args.bedgraph, target=args.target))
+        written.append(str(export_bedgraph(track, args.bedgraph, target=args.target)))
     if args.bigwig:
         sizes = {str(n): int(x) for n, x in track.attrs.get("genome_contigs", [])}
-        print(export_bigwig(track, args.bigwig, sizes, target=args.target))
+        written.append(str(export_bigwig(track, args.bigwig, sizes, target=args.target)))
+    announce(f"results: {', '.join(written)} (load in a genome browser, e.g. IGV or the UCSC browser)")
     return 0
 
 
 def register(sub) -> None:
     """Add the ``export-track`` subcommand (the compute subcommands are generated from ``KINDS``)."""
-    p = sub.add_parser("export-track", help="export a stored track as bedGraph / bigWig")
-    p.add_argument("store")
-    p.add_argument("--group", default="tracks")
+    text = "export a stored track as bedGraph / bigWig"
+    p = sub.add_parser("export-track", help=text, description=text[:1].upper() + text[1:] + ".")
+    p.add_argument("store", help="a zarr store holding a tiles group")
+    p.add_argument("--group", default="tracks", help="the tiles group")
     p.add_argument("--bedgraph", default=None, help="bedGraph path (.gz: gzipped)")
     p.add_argument("--bigwig", default=None, help="bigWig path (needs pyBigWig)")
     p.add_argument("--target", default=None, help="target name or index (default the first)")
@@ -291,7 +296,7 @@ PERTURB_OPTIONS = (
 """The profile-model, strand and padding options of ``genome_sweep`` / ``genome_ism``."""
 
 TILES = JobKind(
-    "tiles", run_tiles, group="tracks", finish=draw_figures(render_tiles),
+    "tiles", run_tiles, input_kinds=DNA_INPUT_KINDS, group="tracks", finish=draw_figures(render_tiles),
     doc="tiled prediction along a genome (track, min/max pyramid, gene starts)", params=(
         GENOME,
         Param("window", "int", required=True, doc="model input length (bp)"),
@@ -315,13 +320,13 @@ TILES = JobKind(
     ))
 
 GENOME_SWEEP = JobKind(
-    "genome_sweep", run_genome_sweep, group="genome_sweep",
+    "genome_sweep", run_genome_sweep, input_kinds=DNA_INPUT_KINDS, group="genome_sweep",
     doc="perturbation sweep along contigs/regions, in genomic context", params=(
         GENOME, INPUT_LENGTH, *REGIONS, *SWEEP_PARAMS, CONTEXT_STEP, *PERTURB_OPTIONS, POSITIONS,
     ))
 
 GENOME_ISM = JobKind(
-    "genome_ism", run_genome_ism, group="genome_ism",
+    "genome_ism", run_genome_ism, input_kinds=DNA_INPUT_KINDS, group="genome_ism",
     doc="saturation mutagenesis along regions, in genomic context", params=(
         GENOME, INPUT_LENGTH, *REGIONS, CONTEXT_STEP, *PERTURB_OPTIONS, POSITIONS,
     ))

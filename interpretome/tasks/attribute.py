@@ -197,6 +197,45 @@ def attribute(
     layer's attribute path, the baseline token). ``sample_chunk`` rechunks the samples (one task
     per chunk). Nothing is computed; the model is run once on zeros to check that it accepts
     the inputs.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The input: ``features`` (sample, feature) for a dense model (``read_h5ad``), ``image``
+        (sample, channel, y, x) (``read_images``), or ``sequence_code`` (sequence, position)
+        (``read_fasta``) for one-hot / k-mer DNA models.
+    model : ModelSpec, str or dict
+        How workers build the model (a spec, a ``.json`` spec file, or its fields).
+    method : str, default "integrated_gradients"
+        ``integrated_gradients`` (alias ``ig``), ``gradient_shap`` or ``deep_shap``; aliases are
+        stored under their canonical name.
+    target : "predicted", "all", a class name / index, or a list of them
+        The outputs explained (the ``target`` dim).
+    baseline, n_steps, ig_method, internal_batch_size, background, seed, nsamples, local_smoothing, layer, pad_token, sample_chunk
+        See above.
+    merge : bool, default True
+        Return the input variables too (False: the attributions alone).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy. Dense: ``attribution`` (sample, feature, target), ``attribution_delta`` and
+        ``attribution_output`` (sample, target), ``attribution_predicted`` (sample,); DNA:
+        ``sequence_attribution`` (sequence, position, base, target) and the same per-sequence
+        variables prefixed ``sequence_attribution_``; images: ``image_attribution``.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import demo_model_spec, promoter_sequences
+    >>> ds = it.sequences_to_dataset(promoter_sequences(2))
+    >>> res = it.attribute(ds, demo_model_spec(), method="ig", n_steps=8, merge=False)
+    >>> res["sequence_attribution"].dims
+    ('sequence', 'position', 'base', 'target')
+    >>> res["sequence_attribution"].shape
+    (2, 200, 4, 1)
+    >>> res["sequence_attribution_delta"].dims               # IG's convergence delta per sequence
+    ('sequence', 'target')
     """
     spec = load_spec(model)
     kind = spec.input_kind

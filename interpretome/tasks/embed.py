@@ -196,6 +196,45 @@ def embed(
     Nothing is computed. Raises ``ValueError`` for an unknown method or backend, a vector that is
     not (item, feature), ``n_components`` larger than the features (or < 1), and — eagerly for
     numpy-backed input, at compute time otherwise — NaN rows.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Holds ``ds[vector]`` (item, feature), e.g. from ``read_embedding_input``.
+    method : {"umap", "tsne", "pca"}, default "umap"
+        The reducer (umap-learn, openTSNE, scikit-learn; cuML with ``backend="gpu"``).
+    n_components : int, default 2
+        Output dimensions.
+    seed : int, default 0
+        Seed of the fitted subsample and of the reducer.
+    fit_size : int or None, default 100000
+        Items the reducer is fitted on (None: all); the others go through ``transform``.
+    item_chunk : int, default 10000
+        Items per output chunk (one task each).
+    backend : {"auto", "cpu", "gpu"}, default "auto"
+    vector : str, default "item_vector"
+    merge : bool, default True
+        Return the input variables too.
+    **params
+        Reducer options (``n_neighbors``, ``min_dist``, ``perplexity`` ...).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy ``embedding_<method>`` (item, component) and ``embedding_fitted`` (item,).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> import interpretome as it
+    >>> rng = np.random.default_rng(0)
+    >>> vec = np.concatenate([rng.normal(0, 1, (50, 5)), rng.normal(4, 1, (50, 5))])
+    >>> items = xr.Dataset({"item_vector": (("item", "feature"), vec)})
+    >>> emb = it.embed(items, method="pca", n_components=2, item_chunk=25)
+    >>> emb["embedding_pca"].dims, emb["embedding_pca"].shape
+    (('item', 'component'), (100, 2))
+    >>> bool(emb["embedding_fitted"].all())
+    True
     """
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {METHODS}")

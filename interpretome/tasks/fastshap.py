@@ -376,6 +376,37 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     ``train_fastshap`` and the module doc); every sample chunk is then explained by the trained
     explainer. Output: ``fastshap_attribution`` (sample, feature, target), ``fastshap_fidelity``
     () and ``fastshap_validation`` (metric). ``min_fidelity=None`` reports without refusing.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Holds ``features`` (sample, feature) (``read_h5ad``).
+    model : ModelSpec, str or dict
+        A dense-input model.
+    target : "all", "predicted", a class or a list, default "all"
+    n_train, epochs, hidden, batch_size, lr, seed, n_masks, patience
+        Training of the surrogate and the explainer (see ``train_fastshap``).
+    n_validate, se_bound, top_k, min_fidelity
+        The validation against Shapley values of the surrogate game (see the module doc).
+    merge : bool, default True
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy ``fastshap_attribution`` (sample, feature, target), ``fastshap_fidelity`` () and
+        ``fastshap_validation`` (metric).
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.pbmc import pbmc_path
+    >>> cells = it.read_h5ad(pbmc_path(), sample_chunk=20).isel(sample=slice(0, 40))
+    >>> spec = it.ModelSpec(factory="interpretome.pbmc:cell_classifier", kwargs={"n_classes": 2},
+    ...                     input_kind="dense", targets=("B", "T"))
+    >>> fs = it.fastshap(cells, spec, n_train=40, epochs=1, hidden=16, n_validate=4, min_fidelity=None,
+    ...                  merge=False)
+    >>> fs["fastshap_attribution"].dims
+    ('sample', 'feature', 'target')
     """
     spec = load_spec(model)
     if spec.input_kind != "dense":

@@ -60,6 +60,36 @@ def saturation_mutagenesis(
     ``ds[length_var]`` (a ``sequence_length``: (sequence,)).
     Output: ``ism_delta`` (sequence, position, base, target) and ``ism_reference`` (sequence,
     target); position chunks follow the input's (or ``position_chunk``). Nothing is computed.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        DNA records (``read_fasta``, ``sequences_to_dataset``).
+    model : ModelSpec, str or dict
+    start, end : int, optional
+        The mutated positions ``[start, end)`` (default: whole sequences).
+    position_chunk, sequence_var, length_var
+        See above.
+    merge : bool, default True
+        Return the input variables too (False when only a region is mutated).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy ``ism_delta`` (sequence, position, base, target), 0 at the reference base, and
+        ``ism_reference`` (sequence, target).
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import demo_model_spec, promoter_sequences
+    >>> ds = it.sequences_to_dataset(promoter_sequences(1))
+    >>> ism = it.saturation_mutagenesis(ds, demo_model_spec(), start=100, end=110, merge=False).compute()
+    >>> ism["ism_delta"].shape
+    (1, 10, 4, 1)
+    >>> ref = ds["sequence_code"].values[0, 100:110]          # the reference base of each position
+    >>> float(abs(ism["ism_delta"].values[0, range(10), ref, 0]).max())
+    0.0
     """
     spec = load_spec(model)
     codes, lengths, _, seq_ids, names = sequence_input(ds, sequence_var, length_var)

@@ -188,6 +188,42 @@ def perturbation_sweep(
     ``window_length`` coordinate. Output chunks follow the input's sequence chunks and
     ``position_chunk`` window starts (default: the input's position chunk / stride).
     Nothing is computed.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        DNA records (``read_fasta``, ``sequences_to_dataset``).
+    model : ModelSpec, str or dict
+    windows : list of int, optional
+        Window sizes k (default 1, 3, ..., 15).
+    stride : int, default 1
+        Positions between window starts.
+    replicates : int, default 1
+        Random draws per window (``random`` / ``shuffle``).
+    mode : {"random", "shuffle", "insert", "mask"}, default "random"
+    seed : int, default 0
+        Seed of the counter-based draws (independent of chunking and workers).
+    inserts : list of str, optional
+        The k-mers of ``insert`` mode.
+    keep_replicates : bool, default False
+    position_chunk, sequence_var, length_var
+        See above.
+    merge : bool, default True
+        Return the input variables too (their position axis differs with a stride: pass False).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy; see above for the variables and their dims.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import demo_model_spec, promoter_sequences
+    >>> ds = it.sequences_to_dataset(promoter_sequences(2))
+    >>> res = it.perturbation_sweep(ds, demo_model_spec(), windows=[6], stride=10, replicates=2, merge=False)
+    >>> res["sweep_delta_mean"].dims, res["sweep_delta_mean"].shape
+    (('sequence', 'window', 'position', 'target'), (2, 1, 20, 1))
     """
     spec = load_spec(model)
     stride, replicates, seed = int(stride), int(replicates), int(seed)

@@ -289,6 +289,44 @@ def clustering_scores(
     labels): eagerly, before any graph is built, when the vector is numpy-backed; for a dask-backed
     vector by a cheap lazy reduction (a few integers per chunk) that every output depends on, so
     the error is raised at compute time and no score is ever computed from such rows.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Holds ``ds[vector]`` (item, feature or component), ``ds[label]`` and optionally ``ds[batch]``
+        (item,).
+    vector, label, batch : str
+        Variable names (the defaults are what ``read_embedding_input`` / ``embed`` write).
+    convention : {"sklearn", "scib"}, default "sklearn"
+        ASW convention: scikit-learn's silhouette, or scib's rescaled label / batch ASW.
+    metric : {"euclidean", "cosine"}, default "euclidean"
+    sample_size : int, optional
+        Score a seeded subsample (scikit-learn's own draw) of this many items.
+    seed : int, default 0
+    block : int, default 2048
+    label_classes, batch_classes : sequence, optional
+        The classes of a dask-backed label / batch column.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy ``score_value`` (metric) — ``asw_label`` (and the batch ASW with ``batch``),
+        ``davies_bouldin``, ``calinski_harabasz`` — with the per-item silhouettes
+        ``score_silhouette_label`` (item), the per-class means ``score_silhouette_class`` (class)
+        and ``score_sampled`` (item).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> import interpretome as it
+    >>> from sklearn.metrics import silhouette_score
+    >>> rng = np.random.default_rng(0)
+    >>> vec = np.concatenate([rng.normal(0, 1, (50, 5)), rng.normal(4, 1, (50, 5))])
+    >>> labels = np.repeat(["a", "b"], 50)
+    >>> items = xr.Dataset({"item_vector": (("item", "feature"), vec)}, coords={"item_label": ("item", labels)})
+    >>> scores = it.clustering_scores(items, block=32).compute()    # distances in 32 x 32 tiles
+    >>> bool(np.isclose(float(scores["score_value"].sel(metric="asw_label")), silhouette_score(vec, labels)))
+    True
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention {convention!r} is not one of {CONVENTIONS}")

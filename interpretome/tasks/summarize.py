@@ -83,6 +83,42 @@ def summarize_attributions(ds: xr.Dataset, *, by: str | None = None, groups=None
     ``by``: the per-sample grouping column (None: only ``"all"``). ``groups``: the group values and
     their order (default: the sorted unique values of a numpy column; for a lazy column, its
     ``categories`` attr). Samples whose label is not in ``groups`` count only in ``"all"``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Holds ``ds[var]`` (sample, feature, target) and, with ``by``, the per-sample label column.
+    by : str, optional
+        Per-sample grouping column (e.g. ``bulk_labels``); None: only the ``all`` group.
+    groups : sequence, optional
+        Group values and their order (see above).
+    var : str, default "attribution"
+        The attribution variable (``fastshap_attribution`` for FastSHAP).
+    include_all : bool, default True
+        Also summarise all samples together (group ``all``).
+    split_every : int, optional
+        Tree-reduction fan-in of the mergeable (count, mean, M2) reductions.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy ``feature_attribution_mean``, ``_std`` (ddof 0), ``_n`` and ``_ci95`` (the 95%
+        interval's half-width), each (group, feature, target).
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.pbmc import pbmc_path
+    >>> cells = it.read_h5ad(pbmc_path(), sample_chunk=20).isel(sample=slice(0, 40))
+    >>> classes = ("B", "T")
+    >>> spec = it.ModelSpec(factory="interpretome.pbmc:cell_classifier", kwargs={"n_classes": 2},
+    ...                     input_kind="dense", targets=classes)
+    >>> att = it.attribute(cells, spec, n_steps=8, target="all")
+    >>> summ = it.summarize_attributions(att, by="bulk_labels")
+    >>> summ["feature_attribution_mean"].dims
+    ('group', 'feature', 'target')
+    >>> summ.sizes["feature"], summ.sizes["target"], str(summ["group"].values[0])
+    (765, 2, 'all')
     """
     if var not in ds.variables:
         raise ValueError(f"dataset has no {var!r}: compute it with interpretome.tasks.attribute.attribute")

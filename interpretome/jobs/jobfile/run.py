@@ -67,12 +67,13 @@ from .validate import load_job
 
 @dataclass
 class StepResult:
-    """What one step did: chunks computed now and already done, seconds."""
+    """What one step did: chunks computed now and already done, seconds; the job's store."""
 
     step: Step
     computed_chunks: int
     skipped_chunks: int
     seconds: float
+    store: Any = None
 
 
 def _count(report) -> tuple[int, int]:
@@ -112,7 +113,7 @@ def run_steps(job: Job, client, *, log: Callable[[str], None] = print) -> list[S
                                       overwrite=job.overwrite, log=log)
             step.kind.finished(step.params, store=job.store, group=step.name, log=log)
             computed, skipped = _count(report)
-            res = StepResult(step, computed, skipped, time.perf_counter() - t0)
+            res = StepResult(step, computed, skipped, time.perf_counter() - t0, job.store)
             if _has_reports(report):
                 log(f"[{i}/{len(job.steps)}] {step.label()}: computed {computed} chunks, {skipped} already in the "
                     f"store, {res.seconds:.1f} s")
@@ -205,20 +206,22 @@ def _run_cmd(args) -> int:
         return 0
     if not args.job:
         raise ValueError("give a job file: interpretome run job.toml (see --kinds for the step kinds)")
-    run_job(args.job, args=args, dry_run=args.dry_run, overwrite=args.overwrite)
+    results = run_job(args.job, args=args, dry_run=args.dry_run, overwrite=args.overwrite)
+    if not args.dry_run and results:
+        from .. import announce, results_line
+        announce(results_line(results[0].store, [r.step.name for r in results]))
     return 0
 
 
 def register(sub) -> None:
     """Add the ``run`` subcommand."""
     p = sub.add_parser("run", help="run a job file (several analyses, one cluster, one store)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__)
     p.add_argument("job", nargs="?", help="job file (TOML)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (chunks, bytes) and start nothing")
     p.add_argument("--local", action="store_true", help="ignore the [cluster] table: embedded LocalCluster")
     p.add_argument("--overwrite", action="store_true", help="replace groups computed with other parameters")
     p.add_argument("--kinds", action="store_true", help="list the step kinds and their parameters")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     add_cluster_arguments(p)
     p.set_defaults(func=_run_cmd)
 
