@@ -163,7 +163,7 @@ def test_report__page_in_headless_browser(result_store, browser, tmp_path, capsy
     from scipy import stats
 
     out = tmp_path / "report.html"
-    assert main(["report", str(result_store), "-o", str(out)]) == 0
+    assert main(["report", str(result_store), "--html", str(out)]) == 0
     assert "report: " in capsys.readouterr().out
     page = out.read_text()
     assert out.stat().st_size < 5_000_000

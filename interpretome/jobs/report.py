@@ -8,6 +8,8 @@ analysis's key figures (downscaled, inlined) and tables, then provenance and com
 
 from __future__ import annotations
 
+import argparse
+
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -96,8 +98,8 @@ def step_report(ctx) -> list[Path]:
 
 
 def _report_cmd(args) -> int:
-    make_report(args.store, args.out, groups=args.group, sequences=args.sequence,
-                markers=parse_markers(args.marker))
+    make_report(args.store, args.html, groups=args.group, sequences=args.sequence,
+                markers=parse_markers(args.marker), figures_dir=args.figures)
     return 0
 
 
@@ -109,9 +111,12 @@ def register(sub) -> None:
                                    "embeddings by label, scores with 95 % intervals ...), then parameters, provenance "
                                    "and compute accounting. --group restricts the whole page to those groups.")
     p.add_argument("store")
-    p.add_argument("-o", "--out", default=None,
-                   help="HTML file (default STORE.html); the full-size and interactive figures it links to go to "
-                        "OUT_figures/ beside it")
+    p.add_argument("--html", default=None, metavar="PAGE",
+                   help="HTML file to write (default STORE.html)")
+    p.add_argument("-o", "--out", dest="html", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--figures", default=None, metavar="DIR",
+                   help="folder of the full-size and interactive figures the page links to "
+                        "(default PAGE_figures beside the page)")
     add_selection_arguments(p)
     p.set_defaults(func=_report_cmd)
 
