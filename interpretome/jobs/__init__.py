@@ -381,7 +381,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dry-run", action="store_true",
                    help="check everything and print the plan (groups, chunks, bytes, resume state); start nothing")
-    add_cluster_arguments(p)
+    add_cluster_arguments(p, executor=True)
 
 
 def _quiet(msg: str) -> None:
@@ -414,7 +414,8 @@ def run_command(args: argparse.Namespace, job: Callable[..., object]) -> bool:
             print(f"store location: writable, room for about {human_bytes(needed)}")
             return False
         entry = {"job": f"interpretome {args.command}", "command": args.command}
-        with connect_from_args(args) as client, recording_run(args.store, entry):
+        todo = None if plan.unknown else sum(w.chunks - w.done for w in plan.writes if w.chunks)
+        with connect_from_args(args, plan_chunks=todo) as client, recording_run(args.store, entry):
             job(client=client)
     return True
 
