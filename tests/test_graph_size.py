@@ -57,3 +57,16 @@ def test_position_axis_is_lazy(tmp_path):
     assert isinstance(res.indexes["position"], pd.RangeIndex)
     np.testing.assert_array_equal(res["position"].values[:4], [0, 3, 6, 9])
     assert res.sizes["position"] == -(-200_000 // 3)
+
+
+def test_default_chunking_gives_several_tasks_per_region(tmp_path):
+    """A 40 kb contig (one 1 Mb sequence chunk) splits into 16 ISM tasks by default; a 250 Mb-scale
+    contig keeps one task per 1 Mb sequence chunk; tiny regions keep blocks of >= 1000 positions."""
+    from interpretome.tasks.genome_perturb import default_position_chunk
+
+    ds = read_genome(_fasta(tmp_path / "s.fa", 40_000), validate=False)
+    res = genome_ism(ds, SPEC, input_length=1000, context_step=1000)
+    assert res["genome_ism_delta"].data.chunks[1] == (2500,) * 16
+    assert default_position_chunk(250_000_000, 1 << 20) == 1 << 20
+    assert default_position_chunk(5_000, 1 << 20) == 1000
+    assert default_position_chunk(300, 50) == 50  # never more than one sequence chunk

@@ -14,7 +14,12 @@ mask, random draws keyed by (seed, contig index in the FASTA, k, **genome positi
 offset) — so a position gets the same draws whatever the region, chunking or worker) and
 ``Runtime.predict_edits`` (with its receptive-field fast path). Each task handles one block of
 positions of one region and reads only the ``sequence_code`` chunks its contexts touch (the
-block plus a halo of half a window on each side, clipped to the contig).
+block plus a halo of half a window on each side, clipped to the contig), each chunk read from the
+FASTA by its own task. A task carries scalars only (its first position, length and stride; its
+positions and contexts are derived inside it), so the graph grows with the number of chunks, not
+positions (a 250 Mb contig ISM: ~0.2 MB), and ``position`` is a lazy range. By default a block is
+one sequence chunk's worth of positions, but at least 16 blocks per region (of >= 1000
+positions; ``default_position_chunk``), so every worker gets several tasks.
 
 Profile models (``bin_size=`` given, with ``crop``/``crop_right`` as in ``predict_tiles``; output
 ``(N, T, L_out)``, bin ``k`` = window bases ``[crop + k*bin_size, crop + (k+1)*bin_size)``): each
@@ -131,6 +136,18 @@ def context_starts(positions: np.ndarray, contig_length: int, input_length: int,
     return np.clip(centre - input_length // 2, 0, contig_length - input_length)
 
 
+MIN_BLOCKS, MIN_BLOCK_POSITIONS = 16, 1000
+
+
+def default_position_chunk(n_pos: int, per_code_chunk: int) -> int:
+    """Return the default positions per task: one ``sequence_code`` chunk's worth, but small enough
+    that a region of ``n_pos`` positions splits into at least ``MIN_BLOCKS`` tasks (never below
+    ``MIN_BLOCK_POSITIONS``), so every worker gets several tasks whatever the region size. It
+    depends on the sizes only (not the machine), so a rerun elsewhere resumes the same chunks.
+    """
+    return max(1, min(int(per_code_chunk), max(MIN_BLOCK_POSITIONS, -(-int(n_pos) // MIN_BLOCKS))))
+
+
 def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, pad, sequence_var,
           length_var):
     spec = load_spec(model)
@@ -147,7 +164,7 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
                              f"use a shorter input, pad='N', or drop that contig")
     n_pos = -(-max(r.end - r.start for r in regs) // stride)
     positions = pd.RangeIndex(0, n_pos * stride, stride)  # lazy: no 8 bytes per position in the client
-    pc = int(position_chunk or max(1, codes.chunks[1][0] // stride))
+    pc = int(position_chunk or default_position_chunk(n_pos, codes.chunks[1][0] // stride))
     pchunks = tuple(min(pc, n_pos - s) for s in range(0, n_pos, pc))
     return spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks
 
