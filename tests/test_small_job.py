@@ -95,3 +95,20 @@ def test_set_verbosity_drops_the_worker_dump_until_verbose():
         cluster.set_verbosity(1)
     with pytest.raises(ValueError, match="0 quiet, 1 normal, 2 verbose, 3 debug"):
         cluster.set_verbosity(5)
+
+
+def test_worker_processes_survive_a_second_registration_and_exit_when_closed():
+    """``connect`` to a running cluster registers the worker plugin again (the old one is torn
+    down): the workers keep running; closing the cluster ends them without the nanny's kill."""
+    import os
+
+    client = cluster.connect(1, log=None)
+    try:
+        pids = client.run(os.getpid)
+        again = cluster.connect(scheduler=client.scheduler.address, log=None)
+        time.sleep(3.5)  # past exit_when_closed's deadline
+        assert client.run(os.getpid) == pids
+        again.close()
+    finally:
+        client.shutdown()
+        client.close()

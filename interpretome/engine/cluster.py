@@ -115,8 +115,14 @@ class TorchThreads(_WorkerPlugin):
         apply_verbosity(self.verbosity)
 
     def teardown(self, worker=None) -> None:
-        """End a nanny's worker process as soon as its worker has closed (see ``exit_when_closed``)."""
-        if worker is not None and getattr(worker, "nanny", None):
+        """End a nanny's worker process as soon as its worker has closed (see ``exit_when_closed``).
+
+        Only while the worker is closing: a plugin replaced by a new registration (``connect`` to
+        a running cluster registers it again) is torn down too, and that worker keeps running.
+        """
+        from distributed.core import Status
+
+        if worker is not None and getattr(worker, "nanny", None) and worker.status == Status.closing:
             exit_when_closed(worker)
 
 
