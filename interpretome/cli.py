@@ -133,7 +133,7 @@ def configure_output(level: str):
 
     Sets ``INTERPRETOME_VERBOSITY`` and dask's ``DASK_LOGGING__DISTRIBUTED`` for the worker
     processes started inside it, the ``distributed`` / ``interpretome`` logger levels here, calls
-    ``interpretome.engine.cluster.set_verbosity(level)`` when the cluster module has it, and under
+    ``interpretome.engine.cluster.set_verbosity`` (the level's index in ``VERBOSITY``), and under
     ``quiet`` sends stdout to /dev/null (``jobs.announce`` still prints the results line) and
     ignores warnings. Everything is restored on exit.
     """
@@ -150,9 +150,8 @@ def configure_output(level: str):
             lg.setLevel(_DASK_LOG_LEVEL[level].upper())
     if level in ("verbose", "debug") and not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    set_verbosity = getattr(cluster, "set_verbosity", None)
-    if set_verbosity is not None:
-        set_verbosity(level)
+    saved_verbosity = cluster.get_verbosity()
+    cluster.set_verbosity(VERBOSITY.index(level))
     real_stdout = sys.stdout
     try:
         with contextlib.ExitStack() as stack:
@@ -170,8 +169,7 @@ def configure_output(level: str):
                 os.environ[k] = v
         for name, lg in loggers.items():
             lg.setLevel(saved_levels[name])
-        if set_verbosity is not None:
-            set_verbosity("normal")
+        cluster.set_verbosity(saved_verbosity)
 
 
 _VALUE_FLAGS_WITH_DASH = ("--marker",)

@@ -8,18 +8,79 @@
 * a dask-cuda ``LocalCUDACluster``, one worker per GPU (``gpus=True``, the ``gpu`` extra).
 
 The same ``add_cluster_arguments`` / ``connect_from_args`` pair gives every CLI subcommand the
-flags ``--workers N``, ``--scheduler ADDRESS``, ``--scheduler-file FILE``, ``--gpus``.
+flags ``--workers N``, ``--scheduler ADDRESS``, ``--scheduler-file FILE``, ``--gpus`` and (compute
+subcommands) ``--executor auto|sync|threads|local``: where a job's chunks run when no cluster is
+named. ``local`` is the ``LocalCluster`` of worker processes; ``sync`` (one thread) and
+``threads`` (one per core, torch at one intra-op thread each) run in this process with dask's own
+schedulers, no cluster started (the model built during planning is reused); ``auto`` (default)
+runs in-process when the plan has at most ``SMALL_PLAN_CHUNKS_PER_CORE`` chunks to compute per
+core, else ``local``, and says which it chose.
+
+Worker processes exit as soon as they have closed (no nanny kill at shutdown, see
+``exit_when_closed``). ``set_verbosity(level)`` (0 quiet, 1 normal, 2 verbose, 3 debug) sets
+how much distributed logs here and on the workers: a failed task is reported once by the
+client as its one-line exception; the worker's ``Compute Failed`` dump with its traceback is
+kept from level 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Any, Callable
 
 from ..errors import ClusterError
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+EXECUTORS = ("auto", "sync", "threads", "local")
+SMALL_PLAN_CHUNKS_PER_CORE = 2
+VERBOSITY = {0: "quiet", 1: "normal", 2: "verbose", 3: "debug"}
+_DISTRIBUTED_LOGGERS = ("distributed", "distributed.scheduler", "distributed.worker", "distributed.nanny",
+                        "distributed.core", "distributed.client", "distributed.worker.state_machine")
+_verbosity = 1
+
+
+def set_verbosity(level: int) -> None:
+    """Set how much distributed logs (0 quiet, 1 normal, 2 verbose, 3 debug), here and on the workers
+    that ``connect`` starts from now on.
+
+    0: errors only; 1: warnings, a failed task's worker-side ``Compute Failed`` dump dropped (the
+    client raises its exception once, as one line); 2: that dump with its traceback kept; 3: info
+    and debug messages of scheduler, workers and nannies.
+    """
+    global _verbosity
+    if int(level) not in VERBOSITY:
+        raise ValueError(f"verbosity {level!r} is not one of {sorted(VERBOSITY)} (0 quiet, 1 normal, 2 verbose, "
+                         f"3 debug)")
+    _verbosity = int(level)
+    apply_verbosity(_verbosity)
+
+
+def get_verbosity() -> int:
+    """Return the level ``set_verbosity`` set (default 1, normal)."""
+    return _verbosity
+
+
+def apply_verbosity(level: int) -> None:
+    """Configure this process's distributed loggers for verbosity ``level`` (see ``set_verbosity``)."""
+    import logging
+
+    lvl = {0: logging.ERROR, 1: logging.WARNING, 2: logging.WARNING, 3: logging.DEBUG}[int(level)]
+    for name in _DISTRIBUTED_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(lvl)
+        for f in [f for f in logger.filters if isinstance(f, _ComputeFailed)]:
+            logger.removeFilter(f)
+    if int(level) < 2:
+        logging.getLogger("distributed.worker").addFilter(_ComputeFailed())
+
+
+class _ComputeFailed:
+    """Logging filter: drop the worker's ``Compute Failed`` dump (the client reports the error once)."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
 
 
 try:
@@ -33,8 +94,9 @@ class TorchThreads(_WorkerPlugin):
 
     name = "interpretome-torch-threads"
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, verbosity: int | None = None):
         self.threads = int(threads)
+        self.verbosity = _verbosity if verbosity is None else int(verbosity)
 
     def setup(self, worker=None) -> None:
         """Apply the thread limit in the worker process."""
@@ -50,9 +112,49 @@ class TorchThreads(_WorkerPlugin):
 
         tune_malloc()  # undo the nanny's fixed MALLOC_TRIM_THRESHOLD_ (page faults on every batch)
         ignore_interrupts()
+        apply_verbosity(self.verbosity)
 
     def teardown(self, worker=None) -> None:
-        """Nothing to undo."""
+        """End a nanny's worker process as soon as its worker has closed (see ``exit_when_closed``).
+
+        Only while the worker is closing: a plugin replaced by a new registration (``connect`` to
+        a running cluster registers it again) is torn down too, and that worker keeps running.
+        """
+        from distributed.core import Status
+
+        if worker is not None and getattr(worker, "nanny", None) and worker.status == Status.closing:
+            exit_when_closed(worker)
+
+
+def exit_when_closed(worker, poll: float = 0.01, deadline: float = 3.0) -> None:
+    """End this worker process (``os._exit(0)``) as soon as ``worker`` reports itself closed, or
+    ``deadline`` seconds into its close, whichever comes first.
+
+    A closed worker has sent its last message and shut its executors; what is left is the
+    interpreter's own teardown (torch, numpy, every module's finaliser), which on a loaded machine
+    takes longer than the nanny's 4 s and ends in ``Worker process still alive after 4.0 seconds,
+    killing`` (so can the close itself, waiting on its streams). The deadline ends the process
+    before that kill. Only for workers run by a nanny (their own process, called from the plugin's
+    teardown, i.e. once the worker is closing): an in-process worker is left alone. Results are
+    never at stake: a closing worker runs no task and the stores write synchronously.
+    """
+    import sys
+    import threading
+    import time
+
+    from distributed.core import Status
+
+    def watch():
+        end = time.monotonic() + deadline
+        while worker.status not in (Status.closed, Status.failed) and time.monotonic() < end:
+            time.sleep(poll)
+        time.sleep(poll)  # let ``Worker.close`` return to the nanny's loop
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="interpretome-exit-when-closed", daemon=True).start()
 
 
 def ignore_interrupts() -> None:
@@ -210,17 +312,110 @@ def connect(
     return client
 
 
-def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the shared cluster flags to a CLI parser and return it."""
+class InProcess:
+    """Context running dask's own scheduler in this process: ``sync`` (one thread) or ``threads``
+    (``workers`` threads, default one per core); entering yields ``None`` (no client: the jobs
+    compute with the scheduler set here).
+
+    Torch runs one intra-op thread per dask thread (as on the cluster's workers) and glibc's
+    allocator is tuned (``process.tune_malloc``); torch's thread count is restored on exit.
+    """
+
+    def __init__(self, mode: str = "threads", workers: int | None = None):
+        if mode not in ("sync", "threads"):
+            raise ClusterError(f"in-process executor {mode!r} is not 'sync' or 'threads'")
+        self.mode = mode
+        self.workers = 1 if mode == "sync" else int(workers or os.cpu_count() or 1)
+        self._stack = None
+
+    def describe(self) -> str:
+        """Return one line naming what runs where."""
+        if self.mode == "sync":
+            return "executor: sync (in this process, one thread, no cluster started)"
+        return f"executor: threads (in this process, {self.workers} threads, no cluster started)"
+
+    def __enter__(self):
+        import dask
+
+        from .process import tune_malloc
+
+        tune_malloc()
+        self._stack = contextlib.ExitStack()
+        cfg = {"scheduler": "sync"} if self.mode == "sync" else {"scheduler": "threads", "num_workers": self.workers}
+        self._stack.enter_context(dask.config.set(cfg))
+        try:
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            self._stack.callback(torch.set_num_threads, before)
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        return None
+
+    def __exit__(self, *exc):
+        self._stack.close()
+        return False
+
+
+def choose_executor(executor: str, plan_chunks: int | None, workers: int | None = None) -> str:
+    """Return the executor ``auto`` resolves to: ``threads`` (``sync`` on one core) when the plan's
+    ``plan_chunks`` chunks to compute are at most ``SMALL_PLAN_CHUNKS_PER_CORE`` per core, else
+    ``local`` (also when the plan's size is unknown, ``None``); other choices are returned as given.
+    """
+    if executor not in EXECUTORS:
+        raise ClusterError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if executor != "auto":
+        return executor
+    cores = int(workers or os.cpu_count() or 1)
+    if plan_chunks is not None and plan_chunks <= SMALL_PLAN_CHUNKS_PER_CORE * cores:
+        return "sync" if cores == 1 else "threads"
+    return "local"
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser, *, executor: bool = False) -> argparse.ArgumentParser:
+    """Add the shared cluster flags to a CLI parser and return it (``executor``: also ``--executor``)."""
     g = parser.add_argument_group("cluster")
     g.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
     g.add_argument("--scheduler", default=None, help="address of a running dask scheduler (tcp://host:8786)")
     g.add_argument("--scheduler-file", default=None, help="scheduler file written by `dask scheduler --scheduler-file`")
     g.add_argument("--gpus", action="store_true", help="one dask-cuda worker per GPU (needs the gpu extra)")
+    if executor:
+        g.add_argument("--executor", choices=EXECUTORS, default="auto",
+                       help="where the chunks run without --scheduler/--scheduler-file/--gpus: sync or threads "
+                            "(in this process, no cluster), local (worker processes), auto (default: in-process "
+                            f"for a plan of at most {SMALL_PLAN_CHUNKS_PER_CORE} chunks per core, stated in the "
+                            "output)")
     return parser
 
 
-def connect_from_args(args: argparse.Namespace, log: Callable[[str], None] | None = print):
-    """Return a client for the parsed shared cluster flags."""
-    return connect(args.workers, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-                   gpus=args.gpus, log=log)
+def connect_from_args(args: argparse.Namespace, log: Callable[[str], None] | None = print, *,
+                      plan_chunks: int | None = None):
+    """Return a client for the parsed shared cluster flags, or an ``InProcess`` context.
+
+    ``args.executor`` (absent: ``local``) picks where the chunks run unless a scheduler, a
+    scheduler file or GPUs are named; ``plan_chunks`` (the chunks the plan computes, None when
+    unknown) decides ``auto``. Either result is used as ``with connect_from_args(args) as client``
+    (``client`` None in-process). The choice is passed to ``log``.
+    """
+    executor = getattr(args, "executor", None) or "local"
+    remote = [n for n, v in (("--scheduler", args.scheduler), ("--scheduler-file", args.scheduler_file),
+                             ("--gpus", args.gpus)) if v]
+    if remote:
+        if executor in ("sync", "threads"):
+            raise ClusterError(f"--executor {executor} runs in this process and cannot be combined with "
+                               f"{remote[0]}: drop one of them")
+        return connect(args.workers, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                       gpus=args.gpus, log=log)
+    chosen = choose_executor(executor, plan_chunks, args.workers)
+    if chosen in ("sync", "threads"):
+        runner = InProcess(chosen, args.workers)
+        if log:
+            why = (f": the plan has {plan_chunks} chunks to compute; --executor local for worker processes"
+                   if executor == "auto" else "")
+            log(runner.describe() + why)
+        return runner
+    if log and executor == "auto":
+        size = "of unknown size" if plan_chunks is None else f"with {plan_chunks} chunks to compute"
+        log(f"executor: local (worker processes, a plan {size})")
+    return connect(args.workers, log=log)

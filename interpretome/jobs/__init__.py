@@ -399,7 +399,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dry-run", action="store_true",
                    help="check everything and print the plan (groups, chunks, bytes, resume state); start nothing")
-    add_cluster_arguments(p)
+    add_cluster_arguments(p, executor=True)
 
 
 def _quiet(msg: str) -> None:
@@ -476,7 +476,8 @@ def run_command(args: argparse.Namespace, job: Callable[..., object]) -> list[st
             print(f"store location: writable, room for about {human_bytes(needed)}")
             return None
         entry = {"job": f"interpretome {args.command}", "command": args.command}
-        with connect_from_args(args) as client, recording_run(args.store, entry):
+        todo = None if plan.unknown else sum(w.chunks - w.done for w in plan.writes if w.chunks)
+        with connect_from_args(args, plan_chunks=todo) as client, recording_run(args.store, entry):
             result = job(client=client)
     return written_groups(result) or list(dict.fromkeys(w.group for w in plan.writes))
 

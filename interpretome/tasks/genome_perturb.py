@@ -14,7 +14,12 @@ mask, random draws keyed by (seed, contig index in the FASTA, k, **genome positi
 offset) — so a position gets the same draws whatever the region, chunking or worker) and
 ``Runtime.predict_edits`` (with its receptive-field fast path). Each task handles one block of
 positions of one region and reads only the ``sequence_code`` chunks its contexts touch (the
-block plus a halo of half a window on each side, clipped to the contig).
+block plus a halo of half a window on each side, clipped to the contig), each chunk read from the
+FASTA by its own task. A task carries scalars only (its first position, length and stride; its
+positions and contexts are derived inside it), so the graph grows with the number of chunks, not
+positions (a 250 Mb contig ISM: ~0.2 MB), and ``position`` is a lazy range. By default a block is
+one sequence chunk's worth of positions, but at least 16 blocks per region (of >= 1000
+positions; ``default_position_chunk``), so every worker gets several tasks.
 
 Profile models (``bin_size=`` given, with ``crop``/``crop_right`` as in ``predict_tiles``; output
 ``(N, T, L_out)``, bin ``k`` = window bases ``[crop + k*bin_size, crop + (k+1)*bin_size)``): each
@@ -52,6 +57,7 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
@@ -130,6 +136,18 @@ def context_starts(positions: np.ndarray, contig_length: int, input_length: int,
     return np.clip(centre - input_length // 2, 0, contig_length - input_length)
 
 
+MIN_BLOCKS, MIN_BLOCK_POSITIONS = 16, 1000
+
+
+def default_position_chunk(n_pos: int, per_code_chunk: int) -> int:
+    """Return the default positions per task: one ``sequence_code`` chunk's worth, but small enough
+    that a region of ``n_pos`` positions splits into at least ``MIN_BLOCKS`` tasks (never below
+    ``MIN_BLOCK_POSITIONS``), so every worker gets several tasks whatever the region size. It
+    depends on the sizes only (not the machine), so a rerun elsewhere resumes the same chunks.
+    """
+    return max(1, min(int(per_code_chunk), max(MIN_BLOCK_POSITIONS, -(-int(n_pos) // MIN_BLOCKS))))
+
+
 def _plan(ds, model, regions, input_length, span, context_step, position_chunk, stride, pad, sequence_var,
           length_var):
     spec = load_spec(model)
@@ -145,34 +163,38 @@ def _plan(ds, model, regions, input_length, span, context_step, position_chunk, 
             raise InputError(f"input_length {w} is longer than contig {r.contig!r} ({int(lengths[row])} bp): "
                              f"use a shorter input, pad='N', or drop that contig")
     n_pos = -(-max(r.end - r.start for r in regs) // stride)
-    positions = np.arange(n_pos, dtype=np.int64) * stride
-    pc = int(position_chunk or max(1, codes.chunks[1][0] // stride))
+    positions = pd.RangeIndex(0, n_pos * stride, stride)  # lazy: no 8 bytes per position in the client
+    pc = int(position_chunk or default_position_chunk(n_pos, codes.chunks[1][0] // stride))
     pchunks = tuple(min(pc, n_pos - s) for s in range(0, n_pos, pc))
     return spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks
 
 
-def _graph(name, fn, codes, regs, rows, lengths, positions, pchunks, w, span, step, pad, shape_tail, per=None,
-           **kw):
+def _graph(name, fn, codes, regs, rows, lengths, pchunks, stride, w, span, step, pad, shape_tail, per=None, **kw):
     """Return the dask array of ``fn`` over the (region, position chunk) blocks.
 
+    A block's task carries only scalars: its first position index ``i0``, its length ``n`` and
+    ``stride`` (offsets ``(i0 + arange(n)) * stride`` are derived in the task), the region, and the
+    keys of the ``sequence_code`` chunks its contexts read (each read from the FASTA by its own
+    task), so the graph grows with the number of chunks, never with the number of positions.
     ``per``: one strand per region (``strand="auto"``), passed to that region's blocks as ``strands``.
     """
     dsk = {}
     for i, (r, row) in enumerate(zip(regs, rows)):
         kw_i = kw | ({"strands": (per[i],)} if per else {})
+        rlen, clen = r.end - r.start, int(lengths[row])
         p = 0
         for j, c in enumerate(pchunks):
-            q = positions[p:p + c]
-            gp = r.start + q[q < r.end - r.start]
             key = (name, i, j) + (0,) * len(shape_tail)
-            if not gp.size:
+            n_in = min(c, max(0, -(-(rlen - p * stride) // stride)))  # positions of the block inside the region
+            if n_in <= 0:
                 dsk[key] = (_nan, (1, c) + shape_tail)
             else:
-                cs = context_starts(gp[[0, -1]], int(lengths[row]), w, span, step, pad)
+                gp = r.start + np.array([p, p + n_in - 1], np.int64) * stride
+                cs = context_starts(gp, clen, w, span, step, pad)
                 p0, p1 = int(cs[0]), int(cs[1]) + w
-                keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, int(lengths[row])))
+                keys, c0 = span_keys(codes, row, max(p0, 0), min(p1, clen))
                 dsk[key] = (apply_kwargs, fn, [keys, c0, p0, p1], dict(
-                    q=q, rstart=r.start, rlen=r.end - r.start, contig_length=int(lengths[row]), contig_index=row,
+                    i0=p, n=c, stride=stride, rstart=r.start, rlen=rlen, contig_length=clen, contig_index=row,
                     w=w, span=span, step=step, pad=pad, label=r.label, **kw_i))
             p += c
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[codes])
@@ -195,22 +217,24 @@ def _groups(gp: np.ndarray, step: int):
     return np.split(np.arange(len(gp)), cuts)
 
 
-def _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step, pad, spec):
-    """Return ``(runtime, codes of [p0, p1), inside, genome positions, context starts)`` of one block."""
+def _block_setup(blocks, c0, p0, p1, i0, n, stride, rstart, rlen, contig_length, w, span, step, pad, spec):
+    """Return ``(runtime, codes of [p0, p1), region offsets q, inside, genome positions, context starts)``
+    of the block of positions ``i0 .. i0 + n - 1`` (offsets ``q = index * stride``)."""
     tune_malloc()  # see tiles._tile_block
     codes = padded_span(blocks, c0, p0, p1, contig_length)
+    q = (int(i0) + np.arange(int(n), dtype=np.int64)) * int(stride)
     inside = np.flatnonzero(q < rlen)
     gp = rstart + q[inside]
-    return get_runtime(spec), codes, inside, gp, context_starts(gp, contig_length, w, span, step, pad)
+    return get_runtime(spec), codes, q, inside, gp, context_starts(gp, contig_length, w, span, step, pad)
 
 
-def _sweep_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
+def _sweep_block(blocks, c0, p0, p1, *, i0, n, stride, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
                  spec, readout, strands, windows, inserts, mode, replicates, seed) -> np.ndarray:
     """Return ``(1, P, T, S, 1 + 2 V W)`` float32: reference, then means (V, W), then stds (V, W).
 
     ``label`` (the region's) names the context window of a non-finite model output."""
-    rt, codes, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step,
-                                                 pad, spec)
+    rt, codes, q, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, i0, n, stride, rstart, rlen, contig_length,
+                                                    w, span, step, pad, spec)
     n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
     out = np.full((1, len(q), n_t, len(strands), 1 + 2 * n_v * n_w), np.nan, np.float32)
     shifted = _Shifted(codes, p0)
@@ -248,8 +272,10 @@ def _region_axis(regs, rows, positions, pchunks):
     starts = np.asarray([r.start for r in regs], np.int64)
     coords = region_coords(regs, rows)
     if (starts == starts[0]).all():
-        return coords | {POSITION: positions + starts[0]}, "genome"
-    gpos = da.from_array(starts[:, None], chunks=1) + da.from_array(positions, chunks=(pchunks,))[None, :]
+        return coords | {POSITION: positions + int(starts[0])}, "genome"
+    stride = int(positions.step)
+    offsets = da.arange(len(positions), chunks=(pchunks,), dtype=np.int64) * stride  # derived in the tasks
+    gpos = da.from_array(starts[:, None], chunks=1) + offsets[None, :]
     return coords | {POSITION: positions, "genome_position": ((CONTIG, POSITION), gpos)}, "region_start"
 
 
@@ -387,7 +413,7 @@ def genome_sweep(
     n_t, n_w, n_v = len(spec.target_names), len(windows), len(readout.names)
     name = "genome-sweep-" + graph_token(spec, w, step, stride, codes.name, regs, pchunks, windows, labels, mode,
                                     replicates, seed, readout, strands, per, pad)
-    out = _graph(name, _sweep_block, codes, regs, rows, lengths, positions, pchunks, w, max(windows), step, pad,
+    out = _graph(name, _sweep_block, codes, regs, rows, lengths, pchunks, stride, w, max(windows), step, pad,
                  (n_t, len(strands), 1 + 2 * n_v * n_w), spec=spec, readout=readout, strands=strands,
                  per=per, windows=tuple(windows), inserts=insert_codes, mode=mode, replicates=int(replicates),
                  seed=int(seed))
@@ -403,13 +429,13 @@ def genome_sweep(
                    (readout, strand, pad), merge, per)
 
 
-def _ism_block(blocks, c0, p0, p1, *, q, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
+def _ism_block(blocks, c0, p0, p1, *, i0, n, stride, rstart, rlen, contig_length, contig_index, w, span, step, pad, label,
                spec, readout, strands) -> np.ndarray:
     """Return ``(1, P, T, S, 1 + 4 V)`` float32: the reference, then per value the bases A, C, G, T.
 
     ``label`` (the region's) names the context window of a non-finite model output."""
-    rt, codes, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, q, rstart, rlen, contig_length, w, span, step,
-                                                 pad, spec)
+    rt, codes, q, inside, gp, cs_all = _block_setup(blocks, c0, p0, p1, i0, n, stride, rstart, rlen, contig_length,
+                                                    w, span, step, pad, spec)
     n_t, n_v = len(spec.target_names), len(readout.names)
     out = np.full((1, len(q), n_t, len(strands), 1 + 4 * n_v), np.nan, np.float32)
     for grp in _groups(gp, step):
@@ -482,7 +508,7 @@ def genome_ism(
     spec, w, step, stride, codes, lengths, regs, rows, positions, pchunks = plan
     n_t = len(spec.target_names)
     name = "genome-ism-" + graph_token(spec, w, step, codes.name, regs, pchunks, readout, strands, per, pad)
-    out = _graph(name, _ism_block, codes, regs, rows, lengths, positions, pchunks, w, 1, step, pad,
+    out = _graph(name, _ism_block, codes, regs, rows, lengths, pchunks, 1, w, 1, step, pad,
                  (n_t, len(strands), 1 + 4 * len(readout.names)), per=per, spec=spec, readout=readout,
                  strands=strands)
     variables = {"genome_ism_reference": (_REF_DIMS, out[..., 0])}
