@@ -127,16 +127,19 @@ def test_to_netcdf_of_every_group_reopens_equal(kinds_store, tmp_path):
     assert decoded_attr(track.attrs, "genome_contigs") == [["NC_001133.9", 230218]]
 
 
-def test_netcdf_attrs__encodes_only_what_netcdf_cannot_hold():
+def test_netcdf_attrs__encodes_only_what_netcdf_cannot_hold(tmp_path):
     attrs = {"s": "x", "i": 3, "f": 1.5, "ints": [1, 2], "strs": ["a", "b"], "nested": [["c", 1]], "d": {"k": 1},
-             "b": True, "none": None, "empty": []}
+             "b": True, "none": None, "empty": [], "big": 2 ** 40}
     out = netcdf_attrs(attrs)
     assert {k: out[k] for k in ("s", "i", "f", "ints")} == {"s": "x", "i": 3, "f": 1.5, "ints": [1, 2]}
-    assert set(out[JSON_ATTRS].split()) == {"strs", "nested", "d", "b", "none", "empty"}
+    assert set(out[JSON_ATTRS].split()) == {"strs", "nested", "d", "b", "none", "empty", "big"}
     for k in out[JSON_ATTRS].split():
         assert isinstance(out[k], str) and decoded_attr(out, k) == attrs[k]
     assert decoded_attr(attrs, "strs") == ["a", "b"]  # in-memory attrs are returned as they are
     assert decoded_attr(out, "absent", 7) == 7
+    xr.Dataset({"v": ("x", [1.0])}, attrs=out).to_netcdf(tmp_path / "a.nc", engine="scipy")  # netCDF-3 holds them all
+    with xr.open_dataset(tmp_path / "a.nc", engine="scipy") as back:
+        assert decoded_attr(back.attrs, "d") == {"k": 1} and decoded_attr(back.attrs, "big") == 2 ** 40
 
 
 def _lazy(n=6):

@@ -68,23 +68,33 @@ def fingerprint(params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _netcdf_value(value) -> bool:
-    """Return whether netCDF (3 and 4) can hold ``value`` as an attribute as it is."""
+_INT32 = (-(2 ** 31), 2 ** 31 - 1)
+
+
+def _netcdf_number(value) -> bool:
+    """Return whether ``value`` is a number every netCDF format holds (netCDF-3 has no 64-bit integers)."""
     if isinstance(value, (bool, np.bool_)):
         return False
-    if isinstance(value, (str, int, float, np.integer, np.floating)):
+    if isinstance(value, (int, np.integer)):
+        return _INT32[0] <= int(value) <= _INT32[1]
+    return isinstance(value, (float, np.floating))
+
+
+def _netcdf_value(value) -> bool:
+    """Return whether netCDF (3 and 4) can hold ``value`` as an attribute as it is."""
+    if isinstance(value, str):
         return True
     if isinstance(value, (list, tuple)):
-        return len(value) > 0 and all(isinstance(v, (int, float, np.integer, np.floating))
-                                      and not isinstance(v, (bool, np.bool_)) for v in value)
-    return False
+        return len(value) > 0 and all(_netcdf_number(v) for v in value)
+    return _netcdf_number(value)
 
 
 def netcdf_attrs(attrs: dict) -> dict:
     """Return ``attrs`` with every value netCDF cannot hold as JSON text, named in ``JSON_ATTRS``.
 
-    Kept as they are: strings, numbers and non-empty lists of numbers. Dicts, lists of strings,
-    nested lists, booleans and None become JSON text (``decoded_attr`` reads them back).
+    Kept as they are: strings, numbers and non-empty lists of numbers (integers within 32 bits, which
+    netCDF-3 holds). Dicts, lists of strings, nested lists, booleans, None and larger integers become
+    JSON text (``decoded_attr`` reads them back).
     """
     out, encoded = {}, []
     for k, v in attrs.items():
