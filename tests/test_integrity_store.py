@@ -72,12 +72,14 @@ def test_resume_with_other_chunking_refuses_and_same_chunking_resumes(tmp_path, 
         _write(store)
     monkeypatch.setattr(store_mod, "_write_chunk", real)
     assert group_info(store, "g")["complete"] is False
+    assert xr.open_zarr(store, group="g").attrs["interpretome_status"] == "interrupted"  # plain xarray sees it
     with pytest.raises(StoreError, match=r"started with another chunking \(value \(row, col\): \(4, 5\) -> "
                                          r"\(2, 5\)\) and is not complete.*--overwrite"):
         _write(store, chunk=2)
     rep = _write(store)
     assert (rep.computed_chunks, rep.skipped_chunks) == (9, 3)
     assert _files(store) == _files(reference)
+    assert xr.open_zarr(store, group="g").attrs["interpretome_status"] == "complete"
     # a complete group read back with another chunking: nothing to compute, the stored values stand
     lines = []
     again = _write(store, chunk=2, log=lines.append)
@@ -295,9 +297,11 @@ def test_ctrl_c_stops_with_one_line_and_exit_130_then_resumes(tmp_path):
     stored = int(re.search(r"interrupted: at least (\d+) of", lines[0]).group(1))
     assert 0 < stored < 96 and "Traceback" not in out + err
     assert not lock_path(store).exists()
+    assert xr.open_zarr(store, group="sweep").attrs["interpretome_status"] == "interrupted"
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     # chunks that were being written when Ctrl-C came may still land: at least `stored` are there
     resumed = re.search(r"sweep: (\d+) of 96 chunks to compute \((\d+) already in the store\)", done.stdout)
     assert resumed and int(resumed.group(2)) >= stored and int(resumed.group(1)) + int(resumed.group(2)) == 96
     assert verify_store(store)["sweep"][0] == "complete"
+    assert xr.open_zarr(store, group="sweep").attrs["interpretome_status"] == "complete"

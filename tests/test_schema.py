@@ -62,3 +62,26 @@ def test_schema__require_checks_a_renamed_input_against_its_spec():
         schema.require(ds, "wrong", "sequence_code", "read_fasta")
     with pytest.raises(ValueError, match="has no \\['missing'\\]: build it with read_fasta"):
         schema.require(ds, "missing", "sequence_code", "read_fasta")
+
+
+def test_schema__annotate_gives_every_variable_its_declared_attrs():
+    for spec in [*schema.REGISTRY.values(), *schema.COORDINATES.values(), *schema.DIMENSION_SPECS.values()]:
+        assert spec.doc and (spec.long_name or isinstance(spec, schema.Variable)), spec
+    ds = xr.Dataset({"gene_start": ("feature", np.array([3, 7])), "gene_strand": ("feature", np.array(["+", "-"]))},
+                    coords={"feature": ["g1", "g2"], "n_genes": ("feature", [1, 2]), "position": [0, 1]})
+    ds["position"].attrs["description"] = "offsets from each region start"  # a task's own, more specific one
+    out = schema.annotate(ds)
+    assert out["gene_start"].attrs == {"description": "first base of the gene, 0-based", "long_name": "gene start",
+                                       "units": "bp", "convention": "0-based, half-open interval [start, end)"}
+    assert out["gene_strand"].attrs["convention"] == "'+' forward strand, '-' reverse strand, '.' unstranded"
+    assert out["feature"].attrs["long_name"] == "feature" and out["feature"].attrs["description"].startswith("input feature")
+    assert out["position"].attrs == {"description": "offsets from each region start", "long_name": "position",
+                                     "units": "bp", "convention": "0-based"}
+    assert out["n_genes"].attrs["description"] == "n_genes: carried from the input (its own column, along feature)"
+    assert ds["gene_start"].attrs == {}  # the input is not changed
+    with pytest.raises(ValueError, match="already declared"):
+        schema.dimension("sequence", "again", "twice")
+    with pytest.raises(ValueError, match="already declared"):
+        schema.coordinate("region_start", "again", "twice")
+    with pytest.raises(ValueError, match="already declared"):
+        schema.coordinate("gene_start", "a variable", "not a coordinate too")

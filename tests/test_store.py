@@ -39,7 +39,11 @@ def test_write_dataset__plain_open_zarr_and_provenance(fasta, store):
     ds = xr.open_zarr(str(store), group="sweep")  # plain xarray, no interpretome needed
     assert ds["sweep_delta_mean"].dims == ("sequence", "window", "position", "target")
     assert ds["sweep_delta_mean"].encoding["chunks"] == (2, 1, 50, 1)
-    info = json.load(open(store / "sweep" / ".zattrs"))["interpretome"]
+    raw = json.load(open(store / "sweep" / ".zattrs"))
+    assert isinstance(raw["interpretome"], str)  # JSON text: netCDF holds it (to_netcdf works)
+    info = json.loads(raw["interpretome"])
+    assert info == group_info(store, "sweep")
+    assert raw["interpretome_status"] == "complete" and raw["interpretome_task"] == "perturbation_sweep"
     assert info["complete"] is True and info["task"] == "perturbation_sweep"
     assert info["params"]["windows"] == [3] and info["params"]["mode"] == "mask"
     prov = info["provenance"]

@@ -22,7 +22,7 @@ from ..storage.annotation import annotation_dataset, genes_from_dataset, read_an
 from ..storage.export import export_bedgraph, export_bigwig
 from ..storage.genome import TrackGeometry, as_regions, read_genome
 from ..storage.schema import CODE_N
-from ..storage.store import group_info, list_groups, open_group
+from ..storage.store import decoded_attr, group_info, list_groups, open_group
 from ..tasks.genome_perturb import PADS, genome_ism, genome_sweep
 from ..tasks.genome_perturb import STRANDS as PERTURB_STRANDS
 from ..tasks.genome_readout import REDUCTIONS, make_readout
@@ -242,7 +242,7 @@ def _export_cmd(args) -> int:
     if args.bedgraph:
         written.append(str(export_bedgraph(track, args.bedgraph, target=args.target)))
     if args.bigwig:
-        sizes = {str(n): int(x) for n, x in track.attrs.get("genome_contigs", [])}
+        sizes = {str(n): int(x) for n, x in decoded_attr(track.attrs, "genome_contigs", [])}
         written.append(str(export_bigwig(track, args.bigwig, sizes, target=args.target)))
     announce(f"results: {', '.join(written)} (load in a genome browser, e.g. IGV or the UCSC browser)")
     return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -85,12 +84,12 @@ def read_h5ad(path: str | os.PathLike, *, layer: str | None = None, sample_chunk
     path = Path(path)
     if not path.is_file():
         raise InputError(f"AnnData file {str(path)!r} does not exist: check the path")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        adata = anndata.read_h5ad(path, backed="r")
+    adata = anndata.read_h5ad(path, backed="r")
+    try:
         obs_df = adata.obs.copy()
         obs_names = np.asarray(adata.obs_names).astype(str)
         var_names = np.asarray(adata.var_names).astype(str)
+    finally:
         adata.file.close()
     n, f = _matrix_shape(str(path), layer)
     if (n, f) != (len(obs_names), len(var_names)):

@@ -2,7 +2,10 @@
 
 ``write_chunk`` runs on the workers; ``run_writes`` submits the write tasks (releasing each
 finished future at once, so a lost worker never makes dask recompute a written chunk);
-``init_group`` creates a group's arrays and records what it writes up front.
+``init_group`` creates a group's arrays and records what it writes up front; it stores every
+variable with its declared attrs (``schema.annotate``), attrs in netCDF-compatible form
+(``groups.netcdf_attrs``) and in-memory strings as fixed-width unicode (``<U``), so a stored group
+opens in plain xarray described and converts with ``to_netcdf()``.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import numpy as np
 import xarray as xr
 
 from . import manifest
-from .groups import ZARR_FORMAT, consolidate, ensure_root, set_group_attrs, stored_chunks
+from .groups import ZARR_FORMAT, consolidate, ensure_root, netcdf_attrs, set_group_attrs, stored_chunks
 from .progress import ChunkProgress
+from .schema import annotate
 
 
 def write_chunk(block: np.ndarray, array_path: str, region: tuple[slice, ...], index: tuple[int, ...],
@@ -79,12 +83,48 @@ def grid_changes(path: Path, group: str, ds: xr.Dataset, lazy_vars: list[str]) -
     return out
 
 
+def _fixed_width(values: np.ndarray) -> np.ndarray | None:
+    """Return string ``values`` (object or numpy StringDType) as fixed-width ``<U``; None if not all strings."""
+    if values.dtype.kind not in "OT":
+        return None
+    flat = values.ravel()
+    if values.dtype.kind == "O" and not all(isinstance(v, str) for v in flat):
+        return None
+    width = max([len(v) for v in flat.tolist()] + [1])
+    return values.astype(f"<U{width}")
+
+
+def stored_form(ds: xr.Dataset, lazy_vars: list[str]) -> xr.Dataset:
+    """Return ``ds`` as it is stored: declared attrs, netCDF-compatible attrs, fixed-width strings.
+
+    In-memory string arrays (object or numpy StringDType, e.g. read back from a store) become
+    ``<U<longest>``, so every stored string variable has one dtype family; lazy variables keep theirs.
+    """
+    ds = annotate(ds)
+    for name in list(ds.variables):
+        if name in lazy_vars or ds[name].chunks is not None:
+            continue
+        fixed = _fixed_width(np.asarray(ds[name].values))
+        if fixed is not None:
+            var = ds.variables[name]
+            new = xr.Variable(var.dims, fixed, attrs=var.attrs)
+            ds = ds.assign_coords({name: new}) if name in ds.coords else ds.assign({name: new})
+    for name, var in ds.variables.items():
+        var.attrs = netcdf_attrs(var.attrs)
+    ds.attrs = netcdf_attrs(ds.attrs)
+    return ds
+
+
 def init_group(ds: xr.Dataset, path: Path, group: str, lazy_vars: list[str], info: dict) -> None:
-    """Create the group's arrays, write its numpy-backed variables and coordinates, record them."""
+    """Create the group's arrays, write its numpy-backed variables and coordinates, record them.
+
+    The group is written in its ``stored_form`` with status ``running``.
+    """
     if (path / group).exists():
         shutil.rmtree(path / group)
     path.mkdir(parents=True, exist_ok=True)
     ensure_root(path)
+    ds = stored_form(ds, lazy_vars)
     encoding = {v: {"chunks": ds[v].data.chunksize} for v in lazy_vars}
     for v in ds.data_vars:
         ds[v].encoding = {}
@@ -92,7 +132,7 @@ def init_group(ds: xr.Dataset, path: Path, group: str, lazy_vars: list[str], inf
                consolidated=False, encoding=encoding, write_empty_chunks=True)
     manifest.record_static(path, group, [v for v in ds.variables if v not in lazy_vars])
     manifest.init_records(path, group, {v: (ds[v].dims, ds[v].data.numblocks) for v in lazy_vars})
-    set_group_attrs(path, group, info)
+    set_group_attrs(path, group, info, status="running")
     consolidate(path)
 
 

@@ -1,6 +1,16 @@
 """Task groups of a store: their attrs (task, fingerprint, params, provenance, complete), their
 state from the chunk records (complete / damaged / incomplete), verification and a text summary.
 
+Group attrs are netCDF-compatible, so ``xr.open_zarr(store, group=g).to_netcdf(path)`` works: the
+provenance record ``interpretome`` is JSON text (``group_info`` returns it as a dict; stores of
+interpretome <= 0.1 hold it as a nested object, read the same way), beside flat scalar keys
+``interpretome_task``, ``interpretome_fingerprint`` and ``interpretome_status``. The status is a
+mirror of the chunk records for readers without interpretome: ``running`` while a write runs,
+``complete`` once every chunk has a valid record, ``interrupted`` when a write stopped before that,
+``damaged`` when ``verify`` found bad chunks; the records (``manifest``) stay the truth. Other attrs
+a netCDF file cannot hold (dicts, nested or string lists, booleans, None) are stored as JSON text
+and named in the ``interpretome_json_attrs`` attr of their variable or group (``decoded_attr``).
+
 Read-only helpers plus the few writes of group metadata (attrs, consolidation); the chunk data
 is written by ``store.write_dataset`` through ``chunk_io``.
 """
@@ -23,6 +33,12 @@ from .provenance import now
 
 ZARR_FORMAT = 2
 ATTR = "interpretome"
+STATUS_ATTR = "interpretome_status"
+TASK_ATTR = "interpretome_task"
+FINGERPRINT_ATTR = "interpretome_fingerprint"
+JSON_ATTRS = "interpretome_json_attrs"
+"""Attr naming (space-separated) the attrs stored as JSON text because netCDF cannot hold their value."""
+STATUSES = ("running", "complete", "interrupted", "damaged")
 
 
 def jsonable(obj: Any) -> Any:
@@ -52,7 +68,64 @@ def fingerprint(params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_INT32 = (-(2 ** 31), 2 ** 31 - 1)
+
+
+def _netcdf_number(value) -> bool:
+    """Return whether ``value`` is a number every netCDF format holds (netCDF-3 has no 64-bit integers)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return _INT32[0] <= int(value) <= _INT32[1]
+    return isinstance(value, (float, np.floating))
+
+
+def _netcdf_value(value) -> bool:
+    """Return whether netCDF (3 and 4) can hold ``value`` as an attribute as it is."""
+    if isinstance(value, str):
+        return True
+    if isinstance(value, (list, tuple)):
+        return len(value) > 0 and all(_netcdf_number(v) for v in value)
+    return _netcdf_number(value)
+
+
+def netcdf_attrs(attrs: dict) -> dict:
+    """Return ``attrs`` with every value netCDF cannot hold as JSON text, named in ``JSON_ATTRS``.
+
+    Kept as they are: strings, numbers and non-empty lists of numbers (integers within 32 bits, which
+    netCDF-3 holds). Dicts, lists of strings, nested lists, booleans, None and larger integers become
+    JSON text (``decoded_attr`` reads them back).
+    """
+    out, encoded = {}, []
+    for k, v in attrs.items():
+        if k == JSON_ATTRS:
+            continue
+        v = jsonable(v) if not isinstance(v, (str, int, float)) else v
+        if _netcdf_value(v):
+            out[k] = v
+        else:
+            out[k] = json.dumps(v, sort_keys=True)
+            encoded.append(str(k))
+    if encoded:
+        out[JSON_ATTRS] = " ".join(encoded)
+    return out
+
+
+def decoded_attr(attrs: dict, key: str, default: Any = None) -> Any:
+    """Return ``attrs[key]`` as written: JSON text named in ``JSON_ATTRS`` is decoded; ``default`` if absent.
+
+    Works on stored attrs (``open_group``, plain ``xr.open_zarr``) and on in-memory results alike.
+    """
+    if key not in attrs:
+        return default
+    value = attrs[key]
+    if isinstance(value, str) and key in str(attrs.get(JSON_ATTRS, "")).split():
+        return json.loads(value)
+    return value
+
+
 def read_group_attrs(path: Path, group: str) -> dict | None:
+    """Return the raw attrs of ``group`` (its ``.zattrs``), None when the group has none."""
     f = path / group / ".zattrs"
     if not f.exists():
         return None
@@ -61,9 +134,21 @@ def read_group_attrs(path: Path, group: str) -> dict | None:
 
 
 def group_info(path: str | os.PathLike, group: str) -> dict | None:
-    """Return the ``interpretome`` attrs of ``group`` in the store at ``path`` (None if absent)."""
+    """Return the ``interpretome`` record of ``group`` in the store at ``path`` as a dict (None if absent).
+
+    The record is stored as JSON text (a nested object in stores of interpretome <= 0.1: read too).
+    """
     attrs = read_group_attrs(Path(path), group)
-    return None if attrs is None else attrs.get(ATTR)
+    if attrs is None or ATTR not in attrs:
+        return None
+    value = attrs[ATTR]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def group_status(path: str | os.PathLike, group: str) -> str | None:
+    """Return the group's ``interpretome_status`` attr (a mirror of its chunk records), None when absent."""
+    attrs = read_group_attrs(Path(path), group) or {}
+    return attrs.get(STATUS_ATTR)
 
 
 def list_groups(path: str | os.PathLike) -> list[str]:
@@ -72,11 +157,34 @@ def list_groups(path: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in path.iterdir() if (p / ".zgroup").exists()) if path.exists() else []
 
 
-def set_group_attrs(path: Path, group: str, info: dict) -> None:
+def set_group_attrs(path: Path, group: str, info: dict, status: str | None = None) -> None:
+    """Write the group's ``interpretome`` record (JSON text) and its flat keys; ``status`` if given.
+
+    ``status`` (one of ``STATUSES``) is the caller's statement of the chunk records: ``complete``
+    only after a scan found every chunk recorded. Without it the stored status is kept.
+    """
     import zarr
 
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {STATUSES}")
     g = zarr.open_group(str(path / group), mode="r+", zarr_format=ZARR_FORMAT)
-    g.attrs[ATTR] = jsonable(info)
+    info = jsonable(info)
+    new = {ATTR: json.dumps(info, sort_keys=True), TASK_ATTR: str(info.get("task") or ""),
+           FINGERPRINT_ATTR: str(info.get("fingerprint") or "")}
+    if status is not None:
+        new[STATUS_ATTR] = status
+    g.attrs.update(new)
+
+
+def set_group_status(path: Path, group: str, status: str) -> None:
+    """Set the group's ``interpretome_status`` attr and consolidate the store's metadata."""
+    import zarr
+
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {STATUSES}")
+    g = zarr.open_group(str(Path(path) / group), mode="r+", zarr_format=ZARR_FORMAT)
+    g.attrs[STATUS_ATTR] = status
+    consolidate(Path(path))
 
 
 def consolidate(path: Path) -> None:
@@ -162,7 +270,38 @@ def verify_store(path: str | os.PathLike, groups: list[str] | None = None) -> di
     for g in groups or []:
         if g not in names:
             raise StoreError(f"store {str(path)!r} has no group {g!r}; it has {names}")
-    return {g: group_state(path, g, full=True) for g in (groups or names)}
+    states = {g: group_state(path, g, full=True) for g in (groups or names)}
+    mirror_status(path, {g: state for g, (state, _) in states.items()})
+    return states
+
+
+_STATE_STATUS = {"complete": "complete", "damaged": "damaged", "incomplete": "interrupted"}
+
+
+def mirror_status(path: Path, states: dict[str, str]) -> None:
+    """Bring the groups' ``interpretome_status`` attrs in line with full-check ``states`` (``verify_store``).
+
+    Skipped when a live run holds the store's lock (its writer owns the attrs) or the store is
+    read-only for this user (then the attrs stay as the last write left them).
+    """
+    from .lock import read_lock, stale_reason
+
+    holder = read_lock(path)
+    if holder is not None and stale_reason(holder) is None:
+        return
+    changed = False
+    for g, state in states.items():
+        want = _STATE_STATUS[state]
+        if group_status(path, g) == want or group_info(path, g) is None:
+            continue
+        if not os.access(path / g / ".zattrs", os.W_OK):
+            return
+        import zarr
+
+        zarr.open_group(str(path / g), mode="r+", zarr_format=ZARR_FORMAT).attrs[STATUS_ATTR] = want
+        changed = True
+    if changed:
+        consolidate(path)
 
 
 def store_summary(path: str | os.PathLike) -> str:

@@ -21,37 +21,77 @@ import xarray as xr
 
 from .alphabet import BASES, CODE_N  # noqa: F401 (the base coordinate and N code; defined in alphabet)
 
+ZERO_BASED = "0-based"
+HALF_OPEN = "0-based, half-open interval [start, end)"
+STRAND_CODES = "'+' forward strand, '-' reverse strand, '.' unstranded"
+ATTRS = ("description", "long_name", "units", "convention")
+"""The attrs every stored variable carries from its declaration (``annotate``): what it is, a short
+human name, its units where meaningful (``bp`` for genome positions and lengths) and its coordinate
+convention (0-based positions, half-open intervals, strand codes)."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One declared dimension: its name, a short human name, what an index along it is, units, convention."""
+
+    name: str
+    long_name: str
+    doc: str
+    units: str | None = None
+    convention: str | None = None
+
+
+DIMENSION_SPECS: dict[str, Dimension] = {}
+"""Every dimension name with its description (the attrs of its dimension coordinate when stored)."""
+
+
+def dimension(name: str, long_name: str, doc: str, *, units: str | None = None,
+              convention: str | None = None) -> str:
+    """Declare a dimension and return its name (called in this module only); twice raises ``ValueError``."""
+    if name in DIMENSION_SPECS:
+        raise ValueError(f"dimension {name!r} is already declared in interpretome.storage.schema")
+    DIMENSION_SPECS[name] = Dimension(name, long_name, doc, units, convention)
+    return name
+
+
 # Dimension names used across the package (constants, never spelled twice).
-SEQUENCE = "sequence"
-POSITION = "position"
-BASE = "base"
-WINDOW = "window"
-REPLICATE = "replicate"
-TARGET = "target"
-CONTIG = "contig"
-BIN = "bin"
-SAMPLE = "sample"
-FEATURE = "feature"
-GROUP = "group"
-ITEM = "item"
-COMPONENT = "component"
-FOLD = "fold"
-METRIC = "metric"
-MODEL = "model"
-CLASS = "class"
-CHANNEL = "channel"
-HEIGHT = "height"
-WIDTH = "width"
-BACKGROUND = "background"
-FEATURE_I = "feature_i"
-FEATURE_J = "feature_j"
-PAIR = "pair"
-COMPARISON = "comparison"
-STRAND = "strand"
-SITE = "site"
-GENOMAP_ROW = "genomap_row"
-GENOMAP_COL = "genomap_col"
-GRID = "grid"
+SEQUENCE = dimension("sequence", "sequence", "input sequence, named by its FASTA record")
+POSITION = dimension("position", "position", "0-based position along the sequence (ISM: the edited base; sweeps: "
+                     "the window start)", units="bp", convention=ZERO_BASED)
+BASE = dimension("base", "base", "substituted or one-hot base: A, C, G, T (the one-hot channel order)")
+WINDOW = dimension("window", "perturbation window", "perturbation window (its size k in bases, or an insert); "
+                   "window_length gives the bases it covers")
+REPLICATE = dimension("replicate", "replicate", "replicate draw of a random perturbation, 0-based", convention=ZERO_BASED)
+TARGET = dimension("target", "model target", "model output (target) predicted or explained, by name")
+CONTIG = dimension("contig", "region", "genome region (a contig's name for a whole contig, else the region label)")
+BIN = dimension("bin", "track bin", "output bin of a tiled track (see the bin coordinate's description)",
+                convention=ZERO_BASED)
+SAMPLE = dimension("sample", "sample", "input sample (cell, image), named by the AnnData obs names or 0-based index")
+FEATURE = dimension("feature", "feature", "input feature (gene, annotation entry, coefficient ...), by name")
+GROUP = dimension("group", "sample group", "group of samples a summary is over ('all': every sample)")
+ITEM = dimension("item", "item", "embedded item (cell, k-mer, patch ...), by name")
+COMPONENT = dimension("component", "component", "embedding component")
+FOLD = dimension("fold", "fold", "fold, split or model the scores were computed on")
+METRIC = dimension("metric", "metric", "metric, by name")
+MODEL = dimension("model", "model", "one stored linear model (coefficient set)")
+CLASS = dimension("class", "class", "class (cell type, label), by name")
+CHANNEL = dimension("channel", "image channel", "image channel, 0-based", convention=ZERO_BASED)
+HEIGHT = dimension("height", "image row", "image row (pixel), 0-based from the top", convention=ZERO_BASED)
+WIDTH = dimension("width", "image column", "image column (pixel), 0-based from the left", convention=ZERO_BASED)
+BACKGROUND = dimension("background", "background sample", "background sample drawn for SHAP")
+FEATURE_I = dimension("feature_i", "first feature", "first feature of a pair (rows of a pair matrix)")
+FEATURE_J = dimension("feature_j", "second feature", "second feature of a pair (columns of a pair matrix)")
+PAIR = dimension("pair", "feature pair", "feature pair (i, j), i < j, row by row (condensed order)")
+COMPARISON = dimension("comparison", "model comparison",
+                       "comparison of a multi-class model with its one-vs-rest binary models")
+STRAND = dimension("strand", "strand", "strand the model ran on", convention=STRAND_CODES)
+SITE = dimension("site", "genome site", "genome site (contig name, 0-based genome position) of a genome view",
+                 convention=ZERO_BASED)
+GENOMAP_ROW = dimension("genomap_row", "genomap row", "row of the genomap image grid, 0-based", convention=ZERO_BASED)
+GENOMAP_COL = dimension("genomap_col", "genomap column", "column of the genomap image grid, 0-based",
+                        convention=ZERO_BASED)
+GRID = dimension("grid", "genomap grid point", "grid point of the genomap (column-major), 0-based",
+                 convention=ZERO_BASED)
 MAX_LEVEL = 48
 """Pyramid levels 1..MAX_LEVEL have their own bin dim and variables (``level_dim``, ``level_vars``)."""
 
@@ -66,9 +106,12 @@ def level_vars(level: int) -> tuple[str, str]:
     return f"track_min_l{int(level)}", f"track_max_l{int(level)}"
 
 
-DIMENSIONS = frozenset({SEQUENCE, POSITION, BASE, WINDOW, REPLICATE, TARGET, CONTIG, BIN, SAMPLE, FEATURE, GROUP,
-                        ITEM, COMPONENT, FOLD, METRIC, MODEL, CLASS, CHANNEL, HEIGHT, WIDTH, BACKGROUND, FEATURE_I,
-                        FEATURE_J, PAIR, COMPARISON, STRAND, SITE, GENOMAP_ROW, GENOMAP_COL, GRID} | {level_dim(lv) for lv in range(1, MAX_LEVEL + 1)})
+for _lv in range(1, MAX_LEVEL + 1):
+    dimension(level_dim(_lv), f"pyramid level {_lv} bin",
+              f"bin of pyramid level {_lv}: factor**{_lv} consecutive track bins (see the coordinate's description)",
+              convention=ZERO_BASED)
+
+DIMENSIONS = frozenset(DIMENSION_SPECS)
 """Every dimension name a registered variable may have."""
 
 
@@ -77,7 +120,8 @@ class Variable:
     """One registered variable: its name, dims, numpy dtype kind ('f', 'i', 'u', 'b', 'U', 'O').
 
     ``optional`` names dims of ``dims`` that the variable may lack (e.g. ``strand``, present only
-    when both strands are kept); the others keep their order.
+    when both strands are kept); the others keep their order. ``long_name`` (default: the name in
+    words), ``units`` and ``convention`` are stored with ``doc`` as the variable's attrs (``annotate``).
     """
 
     name: str
@@ -85,6 +129,9 @@ class Variable:
     kind: str
     doc: str
     optional: tuple[str, ...] = ()
+    long_name: str = ""
+    units: str | None = None
+    convention: str | None = None
 
     def allowed_dims(self) -> tuple[tuple[str, ...], ...]:
         """Return the dims the variable may have: all of ``dims``, or those without ``optional``."""
@@ -96,14 +143,17 @@ class Variable:
 REGISTRY: dict[str, Variable] = {}
 
 
-def register(name: str, dims: tuple[str, ...], kind: str, doc: str, optional: tuple[str, ...] = ()) -> Variable:
+def register(name: str, dims: tuple[str, ...], kind: str, doc: str, optional: tuple[str, ...] = (), *,
+             long_name: str | None = None, units: str | None = None, convention: str | None = None) -> Variable:
     """Declare a variable and return it (called in this module only).
 
-    ``optional``: dims of ``dims`` the variable may lack (see ``Variable``). Raises ``ValueError``
-    when ``name`` is already registered (any definition: one declaration per variable) or a
-    dimension is not in ``DIMENSIONS``.
+    ``optional``: dims of ``dims`` the variable may lack (see ``Variable``); ``long_name`` (default:
+    the name with spaces), ``units``, ``convention``: stored as attrs. Raises ``ValueError`` when
+    ``name`` is already registered (any definition: one declaration per variable) or a dimension is
+    not in ``DIMENSIONS``.
     """
-    var = Variable(name, tuple(dims), kind, doc, tuple(optional))
+    var = Variable(name, tuple(dims), kind, doc, tuple(optional), long_name or name.replace("_", " "), units,
+                   convention)
     old = REGISTRY.get(name)
     if old is not None:
         raise ValueError(
@@ -173,8 +223,8 @@ def describe(name: str) -> str:
 
 # Inputs: DNA (storage.readers, storage.genome) -----------------------------------------------
 register("sequence_code", (SEQUENCE, POSITION), "u",
-         "DNA as uint8 codes A,C,G,T,N = 0..4; positions past sequence_length are padding (4)")
-register("sequence_length", (SEQUENCE,), "i", "number of real bases in each sequence")
+         "DNA as uint8 codes A,C,G,T,N = 0..4; positions past sequence_length are padding (4)", long_name="DNA codes")
+register("sequence_length", (SEQUENCE,), "i", "number of real bases in each sequence", units="bp")
 
 # Inputs: features and images (storage.anndata_io) --------------------------------------------
 register("features", (SAMPLE, FEATURE), "f", "model input features per sample (AnnData X or a layer), float32")
@@ -182,10 +232,11 @@ register("image", (SAMPLE, CHANNEL, HEIGHT, WIDTH), "f", "model input images (N,
 
 # Inputs: gene annotation (storage.annotation) ------------------------------------------------
 register("gene_contig", (FEATURE,), "UO", "contig (FASTA record) of each annotated gene")
-register("gene_start", (FEATURE,), "i", "first base of the gene, 0-based")
-register("gene_end", (FEATURE,), "i", "end of the gene, 0-based exclusive")
-register("gene_strand", (FEATURE,), "UO", "strand: '+', '-' or '.'")
-register("gene_tss", (FEATURE,), "i", "gene start, strand-aware: start on '+', end - 1 on '-' (0-based)")
+register("gene_start", (FEATURE,), "i", "first base of the gene, 0-based", units="bp", convention=HALF_OPEN)
+register("gene_end", (FEATURE,), "i", "end of the gene, 0-based exclusive", units="bp", convention=HALF_OPEN)
+register("gene_strand", (FEATURE,), "UO", "strand: '+', '-' or '.'", convention=STRAND_CODES)
+register("gene_tss", (FEATURE,), "i", "gene start, strand-aware: start on '+', end - 1 on '-' (0-based)",
+         long_name="transcription start site", units="bp", convention=ZERO_BASED)
 register("gene_name", (FEATURE,), "UO", "gene symbol (or id when it has none)")
 
 # Inputs: linear-model coefficients (storage.coef_io) -----------------------------------------
@@ -210,7 +261,7 @@ register("ism_reference", (SEQUENCE, TARGET), "f", "prediction for the unmutated
 # The strand each region ran on (strand='auto': tasks.tiles, tasks.genome_perturb) -------------
 register("region_strand", (CONTIG,), "UO",
          "strand ('+' or '-') each region ran on under strand='auto': its BED strand, else that of the genes it "
-         "overlaps (storage.annotation.region_strands)")
+         "overlaps (storage.annotation.region_strands)", convention=STRAND_CODES)
 
 # Tiled tracks and pyramids (tasks.tiles) -----------------------------------------------------
 register("track_prediction", (CONTIG, BIN, TARGET, STRAND), "f",
@@ -337,3 +388,103 @@ register("score_silhouette_batch", (ITEM,), "f", "silhouette of each item with t
 register("score_silhouette_class", (CLASS,), "f", "mean silhouette (label as clusters) of the items of each label")
 register("score_sampled", (ITEM,), "b", "True for the items the scores were computed on (seeded subsample)")
 register("score_fold", (FOLD, METRIC), "f", "clustering score per fold (or split, or model) and metric")
+
+
+# Coordinates (not dimensions) that results carry: their description, stored as attrs -----------
+@dataclass(frozen=True)
+class Coordinate:
+    """A declared non-dimension coordinate: what it holds (its dims vary with the result it is on)."""
+
+    name: str
+    long_name: str
+    doc: str
+    units: str | None = None
+    convention: str | None = None
+
+
+COORDINATES: dict[str, Coordinate] = {}
+"""Non-dimension coordinates results carry (region bounds, genome positions, model metadata ...)."""
+
+
+def coordinate(name: str, long_name: str, doc: str, *, units: str | None = None,
+               convention: str | None = None) -> Coordinate:
+    """Declare a coordinate (called in this module only); a name declared twice, or also a variable, raises."""
+    if name in COORDINATES or name in REGISTRY or name in DIMENSION_SPECS:
+        raise ValueError(f"{name!r} is already declared in interpretome.storage.schema")
+    COORDINATES[name] = c = Coordinate(name, long_name, doc, units, convention)
+    return c
+
+
+coordinate("feature_idx", "feature column", "0-based column index of the feature in the input file",
+           convention=ZERO_BASED)
+coordinate("window_length", "window length", "bases covered by the perturbation window", units="bp")
+coordinate("region_start", "region start", "0-based first base of the region on its contig", units="bp",
+           convention=HALF_OPEN)
+coordinate("region_end", "region end", "0-based end (exclusive) of the region on its contig", units="bp",
+           convention=HALF_OPEN)
+coordinate("region_pad_left", "left padding", "N bases added before the region where its context runs past the "
+           "contig start", units="bp")
+coordinate("region_pad_right", "right padding", "N bases added after the region where its context runs past the "
+           "contig end", units="bp")
+coordinate("contig_name", "contig", "contig (FASTA record) of each region")
+coordinate("contig_index", "contig index", "0-based index of the region's contig in the FASTA file",
+           convention=ZERO_BASED)
+coordinate("genome_position", "genome position", "0-based genome position of each row's entries "
+           "(region_start + offset; -1 past the row)", units="bp", convention=ZERO_BASED)
+for _lv in range(1, MAX_LEVEL + 1):
+    coordinate(f"genome_position_l{_lv}", f"level {_lv} genome position",
+               f"0-based genome position of the centre of each pyramid level {_lv} bin in its row (-1 past the row)",
+               units="bp", convention=ZERO_BASED)
+del _lv
+coordinate("model_name", "model name", "name of the linear model a coefficient set belongs to")
+coordinate("feature_set", "feature set", "feature set the model was fitted on")
+coordinate("model_kind", "model kind", "kind of model: multi-class or one-vs-rest binary")
+coordinate("feature_present", "feature present", "True where the model has a coefficient for the feature")
+coordinate("class_present", "class present", "True where the model has the class")
+coordinate("comparison_model_name", "compared model", "model name of the comparison")
+coordinate("comparison_feature_set", "compared feature set", "feature set of the comparison")
+coordinate("comparison_class_present", "class compared", "True where both compared models have the class")
+coordinate("label", "label", "label of each input sample (image)")
+
+
+def spec_of(name: str, dims: tuple[str, ...] = ()) -> Variable | Dimension | Coordinate | None:
+    """Return the declaration of a stored variable's name: registered variable, coordinate or dimension."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name in COORDINATES:
+        return COORDINATES[name]
+    if name in DIMENSION_SPECS and tuple(dims) in ((name,), ()):
+        return DIMENSION_SPECS[name]
+    return None
+
+
+def declared_attrs(name: str, dims: tuple[str, ...] = ()) -> dict[str, str]:
+    """Return the attrs (``ATTRS``) the declaration of ``name`` gives it; {} for an undeclared name."""
+    spec = spec_of(name, dims)
+    if spec is None:
+        return {}
+    out = {"description": spec.doc, "long_name": spec.long_name or name.replace("_", " ")}
+    if spec.units:
+        out["units"] = spec.units
+    if spec.convention:
+        out["convention"] = spec.convention
+    return out
+
+
+def annotate(ds: xr.Dataset) -> xr.Dataset:
+    """Return ``ds`` with every variable's attrs carrying its declaration (``ATTRS``); metadata only.
+
+    Attrs a task already set are kept (a task may state a more specific description, e.g. whether
+    ``position`` holds genome positions or region offsets). A variable that is not declared — an
+    input's own column carried along (AnnData obs columns ...) — is described as such, naming the dim
+    it is carried along.
+    """
+    ds = ds.copy()
+    for name, var in ds.variables.items():
+        attrs = declared_attrs(str(name), tuple(map(str, var.dims)))
+        if not attrs:
+            along = ", ".join(map(str, var.dims)) or "no dimension"
+            attrs = {"description": f"{name}: carried from the input (its own column, along {along})",
+                     "long_name": str(name).replace("_", " ")}
+        var.attrs = {**attrs, **{k: v for k, v in var.attrs.items() if not (k in ATTRS and v in ("", None))}}
+    return ds

@@ -11,7 +11,9 @@ Layout::
     store.zarr/
       .zattrs                 interpretome version, created time, run history
       <group>/                one per task: sweep/, ism/, tracks/, attributions/ ...
-        .zattrs               interpretome: {task, fingerprint, params, provenance, complete, timings}
+        .zattrs               interpretome: JSON text of {task, fingerprint, params, provenance, complete,
+                              timings}; interpretome_task, interpretome_fingerprint, interpretome_status
+                              (running / complete / interrupted / damaged: a mirror of the records)
         <variable>/           zarr arrays, chunks equal to the dask chunks
         .interpretome/        chunk records (see ``manifest``): size and sha256 of each written chunk
 
@@ -41,8 +43,9 @@ from ..errors import StoreError, StoreLockedError
 from . import manifest
 from .chunk_io import grid_changes, init_group, needed_bytes, regular_chunks, run_writes
 from .chunk_io import write_chunk as _write_chunk
-from .groups import (ATTR, ZARR_FORMAT, consolidate, diff_params, fingerprint, group_info, group_state,  # noqa: F401
-                     holds_result, jsonable, list_groups, now, set_group_attrs, store_summary, stored_chunks,
+from .groups import (ATTR, JSON_ATTRS, STATUS_ATTR, ZARR_FORMAT, consolidate, decoded_attr,  # noqa: F401
+                     diff_params, fingerprint, group_info, group_state, group_status, holds_result, jsonable,
+                     list_groups, now, set_group_attrs, set_group_status, store_summary, stored_chunks,
                      verify_store)
 from .digests import file_digest  # noqa: F401 - part of the store's public face
 from .lock import check_unlocked, store_lock
@@ -250,7 +253,7 @@ def _write_locked(ds, path, group, task, params, fp, provenance, overwrite, clie
         manifest.forget(path, scan.damaged)
         if info.get("complete"):
             info = {**info, "complete": False}
-            set_group_attrs(path, group, info)
+            set_group_attrs(path, group, info, status="running")
             consolidate(path)
 
     tasks, per_var = [], {}
@@ -273,12 +276,18 @@ def _write_locked(ds, path, group, task, params, fp, provenance, overwrite, clie
     total = scan.n_total
     n_new = len(tasks)
     log(f"{group}: {n_new} of {total} chunks to compute ({total - n_new} already in the store)")
+    if tasks and group_status(path, group) != "running":
+        set_group_status(path, group, "running")
     try:
         written, repeated = run_writes(tasks, client, group, progress) if tasks else (0, 0)
     except KeyboardInterrupt:
+        _mark_interrupted(path, group)
         stored = manifest.scan_group(path, group, lazy_vars, full=False).n_done
         raise RunInterrupted(f"interrupted: at least {stored} of {total} chunks of group {group!r} are stored in "
                              f"{str(path)!r}; run the same command again to resume") from None
+    except BaseException:
+        _mark_interrupted(path, group)
+        raise
     if repeated:
         log(f"{group}: {repeated} write tasks ran again (a lost worker) and found their chunk written; "
             f"not rewritten")
@@ -286,6 +295,7 @@ def _write_locked(ds, path, group, task, params, fp, provenance, overwrite, clie
     final = manifest.scan_group(path, group, lazy_vars, full=False)
     missing = [f"{v}: {n} chunks" for v, n in final.missing.items() if n]
     if missing or final.damaged:
+        _mark_interrupted(path, group)
         raise StoreError(f"group {group!r} is incomplete after writing ({', '.join(missing)}"
                          f"{'; damaged: ' + str(final.damaged[0]) if final.damaged else ''}); rerun to resume")
     seconds = time.perf_counter() - t0
@@ -293,9 +303,19 @@ def _write_locked(ds, path, group, task, params, fp, provenance, overwrite, clie
     info["complete"] = True
     info["finished"] = now()
     info.setdefault("timings", []).append({"seconds": round(seconds, 3), "chunks_computed": written})
-    set_group_attrs(path, group, info)
+    set_group_attrs(path, group, info, status="complete")  # the scan above found every chunk recorded
     consolidate(path)
     return WriteReport(group, n_new, total - n_new, seconds, per_var)
+
+
+def _mark_interrupted(path: Path, group: str) -> None:
+    """Set a group's status attr to ``interrupted`` after a write stopped before every chunk was recorded.
+
+    Best effort: the attr is a mirror for readers without interpretome and the stopping error is
+    what the caller must see; if the attr cannot be written it still says ``running``, never complete.
+    """
+    with contextlib.suppress(Exception):
+        set_group_status(path, group, "interrupted")
 
 
 def _plan_write(ds: xr.Dataset, path: Path, group: str, task: str, params: dict, fp: str) -> PlannedWrite:

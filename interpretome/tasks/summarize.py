@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..storage.groups import decoded_attr
 from ..storage.schema import FEATURE, GROUP, SAMPLE, TARGET, require, validate
 from ..storage.summary_tables import ALL, class_tables, feature_table, stacked_positive, top_features  # noqa: F401
 
@@ -133,7 +134,7 @@ def summarize_attributions(ds: xr.Dataset, *, by: str | None = None, groups=None
         col = _sample_column(ds, by, SAMPLE)
         if groups is None:
             if isinstance(col.data, da.Array):
-                groups = col.attrs.get("categories")
+                groups = decoded_attr(col.attrs, "categories")  # JSON text when read from a store
                 if groups is None:
                     raise ValueError(f"label column {by!r} is lazy and has no 'categories' attr: pass groups=[...]")
             else:
