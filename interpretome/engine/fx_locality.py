@@ -111,6 +111,20 @@ def materialize(w: Win, start, width: int, fill=0.0):
     torch = _torch()
     if width == w.width and bool((start == w.off).all()):
         return w.data
+    rel0 = w.off - start
+    if bool((start >= 0).all()) and bool((start + width <= w.length).all()) and bool((rel0 >= 0).all()) \
+            and bool((rel0 + w.width <= width).all()):  # the range holds every window: reference, then write in
+        if bool((start == start[0]).all()):
+            s0 = int(start[0])
+            base = w.ref.narrow(w.axis, s0, width).expand(w.n, *w.ref.shape[1:w.axis], width, *w.ref.shape[w.axis + 1:])
+            base = base.movedim(w.axis, -1).clone()
+        else:
+            base = gather_ref(w.ref, w.axis, start, width).movedim(w.axis, -1).contiguous()
+        data = w.data.movedim(w.axis, -1)
+        pos = rel0[:, None] + torch.arange(w.width, device=start.device)[None, :]
+        shape = (pos.shape[0],) + (1,) * (data.dim() - 2) + (w.width,)
+        base.scatter_(-1, pos.view(shape).expand_as(data), data)
+        return base.movedim(-1, w.axis)
     vals = gather_ref(w.ref, w.axis, start, width, fill)
     rel = start[:, None] - w.off[:, None] + torch.arange(width, device=start.device)[None, :]  # (E, width)
     inside = (rel >= 0) & (rel < w.width)
@@ -726,7 +740,7 @@ class LocalityPlan:
             (cs,) = derived[key]
             total = cs[..., -1:]
             outside = (total - cs[..., b] + cs[..., a]).movedim(-1, 0)
-            out = outside + data.double().sum(-1)
+            out = outside + data.sum(-1).double()
             if kind == "mean":
                 out = out / x.length
             out = out.to(x.data.dtype)
@@ -748,6 +762,9 @@ class LocalityPlan:
         if len(idx) != nd or idx[0] != slice(None):
             return NotImplemented
         ax_idx = idx[x.axis]
+        if isinstance(ax_idx, int) and -x.length <= ax_idx < x.length:  # one position: its values, in full
+            pos = torch.full_like(x.off, ax_idx % x.length)
+            return materialize(x, pos, 1)[tuple(0 if d == x.axis else i for d, i in enumerate(idx))]
         if not isinstance(ax_idx, slice) or ax_idx.step not in (None, 1):
             return NotImplemented
         a, b, _ = ax_idx.indices(x.length)
