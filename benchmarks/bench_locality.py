@@ -91,16 +91,16 @@ def single_process(length, seconds):
     rows = []
     for name, spec in _models():
         rt = Runtime(spec)
+        plan = rt.locality
         kinds = [("ISM", _ism_edits(ref))] + ([("sweep mask k={5,10,20}", _sweep_edits(ref))]
                                              if spec.input_kind == "kmer" else [])
         for what, edits in kinds:
-            rt.locality = None
+            rt.locality = plan
             rt.predict_edits(ref, edits[0][0][:64], edits[0][1][:64])  # trace, reference cache, warm
             f1 = _forward_rate(rt, length, 64, seconds)
             ours, res = _edit_rate(rt, ref, edits)
             f2 = _forward_rate(rt, length, 64, seconds)
-            plan = rt.locality
-            rt.locality = False
+            rt.locality = None
             n_full = 3 * 192
             full, res_full = _edit_rate(rt, ref, edits, limit=n_full // len(edits))
             diff = max(float(np.abs(a[:len(b)] - b).max()) for a, b in zip(res, res_full))

@@ -175,7 +175,7 @@ def test_locality__untraceable_model_falls_back_and_says_so_once():
     ref, starts, new = _edits(30, 1, seed=7)
     with pytest.warns(RuntimeWarning, match="_Untraceable cannot be traced by torch.fx"):
         got = rt.predict_edits(ref, starts, new)
-    assert rt.locality is False
+    assert rt.locality is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Runtime(spec).predict_edits(ref, starts, new)

@@ -93,17 +93,17 @@ def _torch():
 
 def gather_ref(ref, axis: int, start, width: int, fill=0.0):
     """Return ``(E, ..., width, ...)``: ``ref`` (1, ..., L, ...) at ``[start_e, start_e + width)`` along ``axis``, ``fill`` outside."""
-    torch = _torch()
+    import torch.nn.functional as F
+
     L = ref.shape[axis]
-    idx = start[:, None] + torch.arange(width, device=start.device)[None, :]  # (E, width)
     r = ref[0].movedim(axis - 1, -1)  # (*rest, L)
-    vals = r[..., idx.clamp(0, L - 1)]  # (*rest, E, width)
-    vals = vals.movedim(-2, 0)  # (E, *rest, width)
-    valid = (idx >= 0) & (idx < L)
-    if not bool(valid.all()):
-        shape = (idx.shape[0],) + (1,) * (vals.dim() - 2) + (width,)
-        vals = torch.where(valid.view(shape), vals, torch.as_tensor(fill, dtype=vals.dtype, device=vals.device))
-    return vals.movedim(-1, axis)
+    lo = min(0, int(start.min()))
+    hi = max(L, int(start.max()) + width)
+    if lo < 0 or hi > L:
+        r = F.pad(r.unsqueeze(0) if r.dim() == 1 else r, (-lo, hi - L), value=fill)
+        r = r[0] if ref.dim() == 2 else r
+    view = r.unfold(-1, width, 1).movedim(-2, 0)  # (L' - width + 1, *rest, width): the sliding windows
+    return view.index_select(0, start - lo).movedim(-1, axis)  # (E, *rest, width) -> width at ``axis``
 
 
 def materialize(w: Win, start, width: int, fill=0.0):
@@ -112,14 +112,13 @@ def materialize(w: Win, start, width: int, fill=0.0):
     if width == w.width and bool((start == w.off).all()):
         return w.data
     rel0 = w.off - start
-    if bool((start >= 0).all()) and bool((start + width <= w.length).all()) and bool((rel0 >= 0).all()) \
-            and bool((rel0 + w.width <= width).all()):  # the range holds every window: reference, then write in
-        if bool((start == start[0]).all()):
+    if bool((rel0 >= 0).all()) and bool((rel0 + w.width <= width).all()):  # the range holds every window
+        if bool((start == start[0]).all()) and int(start[0]) >= 0 and int(start[0]) + width <= w.length:
             s0 = int(start[0])
             base = w.ref.narrow(w.axis, s0, width).expand(w.n, *w.ref.shape[1:w.axis], width, *w.ref.shape[w.axis + 1:])
             base = base.movedim(w.axis, -1).clone()
         else:
-            base = gather_ref(w.ref, w.axis, start, width).movedim(w.axis, -1).contiguous()
+            base = gather_ref(w.ref, w.axis, start, width, fill).movedim(w.axis, -1).contiguous()
         data = w.data.movedim(w.axis, -1)
         pos = rel0[:, None] + torch.arange(w.width, device=start.device)[None, :]
         shape = (pos.shape[0],) + (1,) * (data.dim() - 2) + (w.width,)

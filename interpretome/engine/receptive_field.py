@@ -69,28 +69,37 @@ def local_split(model) -> tuple[Any, Any, int, int] | None:
     return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:]), left, right
 
 
-def plan_for(model, spec) -> LocalityPlan | None:
-    """Return the ``LocalityPlan`` of ``model`` for ``spec``'s DNA edits, or None (full forwards).
+def plan_for(model, spec) -> tuple[LocalityPlan | None, tuple | None]:
+    """Return ``(the LocalityPlan of model for spec's DNA edits, None)`` or ``(None, why)``.
 
-    None, silently, for inputs other than one-hot / k-mer DNA and for specs with covariates; None
-    with one warning (naming the reason) for models torch.fx cannot trace (TorchScript, data-
-    dependent control flow).
+    No plan (and no reason) for inputs other than one-hot / k-mer DNA and for specs with
+    covariates; no plan with a reason ``(key, message)`` for models torch.fx cannot trace
+    (TorchScript, data-dependent control flow): ``say_no_plan`` warns it once, at the first edits.
+
+    Tracing patches ``torch.nn.Module.__call__`` process-wide while it runs, so it must not overlap
+    forward passes in other threads: the Runtime traces while it is built (``get_runtime`` holds
+    its build lock, so the threads of a worker asking for this model wait).
     """
     import torch
 
     if spec.input_kind not in ("onehot", "kmer") or spec.covariates:
-        return None
+        return None, None
+    name = type(model).__name__
     if isinstance(model, torch.jit.ScriptModule):
-        warn_once((type(model).__name__, "script"), f"interpretome: {type(model).__name__} is TorchScript and cannot be "
-                  f"traced: edits run as batched full forward passes")
-        return None
+        return None, ((name, "script"), f"interpretome: {name} is TorchScript and cannot be traced: edits run as "
+                      f"batched full forward passes")
     try:
-        return LocalityPlan(model)
+        return LocalityPlan(model), None
     except Exception as e:  # noqa: BLE001 - any tracing failure means: no plan, full forwards (said once)
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        warn_once((type(model).__name__, "trace"), f"interpretome: {type(model).__name__} cannot be traced by torch.fx "
-                  f"({type(e).__name__}: {msg}): edits run as batched full forward passes")
-        return None
+        return None, ((name, "trace"), f"interpretome: {name} cannot be traced by torch.fx ({type(e).__name__}: "
+                      f"{msg}): edits run as batched full forward passes")
+
+
+def say_no_plan(reason) -> None:
+    """Warn once (per model class and reason) that edits of a model run as full forward passes."""
+    if reason is not None:
+        warn_once(*reason)
 
 
 def reference_cache(rt, plan: LocalityPlan, ref: np.ndarray) -> dict:

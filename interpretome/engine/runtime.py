@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ModelSpecError
 from ..storage.alphabet import CODE_N, ONEHOT_LUT
 from .heads import OutputHead, first_output, outputs_of
-from .receptive_field import plan_for, predict_edits_local
+from .receptive_field import plan_for, predict_edits_local, say_no_plan
 from .spec import ModelSpec, load_spec
 
 
@@ -44,7 +44,8 @@ class Runtime:
         self.model = spec.build()
         self.digest: str | None = None  # model_digest of self.model, computed on first request
         self.output = OutputHead(spec)
-        self.locality = None  # engine.receptive_field.plan_for(model), traced on the first predict_edits (False: none)
+        # the locality plan of predict_edits (None: full forwards); traced here, under get_runtime's build lock
+        self.locality, self.no_locality = plan_for(self.model, spec)
         self.onehot_lut = torch.from_numpy(np.array(ONEHOT_LUT)).to(self.device)
         self.kmer_table = spec.kmer.lookup() if spec.kmer is not None else None
         self.thread_cache = threading.local()  # per-thread caches: a Runtime is shared by a worker's threads
@@ -123,10 +124,9 @@ class Runtime:
         new = np.asarray(new, np.uint8)
         if new.shape[0] == 0:
             return np.zeros((0, len(self.spec.target_names)), np.float32)
-        if self.locality is None:
-            self.locality = plan_for(self.model, self.spec) or False
         if self.locality:
             return predict_edits_local(self, self.locality, ref, starts, new)
+        say_no_plan(self.no_locality)
         return self._edits_full(ref, starts, new)
 
     def _edits_full(self, ref, starts, new):
