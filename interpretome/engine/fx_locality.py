@@ -22,8 +22,8 @@ changed token and recompute from there (prefix-state reuse). Any other op receiv
 gets its inputs materialised in full (``E`` copies of the reference with the window written in)
 and runs as it is — exact, only slower; heads (flatten, a ``Linear`` over length, reshapes) are
 expected there; an op outside the known lists is named in one warning per model class and op.
-A model that cannot be traced is not given a plan (``plan_for`` warns once and returns None):
-the Runtime then runs batched full forward passes.
+A model that cannot be traced is not given a plan (``receptive_field.plan_for``; one warning at
+its first edits): the Runtime then runs batched full forward passes.
 
 Values equal full forward passes up to float32 summation order (the convolutions run on shorter
 inputs; cell states of recurrent layers are stepped once per reference).
@@ -38,7 +38,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 LOG = logging.getLogger("interpretome.locality")
 _WARNED: set = set()
