@@ -189,7 +189,7 @@ def test_nan_output__sweep_and_ism_name_the_sequence():
 @pytest.mark.graph
 def test_nan_output__fast_path_edits_are_checked():
     spec = ModelSpec(factory="tests.test_integrity_model:nan_bias_cnn", targets=("a", "b"), batch_size=8)
-    assert get_runtime(spec).split is not None  # the receptive-field fast path applies
+    assert get_runtime(spec).locality  # the locality fast path applies
     rt = get_runtime(spec)
     ref = random_dna(1, 60, seed=3)[0]
     with pytest.raises(ModelOutputError, match=r"batch row 0: the model output for target 'b' is nan") as e:

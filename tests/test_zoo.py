@@ -73,3 +73,27 @@ def test_splice_like__ag_dominates_the_delta_scores(planted):
     with torch.no_grad():
         direct = splice_like(crop=20)(_onehot(seqs["splice"][ag + 2 - 40:ag + 2 + 40]))[0, 0].numpy()
     assert direct.argmax() == 20 and direct.max() > 0.8  # the exon starts right after the AG
+
+
+def test_random_zoo_designs__shapes_and_specs():
+    """The seeded designs have the documented output shapes; their specs declare matching targets."""
+    from interpretome.engine.models import check_model
+    from interpretome.zoo import basenji_like, bpnet_tower, spliceai_like, ulmfit_like
+
+    x = _onehot(decode_bases(random_dna(1, 400, seed=2)[0]))
+    with torch.no_grad():
+        prof, counts = bpnet_tower(channels=8, crop=32)(x)
+        assert prof.shape == (1, 1, 336) and counts.shape == (1, 1)
+        assert bpnet_tower(channels=8, output="counts")(x).shape == (1, 1)
+        sp = spliceai_like(channels=8, crop=50)(x)
+        assert sp.shape == (1, 3, 300)
+        np.testing.assert_allclose(sp.sum(1).numpy(), 1.0, rtol=1e-5)  # a softmax over the three classes
+        assert basenji_like(channels=8, crop=8)(x).shape == (1, 2, 400 // 8 - 16)
+        assert ulmfit_like()(torch.zeros(3, 50, dtype=torch.long)).shape == (3, 2)
+    codes = random_dna(2, 300, seed=3)
+    assert check_model(zoo_spec("ulmfit_like"), codes)["targets"] == ["class0", "class1"]
+    assert check_model(zoo_spec("spliceai_like", channels=8), codes)["output_shape"] == (2, 3, 200)
+    assert check_model(zoo_spec("basenji_like", channels=8), codes)["targets"] == ["track0", "track1"]
+    assert check_model(zoo_spec("bpnet_tower", channels=8), codes)["output_shape"] == (2, 1, 236)
+    with pytest.raises(ValueError, match="is not 'profile', 'counts' or 'both'"):
+        bpnet_tower(output="bias")

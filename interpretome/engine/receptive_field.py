@@ -1,25 +1,30 @@
-"""The receptive-field fast path for convolutional models (the idea of fastISM).
+"""Edits at the locality bound: the Runtime's fast path for ``predict_edits`` (the idea of fastISM, generalised).
 
-``local_split(model)`` cuts an ``nn.Sequential`` after its leading length-preserving local layers
-(stride-1 ``Conv1d`` with zero padding that keeps the length, and elementwise layers): output
-position ``i`` of that prefix depends only on inputs ``[i - left, i + right]``. An edit of
-``[s, s + k)`` then changes only prefix outputs ``[s - right, s + k - 1 + left]``, so
-``predict_edits_fast`` runs the prefix on ``[s - left - right, s + k + left + right)`` only and
+``plan_for(model, spec)`` traces the model (``engine.fx_locality.LocalityPlan``, torch.fx) for DNA
+inputs (one-hot or k-mer tokens, no covariates); ``predict_edits_local`` then evaluates a batch of
+span edits of one reference sequence on the cone each edit touches: receptive-field windows
+through convolutions, pooling, residual adds, concatenations, crops and elementwise ops, prefix
+states of recurrent layers, and heads on the cached reference activations (see that module).
+The reference's activations are cached per thread (one reference sequence at a time). Edits are
+sorted by start (recurrent layers then recompute from the batch's first changed token) and run
+in batches of ``LOCAL_BATCH_FACTOR`` x the spec's batch size (each edit costs a fraction of a
+forward pass). A model that cannot be traced gets no plan (one warning; batched full forwards).
 
-* splices the result into the cached activations of the reference sequence before the head, or,
-* when the head starts with a global ``AdaptiveMaxPool1d(1)`` (``after_global_max``), takes the
-  pooled value exactly as ``max(running max left of the span, running max right of it, max
-  inside it)`` — no copy of the activations at all.
-
-The ``Runtime`` (``engine.runtime``) decides which edits qualify (``fits``) and runs the others as
-full forward passes.
+``local_split(model)`` describes the leading length-preserving convolutional prefix of an
+``nn.Sequential`` and its context ``(left, right)`` (kept as a description of such models).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
+
+from .fx_locality import LocalityPlan, Win, warn_once
+
+LOCAL_BATCH_FACTOR = 4
+"""Edits per local batch, as a multiple of the spec's batch size (an edit costs a fraction of a forward)."""
 
 _ELEMENTWISE = ("ReLU", "GELU", "ELU", "LeakyReLU", "Sigmoid", "Tanh", "SiLU", "Softplus", "Mish",
                 "Identity", "Dropout", "BatchNorm1d", "ReLU6", "Hardtanh", "PReLU")
@@ -64,82 +69,102 @@ def local_split(model) -> tuple[Any, Any, int, int] | None:
     return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:]), left, right
 
 
-def after_global_max(head):
-    """Return the layers after a leading global ``AdaptiveMaxPool1d(1)`` of ``head``, else None."""
-    import torch.nn as nn
+def plan_for(model, spec) -> tuple[LocalityPlan | None, tuple | None]:
+    """Return ``(the LocalityPlan of model for spec's DNA edits, None)`` or ``(None, why)``.
 
-    layers = list(head.children())
-    if layers and isinstance(layers[0], nn.AdaptiveMaxPool1d) and layers[0].output_size in (1, (1,)):
-        return nn.Sequential(*layers[1:])
-    return None
+    No plan (and no reason) for inputs other than one-hot / k-mer DNA and for specs with
+    covariates; no plan with a reason ``(key, message)`` for models torch.fx cannot trace
+    (TorchScript, data-dependent control flow): ``say_no_plan`` warns it once, at the first edits.
 
-
-def fits(split, starts: np.ndarray, k: int, length: int) -> np.ndarray:
-    """Return which edits ``[s, s + k)`` of a ``length`` bp sequence the fast path can take (bool, per start).
-
-    An edit qualifies when its slice (the span plus ``left + right`` context on each side) stays
-    inside the sequence; ``split`` None (no local prefix) qualifies none.
+    Tracing patches ``torch.nn.Module.__call__`` process-wide while it runs, so it must not overlap
+    forward passes in other threads: the Runtime traces while it is built (``get_runtime`` holds
+    its build lock, so the threads of a worker asking for this model wait).
     """
-    if split is None:
-        return np.zeros(len(starts), bool)
-    _, _, left, right = split
-    ctx = left + right
-    return (starts - ctx >= 0) & (starts + k + ctx <= length)
+    import torch
+
+    if spec.input_kind not in ("onehot", "kmer") or spec.covariates:
+        return None, None
+    name = type(model).__name__
+    if isinstance(model, torch.jit.ScriptModule):
+        return None, ((name, "script"), f"interpretome: {name} is TorchScript and cannot be traced: edits run as "
+                      f"batched full forward passes")
+    try:
+        return LocalityPlan(model), None
+    except Exception as e:  # noqa: BLE001 - any tracing failure means: no plan, full forwards (said once)
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        return None, ((name, "trace"), f"interpretome: {name} cannot be traced by torch.fx ({type(e).__name__}: "
+                      f"{msg}): edits run as batched full forward passes")
 
 
-def reference_activations(rt, ref):
-    """Return the prefix activations ``(1, C, L)`` of ``ref`` and their running maxima (or None).
+def say_no_plan(reason) -> None:
+    """Warn once (per model class and reason) that edits of a model run as full forward passes."""
+    if reason is not None:
+        warn_once(*reason)
 
-    Cached per thread on ``rt.thread_cache`` (one reference sequence): a worker's threads share
-    the ``Runtime``.
-    """
-    key = (ref.shape[0], hash(ref.tobytes()))
-    cache = getattr(rt.thread_cache, "ref", None)
+
+def reference_cache(rt, plan: LocalityPlan, ref: np.ndarray) -> dict:
+    """Return the plan's node values for reference codes ``ref`` (L,), cached per thread on ``rt.thread_cache``."""
+    key = (id(plan), ref.shape[0], hash(ref.tobytes()))
+    cache = getattr(rt.thread_cache, "locality", None)
     if cache is None or cache[0] != key:
-        torch = rt.torch
-        with torch.inference_mode():
-            act = rt.split[0](rt.encode(ref[None, :]))
-            pre = suf = None
-            if rt.max_head is not None:  # running maxima from the left and the right, (1, C, L + 1)
-                pad = torch.full_like(act[:, :, :1], -torch.inf)
-                pre = torch.cat([pad, torch.cummax(act, dim=2).values], dim=2)
-                suf = torch.cat([torch.cummax(act.flip(2), dim=2).values.flip(2), pad], dim=2)
-        cache = rt.thread_cache.ref = (key, act, pre, suf)
-    return cache[1:]
+        cache = rt.thread_cache.locality = (key, plan.reference(rt.encode(ref[None, :])))
+    return cache[1]
 
 
-def predict_edits_fast(rt, ref, starts, new) -> np.ndarray:
-    """Return head outputs ``(E, T)`` of edits that ``fits``: the prefix runs on each edit's slice only.
+def _edited_windows(ref: np.ndarray, starts: np.ndarray, new: np.ndarray, wstart: np.ndarray, width: int) -> np.ndarray:
+    """Return codes ``(E, width)``: ``ref`` at ``[wstart_e, wstart_e + width)`` with edit ``e`` written in."""
+    pos = wstart[:, None] + np.arange(width)[None, :]
+    codes = ref[pos]
+    k = new.shape[1]
+    rel = (starts - wstart)[:, None] + np.arange(k)[None, :]
+    ok = (rel >= 0) & (rel < width)
+    rows = np.broadcast_to(np.arange(len(starts))[:, None], rel.shape)
+    codes[rows[ok], rel[ok]] = new[ok]
+    return codes
 
-    ``rt`` is the ``Runtime`` (its ``split``, ``max_head``, ``encode``, ``output`` and batch size).
+
+def input_window(rt, cache: dict, plan: LocalityPlan, ref: np.ndarray, starts: np.ndarray, new: np.ndarray) -> Win:
+    """Return the model input of edits ``[s, s + k) <- new`` as a ``Win`` over the reference's input.
+
+    One-hot: the edited columns. k-mer tokens: every token whose k-mer overlaps an edit, re-encoded.
     """
     torch = rt.torch
-    prefix, head, left, right = rt.split
-    ctx = left + right
-    k = new.shape[1]
-    width = k + 2 * ctx
-    bs = int(rt.spec.batch_size)
-    ref_act, pre, suf = reference_activations(rt, ref)  # (1, C, L); running maxima (1, C, L + 1) or None
-    ref_t = torch.from_numpy(np.ascontiguousarray(ref))
-    changed = k + left + right
+    x_ref = cache[plan.input]
+    dev = x_ref.device
+    if rt.spec.input_kind == "onehot":
+        return Win(rt.encode(new), torch.from_numpy(starts).to(dev), 2, x_ref)
+    tok = rt.spec.kmer
+    k, stride, kk = tok.k, tok.stride, new.shape[1]
+    bos = 1 if tok.bos is not None else 0
+    n_tok = (ref.shape[0] - k) // stride + 1
+    lo = np.maximum(0, -((-(starts - k + 1)) // stride))
+    hi = np.minimum(n_tok - 1, (starts + kk - 1) // stride)
+    width = int(min(n_tok, max(1, (hi - lo + 1).max())))
+    t0 = np.clip(lo, 0, n_tok - width)
+    codes = _edited_windows(ref, starts, new, t0 * stride, (width - 1) * stride + k)
+    plain = dataclasses.replace(tok, bos=None)
+    ids = torch.from_numpy(plain.encode(codes, rt.kmer_table)).to(dev)
+    return Win(ids, torch.from_numpy(t0 + bos).to(dev), 1, x_ref)
+
+
+def predict_edits_local(rt, plan: LocalityPlan, ref: np.ndarray, starts: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Return head outputs ``(E, T[, L_out])`` of ``E`` edits of ``ref`` evaluated on their cones (module doc).
+
+    ``ref`` (L,) uint8 codes; ``starts`` (E,) int64 span starts; ``new`` (E, k) uint8 codes. Error
+    rows (non-finite outputs) are edit indices.
+    """
+    from .heads import outputs_of
+
+    cache = reference_cache(rt, plan, ref)
+    order = np.argsort(starts, kind="stable")
+    bs = int(rt.spec.batch_size) * (1 if rt.spec.input_kind == "kmer" else LOCAL_BATCH_FACTOR)
     outs = []
-    with torch.inference_mode():
-        for i in range(0, len(starts), bs):
-            s = torch.from_numpy(starts[i:i + bs])
-            b = len(s)
-            cols = (s - ctx)[:, None] + torch.arange(width)[None, :]
-            sl = ref_t[cols]  # (b, width)
-            sl[:, ctx:ctx + k] = torch.from_numpy(new[i:i + bs])
-            act_new = prefix(rt.encode(sl))[:, :, left:left + changed]  # positions s-right .. s+k-1+left
-            if rt.max_head is not None:
-                # global max pool: max(outside the changed span, inside it) — exact, no (C, L) copy
-                a = (s - right).to(pre.device)
-                outside = torch.maximum(pre[0][:, a].T, suf[0][:, a + changed].T)  # (b, C)
-                pooled = torch.maximum(outside, act_new.amax(dim=2)).unsqueeze(-1)
-                outs.append(rt.output(rt.max_head(pooled), row0=i))
-                continue
-            act = ref_act.expand(b, -1, -1).clone()
-            pos = ((s - right)[:, None] + torch.arange(changed)[None, :]).to(act.device)
-            act.scatter_(2, pos[:, None, :].expand(-1, act.shape[1], -1), act_new)
-            outs.append(rt.output(head(act), row0=i))
-    return np.concatenate(outs)
+    with outputs_of(rows=order):
+        for i in range(0, len(order), bs):
+            sel = order[i:i + bs]
+            win = input_window(rt, cache, plan, ref, starts[sel], new[sel])
+            outs.append(rt.output(plan.run(cache, win, len(sel)), row0=i))
+    res = np.concatenate(outs)
+    out = np.empty_like(res)
+    out[order] = res
+    return out

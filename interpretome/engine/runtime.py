@@ -8,7 +8,7 @@ k-mer ids, ``engine.tokenize``), runs batches and passes every output through th
 ``ModelOutputError`` on the first batch; so does a NaN or infinite output on any batch
 (``NonFiniteOutputError``, naming the batch row and the target; the tasks re-raise it naming the
 sequence or sample, see ``outputs_of``) unless the spec says ``allow_nonfinite=True``.
-``predict_edits`` takes the receptive-field fast path (``engine.receptive_field``) where it can.
+``predict_edits`` takes the locality fast path (``engine.receptive_field``, ``engine.fx_locality``) where it can.
 
 ``model_digest(spec)`` is the sha256 of the built model's parameters and buffers (what actually
 runs, whoever loaded the weights); ``check_model(spec, sample)`` builds the model and runs it on a
@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ModelSpecError
 from ..storage.alphabet import CODE_N, ONEHOT_LUT
 from .heads import OutputHead, first_output, outputs_of
-from .receptive_field import after_global_max, fits, local_split, predict_edits_fast
+from .receptive_field import plan_for, predict_edits_local, say_no_plan
 from .spec import ModelSpec, load_spec
 
 
@@ -44,8 +44,8 @@ class Runtime:
         self.model = spec.build()
         self.digest: str | None = None  # model_digest of self.model, computed on first request
         self.output = OutputHead(spec)
-        self.split = local_split(self.model) if spec.input_kind == "onehot" else None
-        self.max_head = after_global_max(self.split[1]) if self.split is not None else None
+        # the locality plan of predict_edits (None: full forwards); traced here, under get_runtime's build lock
+        self.locality, self.no_locality = plan_for(self.model, spec)
         self.onehot_lut = torch.from_numpy(np.array(ONEHOT_LUT)).to(self.device)
         self.kmer_table = spec.kmer.lookup() if spec.kmer is not None else None
         self.thread_cache = threading.local()  # per-thread caches: a Runtime is shared by a worker's threads
@@ -117,29 +117,17 @@ class Runtime:
 
         ``ref`` (L,) uint8 codes of one sequence (its real length); ``starts`` (E,) span starts;
         ``new`` (E, k) uint8 replacement codes (code 4 = N, a zero column in the one-hot). Spans
-        must fit in ``ref``. Uses the receptive-field fast path when the model allows it: only
-        the positions a span can change are recomputed through the convolutional prefix.
+        must fit in ``ref``. Traceable models take the locality fast path (``engine.receptive_field``):
+        only the cone a span can change is recomputed; others run batched full forward passes.
         """
         starts = np.asarray(starts, np.int64)
         new = np.asarray(new, np.uint8)
-        n_edit, k = new.shape
-        out = None
-        if n_edit == 0:
+        if new.shape[0] == 0:
             return np.zeros((0, len(self.spec.target_names)), np.float32)
-        fast = fits(self.split, starts, k, ref.shape[0])
-        if fast.any():
-            with outputs_of(rows=np.flatnonzero(fast)):  # error rows as edit indices
-                res = predict_edits_fast(self, ref, starts[fast], new[fast])
-            out = np.empty((n_edit,) + res.shape[1:], np.float32)
-            out[fast] = res
-        slow = ~fast
-        if slow.any():
-            with outputs_of(rows=np.flatnonzero(slow)):
-                res = self._edits_full(ref, starts[slow], new[slow])
-            if out is None:
-                out = np.empty((n_edit,) + res.shape[1:], np.float32)
-            out[slow] = res
-        return out
+        if self.locality:
+            return predict_edits_local(self, self.locality, ref, starts, new)
+        say_no_plan(self.no_locality)
+        return self._edits_full(ref, starts, new)
 
     def _edits_full(self, ref, starts, new):
         torch = self.torch
