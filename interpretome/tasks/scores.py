@@ -31,10 +31,10 @@ t-interval per metric, plus the folds with the lowest and highest batch ASW.
 
 from __future__ import annotations
 
-import warnings
-
 import dask
 import dask.array as da
+from dask.highlevelgraph import HighLevelGraph
+from dask.utils import apply
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -79,56 +79,116 @@ def _codes(arr: xr.DataArray, classes: np.ndarray, chunks, name: str) -> da.Arra
 
 
 # --- blocked pairwise sums -------------------------------------------------------------------------
+#
+# Each row block is prepared once (float64, centred for the euclidean metric, with its squared
+# norms appended), and each pair of blocks (i <= j: the distance matrix is symmetric) is one task
+# computing its tile of squared distances as ONE GEMM of augmented rows,
+#     [-2 x_i, |x_i|^2, 1] @ [x_j, 1, |x_j|^2]^T = |x_i|^2 + |x_j|^2 - 2 x_i.x_j,
+# in row strips that stay in cache, then sqrt, then the per-cluster sums of both sides as two GEMMs
+# with the one-hot cluster matrices (d @ onehot_j for the rows of i, d^T @ onehot_i for those of j).
 
-def _pairwise(xi: np.ndarray, xj: np.ndarray, ii: np.ndarray, jj: np.ndarray, metric: str) -> np.ndarray:
-    """Return the (bi, bj) float64 distances between two row blocks (exact 0 for an item and itself)."""
+_STRIP = 256        # rows of one strip of a tile: strip x block float64 temporaries stay in cache
+
+
+def _prepare_block(x: np.ndarray, centre: np.ndarray, *, metric: str) -> np.ndarray:
+    """Return the (b, F + 2) float64 augmented rows of a block: [x - centre, |x - centre|^2, 1] (cosine: unit rows)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty((x.shape[0], x.shape[1] + 2))
     if metric == "cosine":
-        ni = np.linalg.norm(xi, axis=1)
-        nj = np.linalg.norm(xj, axis=1)
-        ni[ni == 0] = 1.0
-        nj[nj == 0] = 1.0
-        d = xi @ xj.T
-        d /= ni[:, None]
-        d /= nj[None, :]
-        np.subtract(1.0, d, out=d)
-        np.maximum(d, 0, out=d)
+        norm = np.linalg.norm(x, axis=1)
+        norm[norm == 0] = 1.0
+        np.divide(x, norm[:, None], out=out[:, :-2])
     else:
-        d = xi @ xj.T
-        d *= -2.0
-        d += np.einsum("ij,ij->i", xi, xi)[:, None]
-        d += np.einsum("ij,ij->i", xj, xj)[None, :]
-        np.maximum(d, 0, out=d)
-        np.sqrt(d, out=d)
-    if ii.size and jj.size and ii[0] <= jj[-1] and jj[0] <= ii[-1]:   # the tile crosses the diagonal
-        common, pi, pj = np.intersect1d(ii, jj, assume_unique=True, return_indices=True)
-        d[pi, pj] = 0.0
-    return d
+        np.subtract(x, centre, out=out[:, :-2])
+    out[:, -2] = np.einsum("ij,ij->i", out[:, :-2], out[:, :-2])
+    out[:, -1] = 1.0
+    return out
 
 
-def _tile_sums(xi, xj, ii, jj, cj, *, n_clusters: int, metric: str) -> np.ndarray:
-    """Return (bi, 1, K): for each row of block i, the sum of its distances to the rows of block j per cluster."""
-    d = _pairwise(xi.astype(np.float64), xj.astype(np.float64), ii, jj, metric)
-    onehot = np.zeros((cj.size, n_clusters))
-    onehot[np.arange(cj.size), cj] = 1.0
-    return (d @ onehot)[:, None, :]
+def _onehot(codes: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((codes.size, k))
+    out[np.arange(codes.size), codes] = 1.0
+    return out
+
+
+def _pair_sums(pi: np.ndarray, pj: np.ndarray, ci: np.ndarray, cj: np.ndarray, *, n_clusters: int, metric: str,
+               diagonal: bool):
+    """Return (si (bi, K), sj (bj, K) or None): per-cluster distance sums of the rows of block i over block j's
+    rows and, off the diagonal, of block j's rows over block i's (one tile serves both)."""
+    f = pi.shape[1] - 2
+    if metric == "cosine":
+        a, b = pi[:, :f], pj[:, :f]
+    else:
+        a = pi.copy()
+        a[:, :f] *= -2.0
+        b = np.empty_like(pj)
+        b[:, :f] = pj[:, :f]
+        b[:, f] = 1.0
+        b[:, f + 1] = pj[:, f]
+    oi, oj = _onehot(ci, n_clusters), _onehot(cj, n_clusters)
+    si = np.empty((pi.shape[0], n_clusters))
+    sj = None if diagonal else np.zeros((pj.shape[0], n_clusters))
+    bt = np.ascontiguousarray(b.T)
+    for r0 in range(0, pi.shape[0], _STRIP):
+        r1 = min(r0 + _STRIP, pi.shape[0])
+        d = a[r0:r1] @ bt
+        if metric == "cosine":
+            np.subtract(1.0, d, out=d)
+            np.maximum(d, 0, out=d)
+        else:
+            np.maximum(d, 0, out=d)
+            np.sqrt(d, out=d)
+        if diagonal:
+            r = np.arange(r0, r1)
+            d[r - r0, r] = 0.0
+        si[r0:r1] = d @ oj
+        if sj is not None:
+            sj += d.T @ oi[r0:r1]
+    return si, sj
+
+
+def _gather_sums(own, other) -> np.ndarray:
+    """Return the (b, K) sum of a block's parts: ``own`` pairs (i, j >= i) give [0], ``other`` pairs (j < i) [1]."""
+    total = own[0][0].copy()
+    for p in own[1:]:
+        total += p[0]
+    for p in other:
+        total += p[1]
+    return total
 
 
 def cluster_distance_sums(x: da.Array, codes: da.Array, n_clusters: int, *, metric: str = "euclidean") -> da.Array:
-    """Return (n, K) lazy sums of distances from each item to the items of each cluster code.
+    """Return (n, K) lazy float64 sums of distances from each item to the items of each cluster code.
 
-    ``x`` (n, feature) and ``codes`` (n,) int64 in 0..K-1 must share their row chunks; every task
-    holds one (block_i, block_j) distance tile only.
+    ``x`` (n, feature) and ``codes`` (n,) int64 in 0..K-1 share their row chunks (one block per
+    tile side). Each task computes one (block_i, block_j) tile, i <= j, in cache-sized strips and
+    reduces it at once on both sides, so memory is O(block^2 / strips + n * K), never n x n; the
+    arithmetic is the n^2 (F + 2) / 2 multiply-adds of the symmetric distance GEMM plus n^2 K of
+    the per-cluster sums. Float64 throughout; the euclidean rows are centred first (on their mean,
+    a lazy reduction), which keeps ``|a|^2 + |b|^2 - 2ab`` accurate.
     """
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
     x = x.rechunk({1: -1})
-    idx = da.arange(x.shape[0], chunks=x.chunks[0], dtype=np.int64)
     codes = codes.rechunk((x.chunks[0],))
-    with warnings.catch_warnings():   # one output block per tile is the point: no PerformanceWarning
-        warnings.filterwarnings("ignore", category=da.PerformanceWarning)
-        tiles = da.blockwise(_tile_sums, "ijk", x, "if", x, "jf", idx, "i", idx, "j", codes, "j",
-                             new_axes={"k": n_clusters}, adjust_chunks={"j": 1}, concatenate=True,
-                             dtype=np.float64, meta=np.empty((0, 0, 0), np.float64),
-                             n_clusters=n_clusters, metric=metric)
-    return tiles.sum(axis=1)
+    f = x.shape[1]
+    centre = x.astype(np.float64).mean(axis=0) if metric == "euclidean" else da.zeros((f,), chunks=f)
+    prep = da.blockwise(_prepare_block, "if", x, "if", centre.rechunk(-1), "f", adjust_chunks={"f": f + 2},
+                        dtype=np.float64, meta=np.empty((0, 0), np.float64), metric=metric)
+    nb = len(x.chunks[0])
+    token = dask.base.tokenize(prep, codes, n_clusters, metric)
+    pair, name = f"silhouette-pair-{token}", f"silhouette-sums-{token}"
+    dsk = {}
+    for i in range(nb):
+        for j in range(i, nb):
+            dsk[(pair, i, j)] = (apply, _pair_sums, [(prep.name, i, 0), (prep.name, j, 0), (codes.name, i),
+                                                     (codes.name, j)],
+                                 {"n_clusters": n_clusters, "metric": metric, "diagonal": i == j})
+    for i in range(nb):
+        dsk[(name, i, 0)] = (_gather_sums, [(pair, i, j) for j in range(i, nb)], [(pair, j, i) for j in range(i)])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[prep, codes])
+    return da.Array(graph, name, chunks=(x.chunks[0], (n_clusters,)), dtype=np.float64,
+                    meta=np.empty((0, 0), np.float64))
 
 
 def _silhouette_from_sums(sums: np.ndarray, own: np.ndarray, counts: np.ndarray, allowed: np.ndarray | None = None):
