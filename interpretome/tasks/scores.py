@@ -80,19 +80,21 @@ def _codes(arr: xr.DataArray, classes: np.ndarray, chunks, name: str) -> da.Arra
 
 # --- blocked pairwise sums -------------------------------------------------------------------------
 #
-# Each row block is prepared once (float64, centred for the euclidean metric, with its squared
-# norms appended), and each pair of blocks (i <= j: the distance matrix is symmetric) is one task
-# computing its tile of squared distances as ONE GEMM of augmented rows,
+# Each row block is prepared once: its rows sorted by cluster code, in float64, centred for the
+# euclidean metric and augmented with their squared norms. Each pair of blocks (i <= j: the distance
+# matrix is symmetric) is one task computing its tile of squared distances as ONE GEMM,
 #     [-2 x_i, |x_i|^2, 1] @ [x_j, 1, |x_j|^2]^T = |x_i|^2 + |x_j|^2 - 2 x_i.x_j,
-# in row strips that stay in cache, then sqrt, then the per-cluster sums of both sides as two GEMMs
-# with the one-hot cluster matrices (d @ onehot_j for the rows of i, d^T @ onehot_i for those of j).
+# in row strips that stay in cache, then sqrt, then the per-cluster sums of both sides as sums over
+# contiguous runs (the rows are sorted by code): of columns for the rows of i, of rows for those of j.
 
 _STRIP = 256        # rows of one strip of a tile: strip x block float64 temporaries stay in cache
 
 
-def _prepare_block(x: np.ndarray, centre: np.ndarray, *, metric: str) -> np.ndarray:
-    """Return the (b, F + 2) float64 augmented rows of a block: [x - centre, |x - centre|^2, 1] (cosine: unit rows)."""
-    x = np.asarray(x, dtype=np.float64)
+def _prepare_block(x: np.ndarray, centre: np.ndarray, codes: np.ndarray, *, metric: str) -> dict:
+    """Return a block ready for tiles: its rows sorted by code (``order``), augmented (b, F + 2) float64
+    ``[x - centre, |x - centre|^2, 1]`` (cosine: unit rows), the present ``clusters`` and their run ``starts``."""
+    order = np.argsort(codes, kind="stable")
+    x = np.asarray(x, dtype=np.float64)[order]
     out = np.empty((x.shape[0], x.shape[1] + 2))
     if metric == "cosine":
         norm = np.linalg.norm(x, axis=1)
@@ -102,19 +104,15 @@ def _prepare_block(x: np.ndarray, centre: np.ndarray, *, metric: str) -> np.ndar
         np.subtract(x, centre, out=out[:, :-2])
     out[:, -2] = np.einsum("ij,ij->i", out[:, :-2], out[:, :-2])
     out[:, -1] = 1.0
-    return out
+    sorted_codes = np.asarray(codes)[order]
+    clusters, starts = np.unique(sorted_codes, return_index=True)
+    return {"rows": out, "order": order, "clusters": clusters, "starts": starts}
 
 
-def _onehot(codes: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros((codes.size, k))
-    out[np.arange(codes.size), codes] = 1.0
-    return out
-
-
-def _pair_sums(pi: np.ndarray, pj: np.ndarray, ci: np.ndarray, cj: np.ndarray, *, n_clusters: int, metric: str,
-               diagonal: bool):
-    """Return (si (bi, K), sj (bj, K) or None): per-cluster distance sums of the rows of block i over block j's
-    rows and, off the diagonal, of block j's rows over block i's (one tile serves both)."""
+def _pair_sums(bi: dict, bj: dict, *, n_clusters: int, metric: str, diagonal: bool):
+    """Return (si (bi, K), sj (bj, K) or None), in each block's sorted row order: the per-cluster distance
+    sums of block i's rows over block j's rows and, off the diagonal, of block j's rows over block i's."""
+    pi, pj = bi["rows"], bj["rows"]
     f = pi.shape[1] - 2
     if metric == "cosine":
         a, b = pi[:, :f], pj[:, :f]
@@ -125,36 +123,41 @@ def _pair_sums(pi: np.ndarray, pj: np.ndarray, ci: np.ndarray, cj: np.ndarray, *
         b[:, :f] = pj[:, :f]
         b[:, f] = 1.0
         b[:, f + 1] = pj[:, f]
-    oi, oj = _onehot(ci, n_clusters), _onehot(cj, n_clusters)
-    si = np.empty((pi.shape[0], n_clusters))
-    sj = None if diagonal else np.zeros((pj.shape[0], n_clusters))
     bt = np.ascontiguousarray(b.T)
+    si = np.zeros((pi.shape[0], n_clusters))
+    sj = None if diagonal else np.zeros((n_clusters, pj.shape[0]))
+    ends_i = np.append(bi["starts"][1:], pi.shape[0])
     for r0 in range(0, pi.shape[0], _STRIP):
         r1 = min(r0 + _STRIP, pi.shape[0])
         d = a[r0:r1] @ bt
         if metric == "cosine":
             np.subtract(1.0, d, out=d)
-            np.maximum(d, 0, out=d)
-        else:
-            np.maximum(d, 0, out=d)
+        np.maximum(d, 0, out=d)
+        if metric != "cosine":
             np.sqrt(d, out=d)
         if diagonal:
             r = np.arange(r0, r1)
             d[r - r0, r] = 0.0
-        si[r0:r1] = d @ oj
+        si[r0:r1, bj["clusters"]] = np.add.reduceat(d, bj["starts"], axis=1)
         if sj is not None:
-            sj += d.T @ oi[r0:r1]
-    return si, sj
+            for k, s, e in zip(bi["clusters"], bi["starts"], ends_i):
+                s, e = max(s, r0), min(e, r1)
+                if s < e:
+                    sj[k] += d[s - r0:e - r0].sum(axis=0)
+    return si, (None if sj is None else sj.T)
 
 
-def _gather_sums(own, other) -> np.ndarray:
-    """Return the (b, K) sum of a block's parts: ``own`` pairs (i, j >= i) give [0], ``other`` pairs (j < i) [1]."""
+def _gather_sums(block: dict, own, other) -> np.ndarray:
+    """Return the (b, K) sums of a block in its original row order: ``own`` pairs (i, j >= i) give [0],
+    ``other`` pairs (j < i) give [1]."""
     total = own[0][0].copy()
     for p in own[1:]:
         total += p[0]
     for p in other:
         total += p[1]
-    return total
+    out = np.empty_like(total)
+    out[block["order"]] = total
+    return out
 
 
 def cluster_distance_sums(x: da.Array, codes: da.Array, n_clusters: int, *, metric: str = "euclidean") -> da.Array:
@@ -163,7 +166,7 @@ def cluster_distance_sums(x: da.Array, codes: da.Array, n_clusters: int, *, metr
     ``x`` (n, feature) and ``codes`` (n,) int64 in 0..K-1 share their row chunks (one block per
     tile side). Each task computes one (block_i, block_j) tile, i <= j, in cache-sized strips and
     reduces it at once on both sides, so memory is O(block^2 / strips + n * K), never n x n; the
-    arithmetic is the n^2 (F + 2) / 2 multiply-adds of the symmetric distance GEMM plus n^2 K of
+    arithmetic is the n^2 (F + 2) / 2 multiply-adds of the symmetric distance GEMM plus n^2 adds of
     the per-cluster sums. Float64 throughout; the euclidean rows are centred first (on their mean,
     a lazy reduction), which keeps ``|a|^2 + |b|^2 - 2ab`` accurate.
     """
@@ -172,21 +175,22 @@ def cluster_distance_sums(x: da.Array, codes: da.Array, n_clusters: int, *, metr
     x = x.rechunk({1: -1})
     codes = codes.rechunk((x.chunks[0],))
     f = x.shape[1]
-    centre = x.astype(np.float64).mean(axis=0) if metric == "euclidean" else da.zeros((f,), chunks=f)
-    prep = da.blockwise(_prepare_block, "if", x, "if", centre.rechunk(-1), "f", adjust_chunks={"f": f + 2},
-                        dtype=np.float64, meta=np.empty((0, 0), np.float64), metric=metric)
+    centre = (x.astype(np.float64).mean(axis=0) if metric == "euclidean" else da.zeros((f,), chunks=f)).rechunk(-1)
     nb = len(x.chunks[0])
-    token = dask.base.tokenize(prep, codes, n_clusters, metric)
-    pair, name = f"silhouette-pair-{token}", f"silhouette-sums-{token}"
+    token = dask.base.tokenize(x, codes, n_clusters, metric)
+    prep, pair, name = f"silhouette-prep-{token}", f"silhouette-pair-{token}", f"silhouette-sums-{token}"
     dsk = {}
     for i in range(nb):
+        dsk[(prep, i)] = (apply, _prepare_block, [(x.name, i, 0), (centre.name, 0), (codes.name, i)],
+                          {"metric": metric})
+    for i in range(nb):
         for j in range(i, nb):
-            dsk[(pair, i, j)] = (apply, _pair_sums, [(prep.name, i, 0), (prep.name, j, 0), (codes.name, i),
-                                                     (codes.name, j)],
+            dsk[(pair, i, j)] = (apply, _pair_sums, [(prep, i), (prep, j)],
                                  {"n_clusters": n_clusters, "metric": metric, "diagonal": i == j})
     for i in range(nb):
-        dsk[(name, i, 0)] = (_gather_sums, [(pair, i, j) for j in range(i, nb)], [(pair, j, i) for j in range(i)])
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[prep, codes])
+        dsk[(name, i, 0)] = (_gather_sums, (prep, i), [(pair, i, j) for j in range(i, nb)],
+                             [(pair, j, i) for j in range(i)])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, centre, codes])
     return da.Array(graph, name, chunks=(x.chunks[0], (n_clusters,)), dtype=np.float64,
                     meta=np.empty((0, 0), np.float64))
 
