@@ -14,12 +14,19 @@ Conventions. ``convention="sklearn"`` (default) gives exactly ``sklearn.metrics.
 (and ``davies_bouldin_score``, ``calinski_harabasz_score``) with the label or the batch as
 clusters. ``convention="scib"`` gives scib's ``silhouette`` (label ASW rescaled to (ASW + 1) / 2)
 and ``silhouette_batch`` (for each label with 2 <= batches < cells: 1 - |silhouette of the cells
-with their batch as clusters|, averaged per label, then over labels).
+with their batch as clusters|, averaged per label, then over labels). In scib-metrics' terms
+(``tests/test_scib_metrics.py`` asserts each): scib ``asw_label`` = ``silhouette_label(X, labels)``,
+sklearn ``asw_label`` = ``silhouette_label(..., rescale=False)``, scib ``asw_batch`` =
+``silhouette_batch(X, labels, batch)`` and 1 - it = ``silhouette_batch(..., rescale=False)``;
+sklearn's ``asw_batch`` (all cells, batch as clusters) has no scib-metrics counterpart.
 
 The silhouette is exact and distributed: items are cut into blocks; each task computes one
-``(block_i, block_j)`` tile of pairwise distances and reduces it at once to per-item sums of
-distances to every (label, batch) cluster, so memory is O(block^2 + n * clusters), never n x n.
-One pass gives the label, the batch and the scib per-label batch silhouettes.
+``(block_i, block_j)`` tile (i <= j) of pairwise distances as a GEMM of augmented rows, in row
+strips that stay in cache, and reduces it at once on both sides to per-item sums of distances to
+every (label, batch) cluster (rows sorted by cluster, so the sums are over contiguous runs), so
+memory is O(block * strip + n * clusters), never n x n, and the time is near that of the distance
+GEMMs alone (``benchmarks/bench_silhouette.py``). One pass gives the label, the batch and the scib
+per-label batch silhouettes.
 
 Subsample (``sample_size``): the rows are ``RandomState(seed).permutation(n)[:sample_size]`` —
 the draw ``sklearn.metrics.silhouette_score(sample_size=, random_state=seed)`` makes — stored in
