@@ -10,7 +10,7 @@ with BLAS at one thread each — measured before and after ours, the faster kept
 ``clustering_scores(batch=...)``: label ASW, batch ASW, per-item and per-class silhouettes,
 Davies-Bouldin and Calinski-Harabasz, all exact, in one compute. Its kernel computes each tile of
 the symmetric matrix once (i <= j, the n^2/2 tiles: so it is also compared with half the bound)
-and adds the per-(label, batch) GEMMs and the square roots on top.
+and adds the per-(label, batch) sums and the square roots on top.
 """
 
 from __future__ import annotations
@@ -132,8 +132,8 @@ def run(quick: bool = False) -> str:
         "",
         "How: each row block is centred and augmented once, `[-2x, |x|^2, 1]` against `[x, 1, |x|^2]`, so a "
         "tile of squared distances is one GEMM; it is computed in 256-row strips that stay in cache, square-"
-        "rooted in place and reduced at once on both sides to per-(label, batch) sums by two GEMMs with one-hot "
-        "matrices; each tile is computed once for the pair (i, j) and its transpose. Memory per task: one "
+        "rooted in place and reduced at once on both sides to per-(label, batch) sums (each block's rows are "
+        "sorted by cluster, so these are sums over contiguous runs of columns and of rows); each tile is computed once for the pair (i, j) and its transpose. Memory per task: one "
         "strip (256 x 4096 float64, 8 MB) plus the blocks.",
     ]
     return "\n".join(lines) + "\n"
