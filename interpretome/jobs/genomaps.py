@@ -100,8 +100,20 @@ GENOMAP = JobKind(
         Param("png", "int", 4, doc="PNG images of the first N of --cells"),
     ))
 
+
+
+def render_genomap(store, group, out_dir, *, cells=None, png: int = 4, **_) -> list[Path]:
+    """Renderer of a stored ``genomap`` group: scMEDAL's files (coordinates, .npy, PNGs of the first cells)."""
+    from ..storage.store import open_group
+    from ..tasks.genomap import write_genomap_files
+
+    stored = open_group(store, group)
+    cells = np.arange(min(int(png), stored.sizes["sample"])) if cells is None else cells
+    return write_genomap_files(stored, out_dir, group, cells=cells, png=png)
+
+
 KINDS = (GENOMAP,)
-RENDERERS: dict = {}
+RENDERERS = {"genomap": render_genomap}
 
 
 def step_genomap(ctx) -> list[Path]:
