@@ -66,3 +66,53 @@ def test_genomap_demo_step_on_pbmc(tmp_path):
     assert g["genomap_image"].shape == (700, 16, 16) and g.sizes["feature"] == 256
     assert (tmp_path / "genomap" / "gene_coordinates_genomap.csv").is_file()
     assert np.load(tmp_path / "genomap" / "genomap_genomap.npy").shape == (8, 16, 16, 1)
+
+
+def test_genomap_cli_on_pbmc(tmp_path):
+    """``interpretome genomap`` on the shipped PBMC cells: store group and scMEDAL's files, against the package."""
+    import anndata
+    import genomap as G
+    import pandas as pd
+
+    from interpretome.cli import main
+    from interpretome.jobs.registry import job_kinds
+    from interpretome.pbmc import pbmc_path
+    from interpretome.storage.store import open_group
+
+    assert "genomap" in job_kinds()
+    store, out = tmp_path / "g.zarr", tmp_path / "files"
+    assert main(["genomap", str(pbmc_path()), "-o", str(store), "--rows", "6", "--cols", "6", "--batch", "phase",
+                 "--cells", "3,5,7", "--png", "2", "--num-iter", "200", "--out", str(out), "--name", "pbmc",
+                 "--workers", "1"]) == 0
+    g = open_group(store, "genomap")
+    assert g["genomap_image"].shape == (700, 6, 6) and g.sizes["feature"] == 36
+    # independent reference: the 36 genes of largest mean per-phase variance, then genomap's own transform
+    ad = anndata.read_h5ad(pbmc_path())
+    x = np.asarray(ad.X.toarray() if hasattr(ad.X, "toarray") else ad.X, np.float64)
+    phase = ad.obs["phase"].astype(str).to_numpy()
+    var = np.mean([x[phase == p].var(0) for p in np.unique(phase)], axis=0)
+    genes = np.sort(np.argsort(-var, kind="stable")[:36])
+    assert list(g["feature"].values) == list(ad.var_names[genes])
+    ref, _ = G.construct_genomap_returnT(x[:, genes], 6, 6, num_iter=200)
+    np.testing.assert_allclose(g["genomap_image"].values[:-1], ref[:-1, :, :, 0], atol=1e-4)
+    coords = pd.read_csv(out / "gene_coordinates_pbmc.csv")
+    assert list(coords["gene"]) == list(ad.var_names[genes])
+    assert np.array_equal(coords["row"], g["genomap_gene_row"].values)
+    saved = np.load(out / "genomap_pbmc.npy")
+    assert saved.shape == (3, 6, 6, 1)
+    np.testing.assert_allclose(saved[..., 0], g["genomap_image"].values[[3, 5, 7]])
+    assert sorted(p.name for p in out.glob("*.png")) == [f"genomap_pbmc_{ad.obs_names[i]}.png" for i in (3, 5)]
+    # bad input: one line naming the fix
+    assert main(["genomap", str(pbmc_path()), "-o", str(store), "--group", "g2", "--batch", "nope",
+                 "--workers", "1"]) == 2
+
+
+def test_genomap_and_fastshap_take_the_variable_name():
+    from interpretome.storage.anndata_io import features_to_dataset
+
+    x = np.random.default_rng(0).normal(size=(20, 9)).astype(np.float32)
+    ds = features_to_dataset(x).rename({"features": "counts"})
+    res = genomap(ds, rows=3, cols=3, genes=list(range(9)), num_iter=50, var="counts", merge=False)
+    assert res["genomap_image"].shape == (20, 3, 3)
+    with pytest.raises(ValueError, match="features"):
+        genomap(ds, rows=3, cols=3, genes=list(range(9)))

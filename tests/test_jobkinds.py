@@ -23,7 +23,7 @@ from tests.jobfiles import MODEL_TABLE
 
 JOB_KINDS = registry.job_kinds()
 EXPECTED = {"sweep", "ism", "tiles", "genome_sweep", "genome_ism", "attribute", "embed", "scores", "coefficients",
-            "ccc"}
+            "ccc", "genomap"}
 
 
 def test_kinds__every_family_declares_its_kinds_and_renderers():
@@ -34,7 +34,7 @@ def test_kinds__every_family_declares_its_kinds_and_renderers():
         assert mod.RENDERERS and all(callable(r) for r in mod.RENDERERS.values()), module
     assert {"perturbation_sweep", "saturation_mutagenesis", "tiled_prediction", "genome_sweep", "genome_ism",
             "attribute", "fastshap", "summarize_attributions", "embedding", "clustering_score_folds",
-            "coefficient_comparison", "all_pairs_ccc"} <= set(registry.renderers())
+            "coefficient_comparison", "all_pairs_ccc", "genomap"} <= set(registry.renderers())
 
 
 def test_kinds__a_name_declared_twice_is_an_error(monkeypatch):

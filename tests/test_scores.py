@@ -179,3 +179,37 @@ def test_fold_table__from_results():
     ref = skm.silhouette_score(_data(n=60, seed=2)[1], _data(n=60, seed=2)[2])
     got = table[(table.fold == "fold2") & (table.metric == "asw_label")]["value"].item()
     assert got == pytest.approx(ref, rel=1e-10)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_clustering_scores__strips_and_float32_match_sklearn(metric):
+    # blocks of 700 rows: several cache strips per tile (diagonal zeros set in later strips too), an
+    # uneven last block, off-diagonal tiles reduced on both sides; float32 input far from the origin
+    # (the centring keeps |a|^2 + |b|^2 - 2ab accurate)
+    rs = np.random.default_rng(3)
+    n = 1500
+    lab = rs.integers(0, 5, n)
+    bat = rs.integers(0, 2, n)
+    x = (50.0 + rs.normal(size=(n, 12)) + 2.0 * lab[:, None]).astype(np.float32)
+    ds = xr.Dataset({"item_vector": (("item", "feature"), x), "item_label": (("item",), lab),
+                     "item_batch": (("item",), bat)})
+    res = clustering_scores(ds, batch="item_batch", metric=metric, block=700)
+    with dask.config.set(scheduler="sync"):
+        s_lab = res["score_silhouette_label"].values
+        s_bat = res["score_silhouette_batch"].values
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(s_lab, skm.silhouette_samples(x64, lab, metric=metric), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(s_bat, skm.silhouette_samples(x64, bat, metric=metric), rtol=1e-6, atol=1e-9)
+
+
+def test_cluster_distance_sums__strips_equal_plain_reference(monkeypatch):
+    from interpretome.tasks import scores
+
+    monkeypatch.setattr(scores, "_STRIP", 24)        # 5 strips per 100-row block: the diagonal in each
+    _, x, lab, _ = _data(n=330)
+    got = cluster_distance_sums(da.from_array(x, chunks=(100, 6)), da.from_array(lab, chunks=100), 4).compute(
+        scheduler="sync")
+    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, 0.0)
+    ref = np.stack([d[:, lab == k].sum(1) for k in range(4)], axis=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)

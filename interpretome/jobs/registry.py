@@ -21,6 +21,7 @@ FAMILIES = (
     "interpretome.jobs.attribution",
     "interpretome.jobs.embedding",
     "interpretome.jobs.coefficients",
+    "interpretome.jobs.genomaps",
 )
 
 

@@ -368,10 +368,11 @@ def _validation_block(s):
 def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_train: int = 2000, epochs: int = 200,
              hidden: int = 256, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_masks: int = 16,
              patience: int = 10, n_validate: int = 32, se_bound: float = 0.15, top_k: int = 15,
-             min_fidelity: float | None = 0.9, merge: bool = True) -> xr.Dataset:
+             min_fidelity: float | None = 0.9, var: str = "features", merge: bool = True) -> xr.Dataset:
     """Return lazy FastSHAP values of a dense-input model for every sample of ``ds``.
 
-    ``features`` (sample, feature) is the input. Up to ``n_train`` samples (drawn with ``seed``)
+    ``var`` (sample, feature) is the input (``features``: what ``read_h5ad`` names the matrix it
+    read, ``X`` or a layer). Up to ``n_train`` samples (drawn with ``seed``)
     train and validate the surrogate and the explainer in one graph node (on one worker; see
     ``train_fastshap`` and the module doc); every sample chunk is then explained by the trained
     explainer. Output: ``fastshap_attribution`` (sample, feature, target), ``fastshap_fidelity``
@@ -414,8 +415,10 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     if spec.covariates:
         raise ValueError(f"FastSHAP explains models of the features alone; this one takes covariates "
                          f"{list(spec.covariates)}: use method='integrated_gradients'")
-    require_vars(ds, ("features",), "interpretome.storage.anndata_io.read_h5ad")
-    x = ds["features"].data
+    require_vars(ds, (var,), "interpretome.storage.anndata_io.read_h5ad")
+    if ds[var].dims != (SAMPLE, FEATURE):
+        raise ValueError(f"{var!r} has dims {ds[var].dims}; FastSHAP explains a (sample, feature) input")
+    x = ds[var].data
     x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
     n, f = x.shape
     rt = get_runtime(spec)

@@ -86,17 +86,20 @@ def _fit_node(xfit, *, rows, cols, epsilon, num_iter):
 
 
 def genomap(ds: xr.Dataset, *, rows: int, cols: int, genes, fit_cells=None, epsilon: float = 0.0,
-            num_iter: int = 1000, merge: bool = True) -> xr.Dataset:
+            num_iter: int = 1000, var: str = "features", merge: bool = True) -> xr.Dataset:
     """Return lazy genomaps of every cell of ``ds`` (see the module doc).
 
-    ``ds`` holds ``features`` (sample, feature). ``genes``: the column indices or names to place,
+    ``ds`` holds ``var`` (sample, feature): ``features`` as ``read_h5ad`` names the matrix it
+    reads (``X`` or the layer it was given), or any other (sample, feature) variable. ``genes``: the column indices or names to place,
     at most ``rows * cols`` (e.g. ``top_variable_genes`` of the fit cells). ``fit_cells``: sample
     indices the coupling is fitted on (default all), in one graph node; images are mapped over the
     sample chunks. Output ``feature`` is the selected genes, in the order given.
     """
     _package()
-    require_vars(ds, ("features",), "interpretome.storage.anndata_io.read_h5ad")
-    x = ds["features"].data
+    require_vars(ds, (var,), "interpretome.storage.anndata_io.read_h5ad")
+    if ds[var].dims != (SAMPLE, FEATURE):
+        raise ValueError(f"{var!r} has dims {ds[var].dims}; genomaps need (sample, feature)")
+    x = ds[var].data
     x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
     n, f = x.shape
     names = [str(v) for v in ds[FEATURE].values] if FEATURE in ds.coords else [str(i) for i in range(f)]

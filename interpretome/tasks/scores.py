@@ -14,12 +14,19 @@ Conventions. ``convention="sklearn"`` (default) gives exactly ``sklearn.metrics.
 (and ``davies_bouldin_score``, ``calinski_harabasz_score``) with the label or the batch as
 clusters. ``convention="scib"`` gives scib's ``silhouette`` (label ASW rescaled to (ASW + 1) / 2)
 and ``silhouette_batch`` (for each label with 2 <= batches < cells: 1 - |silhouette of the cells
-with their batch as clusters|, averaged per label, then over labels).
+with their batch as clusters|, averaged per label, then over labels). In scib-metrics' terms
+(``tests/test_scib_metrics.py`` asserts each): scib ``asw_label`` = ``silhouette_label(X, labels)``,
+sklearn ``asw_label`` = ``silhouette_label(..., rescale=False)``, scib ``asw_batch`` =
+``silhouette_batch(X, labels, batch)`` and 1 - it = ``silhouette_batch(..., rescale=False)``;
+sklearn's ``asw_batch`` (all cells, batch as clusters) has no scib-metrics counterpart.
 
 The silhouette is exact and distributed: items are cut into blocks; each task computes one
-``(block_i, block_j)`` tile of pairwise distances and reduces it at once to per-item sums of
-distances to every (label, batch) cluster, so memory is O(block^2 + n * clusters), never n x n.
-One pass gives the label, the batch and the scib per-label batch silhouettes.
+``(block_i, block_j)`` tile (i <= j) of pairwise distances as a GEMM of augmented rows, in row
+strips that stay in cache, and reduces it at once on both sides to per-item sums of distances to
+every (label, batch) cluster (rows sorted by cluster, so the sums are over contiguous runs), so
+memory is O(block * strip + n * clusters), never n x n, and the time is near that of the distance
+GEMMs alone (``benchmarks/bench_silhouette.py``). One pass gives the label, the batch and the scib
+per-label batch silhouettes.
 
 Subsample (``sample_size``): the rows are ``RandomState(seed).permutation(n)[:sample_size]`` —
 the draw ``sklearn.metrics.silhouette_score(sample_size=, random_state=seed)`` makes — stored in
@@ -31,10 +38,10 @@ t-interval per metric, plus the folds with the lowest and highest batch ASW.
 
 from __future__ import annotations
 
-import warnings
-
 import dask
 import dask.array as da
+from dask.highlevelgraph import HighLevelGraph
+from dask.utils import apply
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -79,56 +86,120 @@ def _codes(arr: xr.DataArray, classes: np.ndarray, chunks, name: str) -> da.Arra
 
 
 # --- blocked pairwise sums -------------------------------------------------------------------------
+#
+# Each row block is prepared once: its rows sorted by cluster code, in float64, centred for the
+# euclidean metric and augmented with their squared norms. Each pair of blocks (i <= j: the distance
+# matrix is symmetric) is one task computing its tile of squared distances as ONE GEMM,
+#     [-2 x_i, |x_i|^2, 1] @ [x_j, 1, |x_j|^2]^T = |x_i|^2 + |x_j|^2 - 2 x_i.x_j,
+# in row strips that stay in cache, then sqrt, then the per-cluster sums of both sides as sums over
+# contiguous runs (the rows are sorted by code): of columns for the rows of i, of rows for those of j.
 
-def _pairwise(xi: np.ndarray, xj: np.ndarray, ii: np.ndarray, jj: np.ndarray, metric: str) -> np.ndarray:
-    """Return the (bi, bj) float64 distances between two row blocks (exact 0 for an item and itself)."""
+_STRIP = 256        # rows of one strip of a tile: strip x block float64 temporaries stay in cache
+
+
+def _prepare_block(x: np.ndarray, centre: np.ndarray, codes: np.ndarray, *, metric: str) -> dict:
+    """Return a block ready for tiles: its rows sorted by code (``order``), augmented (b, F + 2) float64
+    ``[x - centre, |x - centre|^2, 1]`` (cosine: unit rows), the present ``clusters`` and their run ``starts``."""
+    order = np.argsort(codes, kind="stable")
+    x = np.asarray(x, dtype=np.float64)[order]
+    out = np.empty((x.shape[0], x.shape[1] + 2))
     if metric == "cosine":
-        ni = np.linalg.norm(xi, axis=1)
-        nj = np.linalg.norm(xj, axis=1)
-        ni[ni == 0] = 1.0
-        nj[nj == 0] = 1.0
-        d = xi @ xj.T
-        d /= ni[:, None]
-        d /= nj[None, :]
-        np.subtract(1.0, d, out=d)
-        np.maximum(d, 0, out=d)
+        norm = np.linalg.norm(x, axis=1)
+        norm[norm == 0] = 1.0
+        np.divide(x, norm[:, None], out=out[:, :-2])
     else:
-        d = xi @ xj.T
-        d *= -2.0
-        d += np.einsum("ij,ij->i", xi, xi)[:, None]
-        d += np.einsum("ij,ij->i", xj, xj)[None, :]
+        np.subtract(x, centre, out=out[:, :-2])
+    out[:, -2] = np.einsum("ij,ij->i", out[:, :-2], out[:, :-2])
+    out[:, -1] = 1.0
+    sorted_codes = np.asarray(codes)[order]
+    clusters, starts = np.unique(sorted_codes, return_index=True)
+    return {"rows": out, "order": order, "clusters": clusters, "starts": starts}
+
+
+def _pair_sums(bi: dict, bj: dict, *, n_clusters: int, metric: str, diagonal: bool):
+    """Return (si (bi, K), sj (bj, K) or None), in each block's sorted row order: the per-cluster distance
+    sums of block i's rows over block j's rows and, off the diagonal, of block j's rows over block i's."""
+    pi, pj = bi["rows"], bj["rows"]
+    f = pi.shape[1] - 2
+    if metric == "cosine":
+        a, b = pi[:, :f], pj[:, :f]
+    else:
+        a = pi.copy()
+        a[:, :f] *= -2.0
+        b = np.empty_like(pj)
+        b[:, :f] = pj[:, :f]
+        b[:, f] = 1.0
+        b[:, f + 1] = pj[:, f]
+    bt = np.ascontiguousarray(b.T)
+    si = np.zeros((pi.shape[0], n_clusters))
+    sj = None if diagonal else np.zeros((n_clusters, pj.shape[0]))
+    ends_i = np.append(bi["starts"][1:], pi.shape[0])
+    for r0 in range(0, pi.shape[0], _STRIP):
+        r1 = min(r0 + _STRIP, pi.shape[0])
+        d = a[r0:r1] @ bt
+        if metric == "cosine":
+            np.subtract(1.0, d, out=d)
         np.maximum(d, 0, out=d)
-        np.sqrt(d, out=d)
-    if ii.size and jj.size and ii[0] <= jj[-1] and jj[0] <= ii[-1]:   # the tile crosses the diagonal
-        common, pi, pj = np.intersect1d(ii, jj, assume_unique=True, return_indices=True)
-        d[pi, pj] = 0.0
-    return d
+        if metric != "cosine":
+            np.sqrt(d, out=d)
+        if diagonal:
+            r = np.arange(r0, r1)
+            d[r - r0, r] = 0.0
+        si[r0:r1, bj["clusters"]] = np.add.reduceat(d, bj["starts"], axis=1)
+        if sj is not None:
+            for k, s, e in zip(bi["clusters"], bi["starts"], ends_i):
+                s, e = max(s, r0), min(e, r1)
+                if s < e:
+                    sj[k] += d[s - r0:e - r0].sum(axis=0)
+    return si, (None if sj is None else sj.T)
 
 
-def _tile_sums(xi, xj, ii, jj, cj, *, n_clusters: int, metric: str) -> np.ndarray:
-    """Return (bi, 1, K): for each row of block i, the sum of its distances to the rows of block j per cluster."""
-    d = _pairwise(xi.astype(np.float64), xj.astype(np.float64), ii, jj, metric)
-    onehot = np.zeros((cj.size, n_clusters))
-    onehot[np.arange(cj.size), cj] = 1.0
-    return (d @ onehot)[:, None, :]
+def _gather_sums(block: dict, own, other) -> np.ndarray:
+    """Return the (b, K) sums of a block in its original row order: ``own`` pairs (i, j >= i) give [0],
+    ``other`` pairs (j < i) give [1]."""
+    total = own[0][0].copy()
+    for p in own[1:]:
+        total += p[0]
+    for p in other:
+        total += p[1]
+    out = np.empty_like(total)
+    out[block["order"]] = total
+    return out
 
 
 def cluster_distance_sums(x: da.Array, codes: da.Array, n_clusters: int, *, metric: str = "euclidean") -> da.Array:
-    """Return (n, K) lazy sums of distances from each item to the items of each cluster code.
+    """Return (n, K) lazy float64 sums of distances from each item to the items of each cluster code.
 
-    ``x`` (n, feature) and ``codes`` (n,) int64 in 0..K-1 must share their row chunks; every task
-    holds one (block_i, block_j) distance tile only.
+    ``x`` (n, feature) and ``codes`` (n,) int64 in 0..K-1 share their row chunks (one block per
+    tile side). Each task computes one (block_i, block_j) tile, i <= j, in cache-sized strips and
+    reduces it at once on both sides, so memory is O(block^2 / strips + n * K), never n x n; the
+    arithmetic is the n^2 (F + 2) / 2 multiply-adds of the symmetric distance GEMM plus n^2 adds of
+    the per-cluster sums. Float64 throughout; the euclidean rows are centred first (on their mean,
+    a lazy reduction), which keeps ``|a|^2 + |b|^2 - 2ab`` accurate.
     """
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {METRICS}")
     x = x.rechunk({1: -1})
-    idx = da.arange(x.shape[0], chunks=x.chunks[0], dtype=np.int64)
     codes = codes.rechunk((x.chunks[0],))
-    with warnings.catch_warnings():   # one output block per tile is the point: no PerformanceWarning
-        warnings.filterwarnings("ignore", category=da.PerformanceWarning)
-        tiles = da.blockwise(_tile_sums, "ijk", x, "if", x, "jf", idx, "i", idx, "j", codes, "j",
-                             new_axes={"k": n_clusters}, adjust_chunks={"j": 1}, concatenate=True,
-                             dtype=np.float64, meta=np.empty((0, 0, 0), np.float64),
-                             n_clusters=n_clusters, metric=metric)
-    return tiles.sum(axis=1)
+    f = x.shape[1]
+    centre = (x.astype(np.float64).mean(axis=0) if metric == "euclidean" else da.zeros((f,), chunks=f)).rechunk(-1)
+    nb = len(x.chunks[0])
+    token = dask.base.tokenize(x, codes, n_clusters, metric)
+    prep, pair, name = f"silhouette-prep-{token}", f"silhouette-pair-{token}", f"silhouette-sums-{token}"
+    dsk = {}
+    for i in range(nb):
+        dsk[(prep, i)] = (apply, _prepare_block, [(x.name, i, 0), (centre.name, 0), (codes.name, i)],
+                          {"metric": metric})
+    for i in range(nb):
+        for j in range(i, nb):
+            dsk[(pair, i, j)] = (apply, _pair_sums, [(prep, i), (prep, j)],
+                                 {"n_clusters": n_clusters, "metric": metric, "diagonal": i == j})
+    for i in range(nb):
+        dsk[(name, i, 0)] = (_gather_sums, (prep, i), [(pair, i, j) for j in range(i, nb)],
+                             [(pair, j, i) for j in range(i)])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, centre, codes])
+    return da.Array(graph, name, chunks=(x.chunks[0], (n_clusters,)), dtype=np.float64,
+                    meta=np.empty((0, 0), np.float64))
 
 
 def _silhouette_from_sums(sums: np.ndarray, own: np.ndarray, counts: np.ndarray, allowed: np.ndarray | None = None):
