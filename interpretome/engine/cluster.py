@@ -157,6 +157,31 @@ def exit_when_closed(worker, poll: float = 0.01, deadline: float = 3.0) -> None:
     threading.Thread(target=watch, name="interpretome-exit-when-closed", daemon=True).start()
 
 
+NANNY_CLOSE_S = 15.0
+"""Seconds a closing nanny of the embedded cluster gives its worker process to end by itself
+(distributed waits 0.8 x this, then kills it); distributed's own default is 5 (a 4 s wait)."""
+
+
+def patient_nanny():
+    """Return the ``distributed.Nanny`` subclass the embedded ``LocalCluster`` runs its workers in.
+
+    It only changes how long a closing nanny waits for its worker process: ``NANNY_CLOSE_S``
+    instead of 5 s. A worker process ends within about 3 s of its close (``exit_when_closed``),
+    but on a loaded machine the close itself can take longer than distributed's 4 s wait, and the
+    nanny then logs ``Worker process still alive after 4.0 seconds, killing`` (and kills a process
+    that was about to end). Nothing else differs; restarts and failures keep distributed's timings.
+    """
+    from distributed import Nanny
+
+    class PatientNanny(Nanny):
+        """A ``Nanny`` whose ``close`` waits ``NANNY_CLOSE_S`` for its worker process by default."""
+
+        async def close(self, timeout: float = NANNY_CLOSE_S, reason: str = "nanny-close"):  # type: ignore[override]
+            return await super().close(timeout=timeout, reason=reason)
+
+    return PatientNanny
+
+
 def ignore_interrupts() -> None:
     """Make this worker ignore SIGINT (Ctrl-C reaches every process of the terminal's group).
 
@@ -305,6 +330,7 @@ def connect(
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=threads_per_worker, processes=True, host="127.0.0.1",
             dashboard_address="127.0.0.1:0", memory_limit=memory_limit, env=env,
+            worker_class=patient_nanny(),
         )
         client = Client(cluster)
     client.register_plugin(plugin)
