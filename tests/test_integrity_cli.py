@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from interpretome.storage.groups import decoded_attr
+
 from interpretome.cli import build_parser, main
 from interpretome.datasets import DEMO_WEIGHTS, data_path, promoter_sequences
 from interpretome.engine.models import ModelSpec
@@ -205,7 +207,9 @@ def test_failed_run__does_not_block_its_fix(tmp_path, capsys):
 # --- D: the run history records interrupted runs -----------------------------------------------------
 
 def _runs(store):
-    return json.loads((store / ".zattrs").read_text())[RUNS_ATTR]
+    attrs = json.loads((store / ".zattrs").read_text())
+    assert isinstance(attrs[RUNS_ATTR], str)  # JSON text: netCDF and plain xarray can hold it
+    return decoded_attr(attrs, RUNS_ATTR)
 
 
 def test_run_history__running_failed_interrupted_and_stale(tmp_path):

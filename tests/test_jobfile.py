@@ -260,7 +260,7 @@ def test_run__job_runs_on_a_running_scheduler_then_plan_shows_it_done(tmp_path, 
     assert "[1/1] ism: computed 20 chunks, 0 already in the store" in out
     ds = xr.open_zarr(tmp_path / "out.zarr", group="ism")
     assert ds["ism_delta"].shape == (4, 200, 4, 1)
-    (run,) = json.loads((tmp_path / "out.zarr" / ".zattrs").read_text())["interpretome_runs"]
+    (run,) = json.loads(json.loads((tmp_path / "out.zarr" / ".zattrs").read_text())["interpretome_runs"])
     assert run["job"] == str(path) and run["job_sha256"].startswith("sha256:")
     assert [(s["name"], s["kind"], s["computed_chunks"]) for s in run["steps"]] == [("ism", "ism", 20)]
     assert main(["run", str(path), "--dry-run"]) == 0

@@ -221,3 +221,24 @@ def test_shipped_h5ad_reads_without_warnings():
     assert ds["features"].shape == (700, 765) and emb["item_vector"].shape == (700, 50)
     np.testing.assert_array_equal(ds["features"][:5].values, np.asarray(full.X[:5], np.float32))
     assert sorted(set(ds["bulk_labels"].values)) == sorted(full.obs["bulk_labels"].cat.categories)
+
+
+def test_store_root__creation_record_and_run_history_write_netcdf(tmp_path):
+    """The root's own attrs (creation record, run history) are JSON text, so the root opens in plain
+    xarray and writes to netCDF like every group; ``decoded_attr`` reads them back."""
+    from interpretome.jobs.history import RUNS_ATTR, recording_run
+    from interpretome.storage.groups import ensure_root
+    from interpretome.version import __version__
+
+    store = tmp_path / "s.zarr"
+    ensure_root(store)
+    with recording_run(store, {"job": "interpretome sweep", "command": "sweep"}):
+        pass
+    root = xr.open_zarr(store, consolidated=False)
+    assert isinstance(root.attrs[RUNS_ATTR], str) and isinstance(root.attrs["interpretome"], str)
+    (run,) = decoded_attr(root.attrs, RUNS_ATTR)
+    assert run["job"] == "interpretome sweep" and run["status"] == "done"
+    assert decoded_attr(root.attrs, "interpretome")["version"] == __version__
+    root.to_netcdf(tmp_path / "root.nc", engine="scipy")
+    with xr.open_dataset(tmp_path / "root.nc", engine="scipy") as back:
+        assert decoded_attr(back.attrs, RUNS_ATTR) == decoded_attr(root.attrs, RUNS_ATTR)

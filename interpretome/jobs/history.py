@@ -39,11 +39,12 @@ def _update_runs(store, change: Callable[[list[dict]], list[dict]]) -> None:
 
     import zarr
 
+    from ..storage.groups import decoded_attr, set_json_attr
     from ..storage.store import ZARR_FORMAT
 
     store = Path(store)
     root = zarr.open_group(str(store), mode="a", zarr_format=ZARR_FORMAT)
-    root.attrs[RUNS_ATTR] = change([dict(r) for r in root.attrs.get(RUNS_ATTR, [])])
+    set_json_attr(root, RUNS_ATTR, change([dict(r) for r in decoded_attr(dict(root.attrs), RUNS_ATTR, [])]))
     with warnings.catch_warnings():  # the manifest folders are not zarr nodes, by design
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
         zarr.consolidate_metadata(str(store), zarr_format=ZARR_FORMAT)

@@ -200,7 +200,14 @@ def ensure_root(path: Path) -> None:
 
     root = zarr.open_group(str(path), mode="a", zarr_format=ZARR_FORMAT)
     if ATTR not in root.attrs:
-        root.attrs[ATTR] = {"version": __version__, "created": now()}
+        set_json_attr(root, ATTR, {"version": __version__, "created": now()})
+
+
+def set_json_attr(node, key: str, value: Any) -> None:
+    """Store ``value`` as JSON text in the attrs of zarr ``node`` under ``key``, named in ``JSON_ATTRS``
+    (so netCDF and plain xarray can hold it; ``decoded_attr`` reads it back)."""
+    names = set(str(node.attrs.get(JSON_ATTRS, "")).split()) | {key}
+    node.attrs.update({key: json.dumps(jsonable(value), sort_keys=True), JSON_ATTRS: " ".join(sorted(names))})
 
 
 def diff_params(old: dict, new: dict, prefix: str = "") -> list[str]:
