@@ -227,7 +227,7 @@ def sequences_to_dataset(
     sequences : sequence of str or dict
         The sequences (A/C/G/T/N), or ``{name: sequence}``.
     names : sequence of str, optional
-        Record names for a list (default ``seq_0``, ``seq_1`` ...).
+        Record names for a list (default ``seq0``, ``seq1`` ...).
     sequence_chunk, position_chunk : int
         Chunk sizes along ``sequence`` and ``position`` (default: the longest sequence).
 
