@@ -123,7 +123,8 @@ def compare_coefficients(ds: xr.Dataset, *, n_perms: int = 0, seed: int = 0, mul
     ds : Dataset
         Coefficients (``read_coefficients`` / ``combine_coefficients``).
     n_perms : int
-        Permutations for the p-values (0: the analytic Pearson/Spearman p-values, NaN for CCC).
+        Seeded permutations for the CCC p-value (0: NaN); Pearson / Spearman p-values are scipy's
+        two-sided ones.
     seed : int
         Seed of the permutations.
     multiclass, binary : str
