@@ -4,14 +4,14 @@ numpydoc docstrings whose Examples run (as doctests, on the shipped demo data)."
 from __future__ import annotations
 
 import doctest
+import inspect
 
 import pytest
 
 import interpretome as it
 
-ANALYSES = ("attribute", "summarize_attributions", "fastshap", "embed", "clustering_scores", "perturbation_sweep",
-            "saturation_mutagenesis", "connect")
-"""Exported functions whose docstring Examples are run here."""
+ANALYSES = tuple(n for n in it.__all__ if n != "__version__")
+"""Every exported callable (functions and classes): its numpydoc sections are checked and its Examples run."""
 
 EXPORTED = ("read_fasta", "read_h5ad", "read_images", "read_genome", "read_annotation", "read_coefficients",
             "read_embedding_input", "from_embedding_layer", "perturbation_sweep", "saturation_mutagenesis",
@@ -33,11 +33,14 @@ def test_api__every_analysis_and_reader_is_exported():
 
 @pytest.mark.parametrize("name", ANALYSES)
 def test_api__docstring_is_numpydoc_and_its_examples_run(name):
-    fn = getattr(it, name)
-    doc = fn.__doc__ or ""
-    for section in ("Parameters\n    ----------", "Returns\n    -------", "Examples\n    --------"):
-        assert section in doc, f"{name}: no {section.split()[0]} section"
-    tests = doctest.DocTestFinder(recurse=False).find(fn, name, globs={})
+    obj = getattr(it, name)
+    assert callable(obj), name
+    doc = obj.__doc__ or ""
+    # a class documents its constructor's Parameters and an Example; a function also what it Returns
+    sections = ("Parameters", "Examples") if inspect.isclass(obj) else ("Parameters", "Returns", "Examples")
+    for section in sections:
+        assert f"{section}\n    {'-' * len(section)}" in doc, f"{name}: no {section} section"
+    tests = doctest.DocTestFinder(recurse=False).find(obj, name, globs={})
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for t in tests:
         runner.run(t)

@@ -180,7 +180,60 @@ def _sha256(path: str) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build a model on a worker, what it takes and what it returns (see module doc)."""
+    """How to build a model on a worker, what it takes and what it returns (see module doc).
+
+    Parameters
+    ----------
+    factory : str, optional
+        ``package.module:function`` returning an ``nn.Module`` (exactly one of ``factory`` and
+        ``torchscript``).
+    kwargs : dict
+        JSON keyword arguments of the factory.
+    weights : str, optional
+        A state_dict file loaded into the factory's module (``torch.load(weights_only=True)``).
+    torchscript : str, optional
+        A TorchScript file.
+    input_kind : {'onehot', 'kmer', 'dense', 'image'}
+        What the model takes: one-hot DNA (N, 4, L), k-mer ids (N, T), features (N, F) or images
+        (N, C, H, W).
+    kmer : KmerTokenizer or dict, optional
+        The tokenizer of a ``kmer`` model (default ``KmerTokenizer()``).
+    targets : sequence of str, optional
+        The names of the model's outputs.
+    select : sequence of int or str, optional
+        The outputs kept, by index or target name.
+    activation : {'none', 'sigmoid', 'softmax'}
+        Applied to the outputs (``engine.heads``).
+    batch_size : int
+        Inputs per forward pass.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` ...
+    trust_pickle : bool
+        Allow weights that need pickle.
+    weights_sha256 : str, optional
+        The weights file's digest (computed when not given).
+    allow_nonfinite : bool
+        Accept NaN / inf outputs instead of refusing them.
+    layer : str, optional
+        The AnnData layer the model's input is read from (e.g. a scvi-tools model's registered layer).
+    feature_names : sequence of str, optional
+        The features the model was trained on (an input with other features is refused).
+    covariates : sequence of str
+        obs columns passed to ``forward`` after the input (``dense`` models only).
+    covariate_categories : dict
+        ``{covariate: categories}`` coding categorical covariates.
+
+    Examples
+    --------
+    >>> from interpretome import ModelSpec
+    >>> spec = ModelSpec(factory="interpretome.datasets:promoter_cnn", kwargs={"channels": 8},
+    ...                  targets=("promoter",), activation="sigmoid")
+    >>> spec.input_kind, spec.targets
+    ('onehot', ('promoter',))
+    >>> import torch
+    >>> spec.build()(torch.zeros(2, 4, 200)).shape
+    torch.Size([2, 1])
+    """
 
     factory: str | None = None
     kwargs: dict = field(default_factory=dict)
@@ -353,6 +406,27 @@ def load_spec(arg: str | dict | ModelSpec, **overrides) -> ModelSpec:
 
     Strings: ``package.module:function`` (a factory), a ``.pt``/``.ts``/``.jit`` TorchScript file, or a
     ``.json`` file holding the spec's fields.
+
+    Parameters
+    ----------
+    arg : str, dict or ModelSpec
+        The spec, its fields, or a string as above.
+    **overrides
+        Fields replaced in the result (``batch_size=``, ``device=`` ...).
+
+    Returns
+    -------
+    ModelSpec
+        The spec.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> spec = it.load_spec("interpretome.datasets:promoter_cnn", batch_size=8)
+    >>> spec.factory, spec.batch_size, spec.input_kind
+    ('interpretome.datasets:promoter_cnn', 8, 'onehot')
+    >>> it.load_spec({"factory": "interpretome.zoo:bpnet_like", "kwargs": {"crop": 4}}).kwargs
+    {'crop': 4}
     """
     if isinstance(arg, ModelSpec):
         return arg.with_options(**overrides) if overrides else arg

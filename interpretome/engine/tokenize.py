@@ -23,6 +23,29 @@ class KmerTokenizer:
     ``vocab`` lists the token strings in id order (the model's ``itos``); by default it is the
     fastai special tokens followed by all 4^k k-mers in lexicographic order. A k-mer absent from the
     vocabulary, or holding an N, maps to ``unk``. ``bos``, when set, is prepended (fastai's xxbos).
+
+    Parameters
+    ----------
+    k : int
+        Bases per k-mer.
+    stride : int
+        Bases between the starts of consecutive k-mers.
+    vocab : sequence of str, optional
+        Token strings in id order.
+    unk : str
+        The unknown token (must be in ``vocab``).
+    bos : str or None
+        The token prepended to every sequence (must be in ``vocab``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from interpretome import KmerTokenizer
+    >>> tok = KmerTokenizer(k=2, stride=1)
+    >>> len(tok.vocab), tok.vocab[9:12]
+    (25, ('AA', 'AC', 'AG'))
+    >>> tok.encode(np.array([[0, 1, 4, 3]], np.uint8)).tolist()
+    [[2, 10, 0, 0]]
     """
 
     k: int = 5

@@ -78,6 +78,32 @@ def read_h5ad(path: str | os.PathLike, *, layer: str | None = None, sample_chunk
     or ``layer``. Coordinates: ``sample`` = obs names, ``feature`` = var names, ``feature_idx``
     (feature) = column index in the file, and every obs column (or those in ``obs``) along
     ``sample``. Raises ``InputError`` for a missing file, layer or obs column.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.h5ad`` file.
+    layer : str, optional
+        Read this layer instead of ``X``.
+    sample_chunk : int
+        Samples (cells) per chunk.
+    obs : list of str, optional
+        The obs columns to attach (default all).
+
+    Returns
+    -------
+    Dataset
+        ``features`` (sample, feature) float32 with the coordinates above. Lazy.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path
+    >>> ds = it.read_h5ad(data_path("pbmc68k_reduced.h5ad"), obs=["bulk_labels"])
+    >>> dict(ds.sizes), ds["features"].dtype.name
+    ({'sample': 700, 'feature': 765}, 'float32')
+    >>> ds["bulk_labels"].dims, ds["features"].chunks[0][:2]
+    (('sample',), (256, 256))
     """
     import anndata
 
@@ -123,7 +149,35 @@ def read_h5ad(path: str | os.PathLike, *, layer: str | None = None, sample_chunk
 
 def features_to_dataset(x, *, features=None, samples=None, obs: dict | None = None,
                         sample_chunk: int = 256) -> xr.Dataset:
-    """Return a Dataset like ``read_h5ad``'s from an in-memory ``(N, F)`` matrix (numpy or dask)."""
+    """Return a Dataset like ``read_h5ad``'s from an in-memory ``(N, F)`` matrix (numpy or dask).
+
+    Parameters
+    ----------
+    x : array-like (N, F)
+        The matrix, samples by features.
+    features, samples : sequence of str, optional
+        Names (default ``f0``.. / ``s0``..).
+    obs : dict, optional
+        ``{name: (N,) values}`` coordinates along ``sample``.
+    sample_chunk : int
+        Samples per chunk.
+
+    Returns
+    -------
+    Dataset
+        ``features`` (sample, feature) float32, coordinates ``sample``, ``feature``, ``feature_idx``
+        and ``obs``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import interpretome as it
+    >>> ds = it.features_to_dataset(np.arange(6.0).reshape(3, 2), features=["g1", "g2"])
+    >>> dict(ds.sizes), ds["sample"].values.tolist()
+    ({'sample': 3, 'feature': 2}, ['s0', 's1', 's2'])
+    >>> ds["features"].values.tolist()
+    [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    """
     x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32), chunks=(sample_chunk, -1))
     if x.ndim != 2:
         raise InputError(f"features must be a (samples, features) matrix, got shape {x.shape}")
@@ -149,6 +203,33 @@ def read_images(path: str | os.PathLike, *, sample_chunk: int = 64, labels=None)
 
     ``path`` is a ``.npy`` file (memory-mapped) or a zarr array holding ``(N, C, H, W)`` values.
     ``labels`` (optional, N values) become the ``label`` coordinate along ``sample``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A ``.npy`` file or a zarr array of ``(N, C, H, W)`` values.
+    sample_chunk : int
+        Images per chunk.
+    labels : sequence, optional
+        One label per image.
+
+    Returns
+    -------
+    Dataset
+        ``image`` (sample, channel, height, width) float32 [and the ``label`` (sample,) coordinate]. Lazy.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import interpretome as it
+    >>> path = os.path.join(tempfile.mkdtemp(), "images.npy")
+    >>> np.save(path, np.ones((3, 1, 4, 4), np.float32))
+    >>> ds = it.read_images(path, labels=["x", "y", "x"])
+    >>> dict(ds.sizes), ds["label"].values.tolist()
+    ({'sample': 3, 'channel': 1, 'height': 4, 'width': 4}, ['x', 'y', 'x'])
+    >>> float(ds["image"].sum().compute())
+    48.0
     """
     path = Path(path)
     if not path.exists():

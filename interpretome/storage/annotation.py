@@ -128,6 +128,29 @@ def read_annotation(path: str | os.PathLike, *, feature: str = "gene") -> pd.Dat
     ``contig`` str, ``start``/``end`` int64 0-based end-exclusive, ``strand`` '+'/'-'/'.', ``name``,
     ``gene_id``, ``tss`` int64 (strand-aware gene start). Raises ``InputError`` naming the file and
     1-based line of a malformed line, or when no row has type ``feature``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A GTF, GFF3, BED or BED12 file (plain or gzipped).
+    feature : str
+        The feature type (third GTF/GFF column) to keep.
+
+    Returns
+    -------
+    DataFrame
+        One row per feature, columns ``contig``, ``start``, ``end``, ``strand``, ``name``,
+        ``gene_id``, ``tss``.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path
+    >>> genes = it.read_annotation(data_path("yeast_chrI.gtf.gz"))
+    >>> genes.shape, list(genes.columns)
+    ((101, 7), ['contig', 'start', 'end', 'strand', 'name', 'gene_id', 'tss'])
+    >>> genes.iloc[0][["name", "start", "end", "strand", "tss"]].astype(str).tolist()
+    ['PAU8', '1806', '2169', '-', '2168']
     """
     path = Path(path)
     if not path.is_file():

@@ -231,6 +231,41 @@ def read_coefficients(source, *, model: str = "final", feature_set: str = "featu
     ``classes``/``features`` name array rows/columns (defaults class_i / feature_i; for models,
     ``feature_names_in_`` or feature_i). ``positive_class`` names the row of a binary model.
     Pickled models load only with ``trust_pickle=True`` (``PermissionError`` otherwise).
+
+    Parameters
+    ----------
+    source : path, DataFrame, ndarray or estimator
+        The coefficients.
+    model, feature_set, kind : str
+        The entry's ``model_name``, ``feature_set`` and ``model_kind``.
+    classes, features : sequence of str, optional
+        Row / column names of an array.
+    positive_class : str, optional
+        The row name of a binary model.
+    layout : str
+        A table's layout (``auto``: detected; module doc).
+    class_col, feature_col, value_col : str
+        A tidy table's columns.
+    trust_pickle : bool
+        Allow pickled models to load.
+
+    Returns
+    -------
+    Dataset
+        ``coefficient`` (model, class, feature) float64, with ``model_name``, ``feature_set``,
+        ``model_kind`` (model,), ``class_present`` (model, class) and ``feature_present`` (model,
+        feature) coordinates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import interpretome as it
+    >>> ds = it.read_coefficients(np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 2.0]]), classes=["B", "T"],
+    ...                           features=["g1", "g2", "g3"])
+    >>> dict(ds.sizes), ds["model"].values.tolist()
+    ({'model': 1, 'class': 2, 'feature': 3}, ['final:features:multiclass'])
+    >>> float(ds["coefficient"].sel({"class": "T", "feature": "g3"}).item())
+    2.0
     """
     if layout not in ("auto", "wide", "tidy"):
         raise ValueError(f"layout {layout!r} is not 'auto', 'wide' or 'tidy'")
@@ -271,6 +306,32 @@ def combine_coefficients(parts: list[xr.Dataset]) -> xr.Dataset:
     Entries with the same (model_name, feature_set, model_kind) are merged along ``class`` — the
     per-class binary models of one one-vs-rest set — which requires equal feature sets and no
     shared class. Raises ``InputError`` on a repeated class or differing features.
+
+    Parameters
+    ----------
+    parts : list of Dataset
+        ``read_coefficients`` results.
+
+    Returns
+    -------
+    Dataset
+        ``coefficient`` (model, class, feature) over the union of classes and features, with the
+        coordinates of ``read_coefficients`` (``class_present`` / ``feature_present`` false where an
+        entry lacks a class or feature).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import interpretome as it
+    >>> names = dict(features=["g1", "g2", "g3"])
+    >>> multi = it.read_coefficients(np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 2.0]]), classes=["B", "T"], **names)
+    >>> ovr = [it.read_coefficients(np.array([[2.0, -3.0, 1.0]]), kind="ovr", classes=["B"], **names),
+    ...        it.read_coefficients(np.array([[0.5, 1.0, 3.0]]), kind="ovr", classes=["T"], **names)]
+    >>> ds = it.combine_coefficients([multi] + ovr)
+    >>> dict(ds.sizes), ds["model_kind"].values.tolist()
+    ({'model': 2, 'class': 2, 'feature': 3}, ['multiclass', 'ovr'])
+    >>> ds["class_present"].values.tolist()
+    [[True, True], [True, True]]
     """
     if not parts:
         raise InputError("no coefficients were given: pass at least one table, array or model")

@@ -282,7 +282,43 @@ def read_embedding_input(path: str | os.PathLike, *, obsm: str | None = "X_pca",
                          variable: str | None = None, array: str | None = None, trust_pickle: bool = False,
                          chunk: int = 10_000) -> xr.Dataset:
     """Return the embedding input Dataset of ``path`` by its kind: .h5ad, .npy, zarr array or
-    interpretome store (with ``group``/``variable``), or a pickle (with ``trust_pickle``)."""
+    interpretome store (with ``group``/``variable``), or a pickle (with ``trust_pickle``).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The input: ``.h5ad``, ``.npy``, a zarr array, an interpretome store or a pickle.
+    obsm : str, optional
+        The ``.h5ad`` obsm key to embed (None or ``"X"``: ``X``).
+    label, batch : str, optional
+        The obs columns (h5ad) or coordinates (store) holding each item's label and batch.
+    columns : sequence of str
+        Further obs columns to keep as coordinates.
+    group, variable : str, optional
+        A store's group and its (item, feature) variable.
+    array : str, optional
+        The array inside a zarr store.
+    trust_pickle : bool
+        Allow a pickle to load (it can run code).
+    chunk : int
+        Items per chunk.
+
+    Returns
+    -------
+    Dataset
+        ``item_vector`` (item, feature) float32 [and ``item_label`` / ``item_batch`` (item,)]; attrs
+        ``source``. Lazy.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path
+    >>> ds = it.read_embedding_input(data_path("pbmc68k_reduced.h5ad"), label="bulk_labels")
+    >>> dict(ds.sizes), ds["item_vector"].dims
+    ({'item': 700, 'feature': 50}, ('item', 'feature'))
+    >>> str(ds["item_label"].values[0])
+    'CD14+ Monocyte'
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in PICKLE_SUFFIXES:

@@ -48,6 +48,26 @@ class Region:
     """A genomic interval: ``contig``, 0-based ``start``, exclusive ``end`` (None: the contig end).
 
     ``strand``: '+' / '-' when known (a BED strand column), else None; read by ``strand="auto"``.
+
+    Parameters
+    ----------
+    contig : str
+        The contig (sequence) name.
+    start : int
+        0-based first base.
+    end : int, optional
+        0-based end, exclusive (None: the contig end).
+    name : str, optional
+        The region's label.
+    strand : {'+', '-'}, optional
+        The region's strand.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> r = it.Region("NC_001133.9", 1000, 2000, name="promoter")
+    >>> r.contig, r.end - r.start, r.strand
+    ('NC_001133.9', 1000, None)
     """
 
     contig: str
@@ -169,6 +189,30 @@ def read_genome(path: str | os.PathLike, *, position_chunk: int = 1 << 20, valid
     than a chunk); ``sequence_length`` (sequence) int64. Coordinates: ``sequence`` = record names
     (no ``position`` index coordinate, see the module doc). Attrs: ``source`` (the path).
     ``validate`` scans the file once for bad characters before any work starts.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The genome FASTA (plain or gzipped).
+    position_chunk : int
+        Bases per chunk.
+    validate : bool
+        Scan the file for bad characters before returning.
+
+    Returns
+    -------
+    Dataset
+        ``sequence_code`` (sequence, position) uint8 and ``sequence_length`` (sequence,) int64. Lazy.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path
+    >>> genome = it.read_genome(data_path("yeast_chrI.fna.gz"))
+    >>> genome["sequence"].values.tolist(), genome["sequence_length"].values.tolist()
+    (['NC_001133.9'], [230218])
+    >>> genome["sequence_code"].dims, genome["sequence_code"].chunks[1][0]
+    (('sequence', 'position'), 230218)
     """
     names, lengths, codes = fasta_code_array(path, sequence_chunk=1, position_chunk=position_chunk,
                                              validate=validate)

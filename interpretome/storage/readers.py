@@ -178,6 +178,33 @@ def read_fasta(
     position_chunk)``, read from the file by the tasks; ``sequence_length`` (sequence) int64.
     Coordinates: ``sequence`` = record names, ``position`` = 0-based offsets. ``validate`` scans the
     file once for bad characters so a bad base fails before any work starts.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A FASTA file (plain or gzipped).
+    sequence_chunk, position_chunk : int
+        Chunk sizes along ``sequence`` and ``position``.
+    validate : bool
+        Scan the file for bad characters before returning.
+
+    Returns
+    -------
+    Dataset
+        ``sequence_code`` (sequence, position) uint8 (A=0, C=1, G=2, T=3, N=4, padded with N past a
+        record's end) and ``sequence_length`` (sequence,) int64. Lazy.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import interpretome as it
+    >>> path = os.path.join(tempfile.mkdtemp(), "two.fa")
+    >>> _ = open(path, "w").write(">r1\\nACGT\\nAC\\n>r2\\nGG\\n")
+    >>> ds = it.read_fasta(path)
+    >>> dict(ds.sizes), ds["sequence_length"].values.tolist()
+    ({'sequence': 2, 'position': 6}, [6, 2])
+    >>> ds["sequence_code"].values.tolist()
+    [[0, 1, 2, 3, 0, 1], [2, 2, 4, 4, 4, 4]]
     """
     names, lengths, codes = fasta_code_array(path, sequence_chunk=sequence_chunk, position_chunk=position_chunk,
                                              validate=validate)
@@ -193,7 +220,32 @@ def read_fasta(
 def sequences_to_dataset(
     sequences, names=None, *, sequence_chunk: int = 64, position_chunk: int | None = None
 ) -> xr.Dataset:
-    """Return a Dataset like ``read_fasta``'s from in-memory sequences (strings, or a name->string dict)."""
+    """Return a Dataset like ``read_fasta``'s from in-memory sequences (strings, or a name->string dict).
+
+    Parameters
+    ----------
+    sequences : sequence of str or dict
+        The sequences (A/C/G/T/N), or ``{name: sequence}``.
+    names : sequence of str, optional
+        Record names for a list (default ``seq0``, ``seq1`` ...).
+    sequence_chunk, position_chunk : int
+        Chunk sizes along ``sequence`` and ``position`` (default: the longest sequence).
+
+    Returns
+    -------
+    Dataset
+        ``sequence_code`` (sequence, position) uint8 (N past each sequence's end) and
+        ``sequence_length`` (sequence,) int64, as ``read_fasta`` returns them.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> ds = it.sequences_to_dataset({"a": "ACGTN", "b": "GGC"})
+    >>> dict(ds.sizes), ds["sequence"].values.tolist(), ds["sequence_length"].values.tolist()
+    ({'sequence': 2, 'position': 5}, ['a', 'b'], [5, 3])
+    >>> ds["sequence_code"].values.tolist()
+    [[0, 1, 2, 3, 4], [2, 2, 1, 4, 4]]
+    """
     if isinstance(sequences, dict):
         names, sequences = list(sequences), list(sequences.values())
     sequences = list(sequences)

@@ -297,6 +297,47 @@ def all_pairs_ccc(
     p-values with seeded permutations; ``internal_n_clusters`` as in ccc-coef. Values equal
     ``ccc.coef.ccc(X)``. Nothing is computed; a NaN in dask-backed input raises at compute time
     (in numpy-backed input, here).
+
+    Parameters
+    ----------
+    ds : Dataset
+        Holds ``var`` (feature, sample).
+    var : str
+        The variable whose rows are compared.
+    form : {'square', 'condensed'}
+        The output layout.
+    feature_chunk : int, optional
+        Features per tile side.
+    n_perms : int
+        Permutations for p-values (0: none).
+    seed : int
+        Seed of the permutations.
+    internal_n_clusters : int or sequence of int, optional
+        As in ccc-coef.
+    merge : bool
+        Return the input's variables too.
+
+    Returns
+    -------
+    Dataset
+        ``ccc_matrix`` (feature_i, feature_j) or ``ccc_pair`` (pair,) float64 [and the p-values].
+        Lazy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xarray as xr
+    >>> import interpretome as it
+    >>> x = np.random.default_rng(0).normal(size=(3, 50))
+    >>> x[1] = x[0] ** 2
+    >>> ds = xr.Dataset({"feature_value": (("feature", "sample"), x)}, coords={"feature": ["a", "b", "c"]})
+    >>> m = it.all_pairs_ccc(ds).compute()["ccc_matrix"]
+    >>> m.dims, bool((m.values.diagonal() == 1).all())
+    (('feature_i', 'feature_j'), True)
+    >>> bool(m.sel(feature_i="a", feature_j="b") > 5 * m.sel(feature_i="a", feature_j="c"))
+    True
+    >>> it.all_pairs_ccc(ds, form="condensed")["ccc_pair"].shape
+    (3,)
     """
     require_vars(ds, (var,), "a Dataset with a (feature, sample) variable, e.g. xr.Dataset({'feature_value': "
                              "(('feature', 'sample'), X)})")

@@ -117,6 +117,43 @@ def compare_coefficients(ds: xr.Dataset, *, n_perms: int = 0, seed: int = 0, mul
     ``model_kind``, ``class_present`` and ``feature_present`` coordinates (``storage.coef_io``).
     Output: ``coefficient_correlation`` and ``coefficient_correlation_pvalue`` (comparison, class,
     metric). One task per comparison; nothing is computed.
+
+    Parameters
+    ----------
+    ds : Dataset
+        Coefficients (``read_coefficients`` / ``combine_coefficients``).
+    n_perms : int
+        Seeded permutations for the CCC p-value (0: NaN); Pearson / Spearman p-values are scipy's
+        two-sided ones.
+    seed : int
+        Seed of the permutations.
+    multiclass, binary : str
+        The ``model_kind`` of the multi-class and of the one-vs-rest entries.
+    var : str
+        The coefficient variable.
+    merge : bool
+        Return the input's variables too.
+
+    Returns
+    -------
+    Dataset
+        ``coefficient_correlation`` and ``coefficient_correlation_pvalue`` (comparison, class,
+        metric), ``metric`` = pearson, spearman, ccc. Lazy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import interpretome as it
+    >>> names = dict(features=["g1", "g2", "g3"])
+    >>> ds = it.combine_coefficients([
+    ...     it.read_coefficients(np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 2.0]]), classes=["B", "T"], **names),
+    ...     it.read_coefficients(np.array([[2.0, -3.0, 1.0]]), kind="ovr", classes=["B"], **names),
+    ...     it.read_coefficients(np.array([[0.5, 1.0, 3.0]]), kind="ovr", classes=["T"], **names)])
+    >>> res = it.compare_coefficients(ds, binary="ovr").compute()
+    >>> res["coefficient_correlation"].dims, res["metric"].values.tolist()
+    (('comparison', 'class', 'metric'), ['pearson', 'spearman', 'ccc'])
+    >>> res["coefficient_correlation"].sel(metric="spearman").values.tolist()
+    [[1.0, 1.0]]
     """
     producer = "interpretome.storage.coef_io.read_coefficients / combine_coefficients"
     require_vars(ds, (var, "model_name", "feature_set", "model_kind", "class_present", "feature_present"), producer)
@@ -149,7 +186,33 @@ def compare_coefficients(ds: xr.Dataset, *, n_perms: int = 0, seed: int = 0, mul
 
 
 def correlation_table(ds: xr.Dataset, pvalues: bool = True) -> pd.DataFrame:
-    """Return the tidy table: model, feature_set, class, pearson, spearman, ccc[, *_pvalue] (present classes)."""
+    """Return the tidy table: model, feature_set, class, pearson, spearman, ccc[, *_pvalue] (present classes).
+
+    Parameters
+    ----------
+    ds : Dataset
+        A ``compare_coefficients`` result (computed, or opened from a store).
+    pvalues : bool
+        Add the ``*_pvalue`` columns.
+
+    Returns
+    -------
+    DataFrame
+        One row per (comparison, present class).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import interpretome as it
+    >>> names = dict(features=["g1", "g2", "g3"])
+    >>> ds = it.combine_coefficients([
+    ...     it.read_coefficients(np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 2.0]]), classes=["B", "T"], **names),
+    ...     it.read_coefficients(np.array([[2.0, -3.0, 1.0]]), kind="ovr", classes=["B"], **names),
+    ...     it.read_coefficients(np.array([[0.5, 1.0, 3.0]]), kind="ovr", classes=["T"], **names)])
+    >>> table = it.correlation_table(it.compare_coefficients(ds, binary="ovr").compute(), pvalues=False)
+    >>> table[["class", "pearson", "spearman"]].round(3).values.tolist()
+    [['B', 0.999, 1.0], ['T', 0.945, 1.0]]
+    """
     require_vars(ds, ("coefficient_correlation",), "compare_coefficients")
     val = np.asarray(ds["coefficient_correlation"].values)
     pv = np.asarray(ds["coefficient_correlation_pvalue"].values) if pvalues else None

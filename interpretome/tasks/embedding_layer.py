@@ -24,6 +24,32 @@ def from_embedding_layer(model, *, layer: str | None = None, vocab=None) -> xr.D
     ``layer`` names the embedding module (``model.named_modules()`` name); by default the only
     ``nn.Embedding``. ``item`` is the vocabulary: ``vocab``, else the spec's k-mer tokenizer
     vocabulary, else the token ids. Also sets ``item_label`` to the first base of each k-mer.
+
+    Parameters
+    ----------
+    model : ModelSpec, str, dict or torch.nn.Module
+        The model holding the embedding.
+    layer : str, optional
+        The ``nn.Embedding``'s module name.
+    vocab : sequence of str, optional
+        One name per embedding row.
+
+    Returns
+    -------
+    Dataset
+        ``item_vector`` (item, feature) float32 [and ``item_label`` (item,)].
+
+    Examples
+    --------
+    >>> import torch
+    >>> import interpretome as it
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Embedding(4, 3), torch.nn.Flatten())
+    >>> ds = it.from_embedding_layer(model, vocab=["AA", "AC", "GA", "TT"])
+    >>> dict(ds.sizes), ds["item"].values.tolist()
+    ({'item': 4, 'feature': 3}, ['AA', 'AC', 'GA', 'TT'])
+    >>> bool((ds["item_vector"].values == model[0].weight.detach().numpy()).all())
+    True
     """
     import torch.nn as nn
 

@@ -47,6 +47,30 @@ def top_variable_genes(x: np.ndarray, n: int, batches=None) -> np.ndarray:
     ``x`` ``(cells, genes)``; ``batches`` (cells,) labels or None (one batch). Each gene's variance
     (ddof 0) is computed within every batch and averaged with equal weight per batch, so a gene
     that differs only between batches does not rank high; ties go to the lower index.
+
+    Parameters
+    ----------
+    x : ndarray (cells, genes)
+        The expression matrix.
+    n : int
+        How many genes.
+    batches : sequence, optional
+        One batch label per cell.
+
+    Returns
+    -------
+    ndarray (n,)
+        The selected column indices, ascending.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import interpretome as it
+    >>> x = np.array([[0.0, 1.0, 5.0, 2.0], [0.0, 3.0, -5.0, 2.0], [0.0, 2.0, 0.0, 2.1]])
+    >>> it.top_variable_genes(x, 2).tolist()
+    [1, 2]
+    >>> it.top_variable_genes(x, 2, batches=["a", "a", "b"]).tolist()
+    [1, 2]
     """
     x = np.asarray(x, np.float64)
     labels = np.zeros(len(x), int) if batches is None else np.asarray(batches)
@@ -94,6 +118,43 @@ def genomap(ds: xr.Dataset, *, rows: int, cols: int, genes, fit_cells=None, epsi
     at most ``rows * cols`` (e.g. ``top_variable_genes`` of the fit cells). ``fit_cells``: sample
     indices the coupling is fitted on (default all), in one graph node; images are mapped over the
     sample chunks. Output ``feature`` is the selected genes, in the order given.
+
+    Parameters
+    ----------
+    ds : Dataset
+        Holds ``var`` (sample, feature).
+    rows, cols : int
+        The image size.
+    genes : sequence of int or str
+        The genes to place (at most ``rows * cols``).
+    fit_cells : sequence of int, optional
+        The samples the coupling is fitted on.
+    epsilon : float
+        ``epsilon`` of genomap's ``gromov_wasserstein_adjusted_norm``.
+    num_iter : int
+        Its ``max_iter``.
+    var : str
+        The (sample, feature) variable.
+    merge : bool
+        Return the input's variables too.
+
+    Returns
+    -------
+    Dataset
+        ``genomap_image`` (sample, genomap_row, genomap_col), ``genomap_gene_row`` /
+        ``genomap_gene_col`` (feature,) and ``genomap_coupling`` (feature, grid). Lazy.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path
+    >>> cells = it.read_h5ad(data_path("pbmc68k_reduced.h5ad")).isel(sample=slice(0, 32))
+    >>> genes = it.top_variable_genes(cells["features"].values, 9)
+    >>> maps = it.genomap(cells, rows=3, cols=3, genes=genes, num_iter=20)
+    >>> maps["genomap_image"].dims, maps["genomap_image"].shape
+    (('sample', 'genomap_row', 'genomap_col'), (32, 3, 3))
+    >>> maps["feature"].size
+    9
     """
     _package()
     require_vars(ds, (var,), "interpretome.storage.anndata_io.read_h5ad")

@@ -403,6 +403,18 @@ def genome_sweep(
         ``delta_loss``); both: ``genome_sweep_reference`` (contig, position, target[, strand]).
         One row per region (region coordinates as in ``predict_tiles``); ``position`` = span start
         (see ``_region_axis``), every ``stride``. Nothing is computed.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path, demo_model_spec
+    >>> genome = it.read_genome(data_path("yeast_chrI.fna.gz"))
+    >>> res = it.genome_sweep(genome, demo_model_spec(), input_length=200, regions=["NC_001133.9:1001-1020"],
+    ...                       windows=[4], stride=10, replicates=2)
+    >>> res["genome_sweep_delta_mean"].dims, res["genome_sweep_delta_mean"].shape
+    (('contig', 'window', 'position', 'target'), (1, 1, 2, 1))
+    >>> res["position"].values.tolist(), res["genome_sweep_delta_std"].chunks is not None
+    ([1000, 1010], True)
     """
     windows, labels, insert_codes = resolve_windows(mode, windows, inserts, replicates)
     readout, strands, pad, plan, per = _prepare(
@@ -500,6 +512,19 @@ def genome_ism(
         ``profile_total``, ``delta_gain``, ``delta_loss``), same dims; all 0 at the reference base.
         ``genome_ism_reference`` (contig, position, target[, strand]). ``position``: the edited
         base (see ``_region_axis``). Nothing is computed.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path, demo_model_spec
+    >>> genome = it.read_genome(data_path("yeast_chrI.fna.gz"))
+    >>> res = it.genome_ism(genome, demo_model_spec(), input_length=200, regions=["NC_001133.9:1001-1010"])
+    >>> res["genome_ism_delta"].dims, res["genome_ism_delta"].shape
+    (('contig', 'position', 'base', 'target'), (1, 10, 4, 1))
+    >>> delta = res["genome_ism_delta"].compute()
+    >>> ref = genome["sequence_code"][0, 1000:1010].values
+    >>> bool((delta.values[0, range(10), ref, 0] == 0).all()), float(abs(delta).max()) > 0
+    (True, True)
     """
     readout, strands, pad, plan, per = _prepare(
         ds, model, regions, input_length, 1, context_step, position_chunk, 1, sequence_var, length_var,

@@ -106,6 +106,30 @@ def genome_view(ds: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
     row's region label), ``contig_index``, and ``offset`` (ISM/sweep: position minus the region
     start) or ``bin`` (tiles: the bin index) with ``bin_start`` / ``bin_end`` (0-based, end exclusive). Then
     ``view.sel(contig="chr1", position=p)`` selects base ``p`` of chr1. Lazy (module doc).
+
+    Parameters
+    ----------
+    ds : Dataset or DataArray
+        A ``genome_ism``, ``genome_sweep`` or ``predict_tiles`` result.
+
+    Returns
+    -------
+    Dataset or DataArray
+        The same variables with (contig, position) or (contig, bin) stacked into ``site``. Lazy.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path
+    >>> from interpretome.zoo import zoo_spec
+    >>> genome = it.read_genome(data_path("yeast_chrI.fna.gz"))
+    >>> track = it.predict_tiles(genome, zoo_spec("bpnet_like"), window=128, bin_size=1, crop=16,
+    ...                          regions=["NC_001133.9:1001-1512"])
+    >>> view = it.genome_view(track)
+    >>> view["track_prediction"].dims, view["track_prediction"].shape
+    (('site', 'target'), (512, 1))
+    >>> view.sel(contig="NC_001133.9", position=1000)["track_prediction"].shape
+    (1,)
     """
     if isinstance(ds, xr.DataArray):
         name = ds.name if ds.name is not None else "value"

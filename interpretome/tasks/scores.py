@@ -524,6 +524,36 @@ def summarize_folds(table: pd.DataFrame, *, fold: str = "fold", metric: str = "m
     ``sd`` (ddof 1), ``sem`` (sd / sqrt(n)), ``ci_low``, ``ci_high`` (two-sided Student t interval
     at ``confidence``, n - 1 degrees of freedom; NaN when n < 2); ``extremes`` names the folds with
     the lowest and highest ``batch_metric`` (``{}`` when that metric is absent).
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per fold and metric.
+    fold, metric, value : str
+        The columns naming the fold, the metric and its value.
+    batch_metric : str
+        The metric whose extreme folds are named.
+    confidence : float
+        The confidence level of the interval.
+
+    Returns
+    -------
+    summary : DataFrame
+        Columns ``metric``, ``n``, ``mean``, ``sd``, ``sem``, ``ci_low``, ``ci_high``.
+    extremes : dict
+        ``metric``, ``lowest_fold``, ``lowest``, ``highest_fold``, ``highest``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> import interpretome as it
+    >>> table = pd.DataFrame({"fold": [0, 0, 1, 1, 2, 2], "metric": ["asw_batch", "nmi"] * 3,
+    ...                       "value": [0.1, 0.5, 0.2, 0.6, 0.3, 0.7]})
+    >>> summary, extremes = it.summarize_folds(table)
+    >>> summary[["metric", "n", "mean", "sd", "ci_low"]].round(3).values.tolist()
+    [['asw_batch', 3, 0.2, 0.1, -0.048], ['nmi', 3, 0.6, 0.1, 0.352]]
+    >>> int(extremes["lowest_fold"]), int(extremes["highest_fold"])
+    (0, 2)
     """
     from scipy import stats
 

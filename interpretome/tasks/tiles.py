@@ -271,6 +271,51 @@ def predict_tiles(
     indices into genome coordinates). Nothing is computed. Raises
     ``InputError`` for an unknown contig, a region outside its contig or a window longer than a
     region, ``ValueError`` for inconsistent tiling parameters — before any work.
+
+    Parameters
+    ----------
+    ds : Dataset
+        The genome (``read_genome``).
+    model : ModelSpec, str or dict
+        The model (``load_spec``).
+    window, stride : int
+        Input length and step between windows (bp).
+    regions : sequence of str or Region, or path, optional
+        The regions to predict (default: every contig).
+    bin_size, crop, crop_right : int
+        A profile model's output geometry (``bin_size=None``: a scalar model).
+    strand : {'+', '-', 'both', 'mean', 'auto'}
+        The strand(s) read.
+    annotation : DataFrame or path, optional
+        Genes for ``strand="auto"``.
+    pad : {'N', 'none'}, optional
+        How region ends are handled.
+    bin_chunk : int, optional
+        Bins per task.
+    sequence_var, length_var : str
+        The input variables.
+    merge : bool
+        Return the input's variables too.
+
+    Returns
+    -------
+    Dataset
+        ``track_prediction`` (contig, bin, target[, strand]) float32, ``track_coverage`` (contig,
+        bin) int32 and ``genome_position`` (contig, bin). Lazy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path
+    >>> from interpretome.zoo import zoo_spec
+    >>> genome = it.read_genome(data_path("yeast_chrI.fna.gz"))
+    >>> res = it.predict_tiles(genome, zoo_spec("bpnet_like"), window=128, bin_size=1, crop=16,
+    ...                        regions=["NC_001133.9:1001-1512"])
+    >>> res["track_prediction"].dims, res["track_prediction"].shape
+    (('contig', 'bin', 'target'), (1, 512, 1))
+    >>> bool(np.isfinite(res["track_prediction"].compute()).all())
+    True
     """
     spec = load_spec(model)
     if strand not in STRANDS:
@@ -438,6 +483,40 @@ def track_pyramid(ds: xr.Dataset, *, factor: int = 4, min_groups: int = 256, chu
     Attrs: ``pyramid_factor``, ``pyramid_levels`` (the level numbers), ``track_bins`` and the
     track's own ``track_*`` attrs; each variable has ``pyramid_level`` and ``pyramid_group_bins``.
     Nothing is computed.
+
+    Parameters
+    ----------
+    ds : Dataset
+        A ``predict_tiles`` result (fresh or opened from a store).
+    factor : int
+        Bins per group from one level to the next.
+    min_groups : int
+        Stop once a level has at most this many groups.
+    chunk : int
+        Bins per chunk of each level.
+    var : str
+        The track variable.
+
+    Returns
+    -------
+    Dataset
+        ``track_min_lK`` / ``track_max_lK`` (contig, bin_lK, target[, strand]) [and
+        ``genome_position_lK`` (contig, bin_lK)] for each level ``K``. Lazy.
+
+    Examples
+    --------
+    >>> import interpretome as it
+    >>> from interpretome.datasets import data_path
+    >>> from interpretome.zoo import zoo_spec
+    >>> genome = it.read_genome(data_path("yeast_chrI.fna.gz"))
+    >>> track = it.predict_tiles(genome, zoo_spec("bpnet_like"), window=128, bin_size=1, crop=16,
+    ...                          regions=["NC_001133.9:1001-1512"])
+    >>> pyr = it.track_pyramid(track, factor=4, min_groups=8)
+    >>> pyr.attrs["pyramid_levels"], pyr["track_max_l1"].shape
+    ([1, 2, 3], (1, 128, 1))
+    >>> lv1 = pyr["track_max_l1"].compute()
+    >>> bool(lv1[0, 0, 0] == track["track_prediction"][0, :4, 0].max().compute())
+    True
     """
     require_vars(ds, (var,), "interpretome.tasks.tiles.predict_tiles")
     require(ds, var, "track_prediction", "interpretome.tasks.tiles.predict_tiles")
