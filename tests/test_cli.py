@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import xarray as xr
 
@@ -207,6 +208,15 @@ def test_cli__one_line_errors_quiet_and_results_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cannot write figures into {str(target)!r}" in err and "choose a writable folder with --figures DIR" in err
     assert "Traceback" not in err
+    # the report checks its page and figure folders before drawing anything
+    assert main(["report", str(store), "--figures", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "choose a writable folder with --figures DIR" in err and "Traceback" not in err
+    page = Path(target) / "report.html"
+    assert main(["report", str(store), "--html", str(page)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the report page {str(page)!r}" in err and "choose a writable path with --html PAGE" in err
+    assert not list(tmp_path.glob("*_figures")), "nothing is drawn before the check"
 
 
 def test_cli__embed_kmer_flags_reach_the_spec():

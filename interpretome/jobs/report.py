@@ -14,10 +14,11 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from ..errors import InputError
 from ..storage.store import StoreError, group_info, list_groups
 from ..viz.report import write_report
 from .registry import renderers
-from .stores import add_selection_arguments, parse_markers
+from .stores import add_selection_arguments, check_figure_folder, parse_markers
 
 
 def render_store_figures(store: str | Path, out_dir: str | Path, *, groups: list[str] | None = None,
@@ -46,6 +47,19 @@ def render_store_figures(store: str | Path, out_dir: str | Path, *, groups: list
     return figures
 
 
+def _check_page_folder(page: Path) -> None:
+    """Raise ``InputError`` naming the fix when the folder of the report ``page`` cannot be created or written."""
+    import tempfile
+
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=page.parent, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write the report page {str(page)!r} ({e.strerror or e}): choose a writable "
+                         f"path with --html PAGE") from None
+
+
 def make_report(store: str | Path, out: str | Path | None = None, *, groups: list[str] | None = None,
                 figures_dir: str | Path | None = None, log: Callable[[str], None] = print, **options) -> Path:
     """Draw every figure of ``store`` and write the HTML report to ``out`` (default STORE.html).
@@ -66,6 +80,9 @@ def make_report(store: str | Path, out: str | Path | None = None, *, groups: lis
     if unknown:
         raise StoreError(f"store {str(store)!r} has no group {unknown[0]!r}; it has {every}")
     figures_dir = Path(figures_dir) if figures_dir else out.with_name(out.stem + "_figures")
+    # both places are checked before any figure is drawn (a page cannot be half written)
+    _check_page_folder(out)
+    check_figure_folder(figures_dir, "--figures")
     with warnings.catch_warnings():
         # the chunk manifests (.interpretome/) are not zarr nodes, by design
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
