@@ -258,7 +258,8 @@ def _demo_data_cmd(args) -> int:
 
 def register(sub) -> None:
     """Add the ``demo`` and ``demo-data`` subcommands."""
-    text = "write the example inputs the README uses: promoters, a trained model's spec, a genome, cells"
+    text = ("write the example inputs the README uses: promoters, a trained model's spec, a genome, cells, "
+            "coefficient tables and models, folds, image patches, zoo profile-model specs, a job file")
     p = sub.add_parser("demo-data", help=text, description=text[:1].upper() + text[1:] + ".")
     p.add_argument("folder", metavar="DIR", help="folder to write them into (created)")
     p.set_defaults(func=_demo_data_cmd)
