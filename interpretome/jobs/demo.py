@@ -99,6 +99,22 @@ DEMO_DATA = {
     "genome.fa.gz": "yeast chromosome I (NC_001133.9, NCBI RefSeq)",
     "genes.gtf.gz": "its gene annotation (GTF)",
     "cells.h5ad": "scanpy's pbmc68k_reduced: 700 PBMCs x 765 genes, obs bulk_labels and phase",
+    "cell_classifier.json": "ModelSpec of a cell-type classifier trained here on cells.h5ad (+ cell_classifier.pt)",
+    "final_multiclass.csv": "multi-class LogisticRegression coefficients of 3 classes (wide: class + one column per feature) "
+                            "fitted here on synthetic phenotypic profiles (CP features)",
+    "mitosis.joblib": "one-vs-rest LogisticRegression for Mitosis (joblib: needs --trust-pickle)",
+    "apoptosis.joblib": "one-vs-rest LogisticRegression for Apoptosis (joblib: needs --trust-pickle)",
+    "interphase.joblib": "one-vs-rest LogisticRegression for Interphase (joblib: needs --trust-pickle)",
+    "expression.tsv": "a (feature, sample) matrix: 24 features x 120 samples, for ccc",
+    "fold1.h5ad": "cells of cross-validation fold 1: obsm X_latent, obs celltype and batch",
+    "fold2.h5ad": "fold 2",
+    "fold3.h5ad": "fold 3",
+    "patches.npy": "24 image patches (N, 3, 16, 16) float32",
+    "cnn.json": "ModelSpec of a tiny seeded image CNN (2 classes) for the patches",
+    "patches.pkl": "a PathFlowAI-style pickled DataFrame of patch embeddings (needs --trust-pickle)",
+    "basenji.json": "ModelSpec of the zoo's Basenji-like profile model (bins of 8 bp, 8 bins = 64 bp cropped each end)",
+    "spliceai.json": "ModelSpec of the zoo's SpliceAI-like stranded splice model (crop 50)",
+    "job.toml": "a job file: the sweep and ISM of promoters.fa with model.json into results.zarr",
 }
 """The files ``interpretome demo-data DIR`` writes, and what each holds."""
 
@@ -128,7 +144,105 @@ def write_demo_data(folder: str | Path) -> dict[str, Path]:
                       ("cells.h5ad", pbmc_path())):
         shutil.copyfile(src, folder / name)
         out[name] = folder / name
+    out.update(_write_generated(folder))
     return {k: Path(v) for k, v in out.items()}
+
+
+def _spec_json(spec, path: Path, **fields) -> Path:
+    import json
+
+    d = {**spec.to_dict(), **fields}
+    path.write_text(json.dumps({k: v for k, v in d.items() if v is not None}, indent=1))
+    return path
+
+
+def _write_generated(folder: Path) -> dict[str, Path]:
+    """The inputs fitted or drawn here (seeded, a few seconds): classifier, coefficients, matrices,
+    folds, image patches, zoo specs, a job file."""
+    import anndata
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from ..engine.models import ModelSpec
+    from ..pbmc import pbmc_path, train_cell_classifier
+    from ..zoo import zoo_spec
+    from .coefficients import phenotypic_profiles
+
+    out: dict[str, Path] = {}
+    spec, _ = train_cell_classifier(folder / "cell_classifier.pt", epochs=60)
+    out["cell_classifier.json"] = _spec_json(spec, folder / "cell_classifier.json", weights="cell_classifier.pt",
+                                             weights_sha256=None)
+    # coefficients: multi-class on the CP features, one-vs-rest for two classes (named as in the README)
+    x, y = phenotypic_profiles(n_cells=240, n_cp=12, n_dp=4, seed=0)
+    y = np.where(y == "Prometaphase", "Mitosis", y)
+    keep = np.isin(y, ("Interphase", "Mitosis", "Apoptosis"))  # three classes, a binary model each
+    x, y = x.loc[keep, [c for c in x.columns if c.startswith("CP__")]], y[keep]
+    multi = LogisticRegression(C=0.5, tol=1e-3, max_iter=2000).fit(x, y)
+    table = pd.DataFrame(multi.coef_, columns=x.columns)
+    table.insert(0, "class", multi.classes_)
+    table.to_csv(folder / "final_multiclass.csv", index=False)
+    out["final_multiclass.csv"] = folder / "final_multiclass.csv"
+    for cls in ("Interphase", "Mitosis", "Apoptosis"):
+        est = LogisticRegression(C=0.5, tol=1e-3, max_iter=2000).fit(x, y == cls)
+        joblib.dump(est, folder / f"{cls.lower()}.joblib")
+        out[f"{cls.lower()}.joblib"] = folder / f"{cls.lower()}.joblib"
+    r = np.random.default_rng(0)
+    base = r.normal(size=(6, 120))
+    expr = np.repeat(base, 4, axis=0) + 0.5 * r.normal(size=(24, 120))
+    expr[1::4] = expr[1::4] ** 2  # a non-linear partner in each module
+    pd.DataFrame(expr, index=[f"gene{i:02d}" for i in range(24)],
+                 columns=[f"s{j:03d}" for j in range(120)]).to_csv(folder / "expression.tsv", sep="\t")
+    out["expression.tsv"] = folder / "expression.tsv"
+    cells = anndata.read_h5ad(pbmc_path())
+    fold = np.arange(cells.n_obs) % 3
+    for k in range(3):
+        sub = cells[fold == k]
+        a = anndata.AnnData(obs=pd.DataFrame({"celltype": sub.obs["bulk_labels"].astype(str).to_numpy(),
+                                              "batch": sub.obs["phase"].astype(str).to_numpy()},
+                                             index=sub.obs_names.to_numpy()),
+                            obsm={"X_latent": np.asarray(sub.obsm["X_pca"][:, :10], np.float32)})
+        a.write_h5ad(folder / f"fold{k + 1}.h5ad")
+        out[f"fold{k + 1}.h5ad"] = folder / f"fold{k + 1}.h5ad"
+    patches = r.normal(size=(24, 3, 16, 16)).astype(np.float32)
+    patches[:12, 0] += 1.0  # half the patches brighter in channel 0
+    np.save(folder / "patches.npy", patches)
+    out["patches.npy"] = folder / "patches.npy"
+    cnn = ModelSpec(factory="interpretome.pbmc:image_classifier", kwargs={"channels": 3, "n_classes": 2},
+                    targets=("tumor", "stroma"), activation="softmax", input_kind="image")
+    out["cnn.json"] = _spec_json(cnn, folder / "cnn.json")
+    emb = pd.DataFrame(r.normal(size=(60, 8)).astype(np.float32), columns=list(range(8)))
+    emb["ID"] = [f"patch{i:02d}" for i in range(60)]
+    emb["background"] = np.where(np.arange(60) % 10 == 0, 0.5, 0.0)
+    emb["tumor"] = r.random(60)
+    emb["stroma"] = 1 - emb["tumor"]
+    emb.to_pickle(folder / "patches.pkl")
+    out["patches.pkl"] = folder / "patches.pkl"
+    out["basenji.json"] = _spec_json(zoo_spec("basenji_like", crop=8), folder / "basenji.json")
+    out["spliceai.json"] = _spec_json(zoo_spec("spliceai_like", crop=50), folder / "spliceai.json")
+    (folder / "job.toml").write_text(JOB_TOML)
+    out["job.toml"] = folder / "job.toml"
+    return out
+
+
+JOB_TOML = """\
+store = "results.zarr"        # relative paths are relative to this file
+model = "model.json"          # or a [model] table: factory = "mypkg.models:promoter_cnn", weights = ...
+
+[[step]]
+kind = "sweep"
+fasta = "promoters.fa"
+windows = [1, 5, 9]
+replicates = 4
+
+[[step]]
+kind = "ism"
+fasta = "promoters.fa"
+start = 100
+end = 170
+"""
+"""The job file ``demo-data`` writes (``job.toml``)."""
 
 
 def _demo_data_cmd(args) -> int:
@@ -144,7 +258,8 @@ def _demo_data_cmd(args) -> int:
 
 def register(sub) -> None:
     """Add the ``demo`` and ``demo-data`` subcommands."""
-    text = "write the example inputs the README uses: promoters, a trained model's spec, a genome, cells"
+    text = ("write the example inputs the README uses: promoters, a trained model's spec, a genome, cells, "
+            "coefficient tables and models, folds, image patches, zoo profile-model specs, a job file")
     p = sub.add_parser("demo-data", help=text, description=text[:1].upper() + text[1:] + ".")
     p.add_argument("folder", metavar="DIR", help="folder to write them into (created)")
     p.set_defaults(func=_demo_data_cmd)
