@@ -391,15 +391,9 @@ register("score_fold", (FOLD, METRIC), "f", "clustering score per fold (or split
 
 
 # Coordinates (not dimensions) that results carry: their description, stored as attrs -----------
-@dataclass(frozen=True)
-class Coordinate:
-    """A declared non-dimension coordinate: what it holds (its dims vary with the result it is on)."""
-
-    name: str
-    long_name: str
-    doc: str
-    units: str | None = None
-    convention: str | None = None
+class Coordinate(Dimension):
+    """A declared non-dimension coordinate: the same description fields as a ``Dimension`` (what it
+    holds, units, convention); its dims vary with the result it is on."""
 
 
 COORDINATES: dict[str, Coordinate] = {}
