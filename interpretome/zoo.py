@@ -246,16 +246,27 @@ def spliceai_like(seed: int = 0, channels: int = 32, units=((11, 1), (11, 1), (1
             skip = skip[..., crop:skip.shape[-1] - crop]
             return torch.softmax(self.out(skip), dim=1)
 
+    return _seeded_eval(SpliceAILike, seed, affine_batchnorm=True)
+
+
+def _seeded_eval(build, seed: int, *, affine_batchnorm: bool):
+    """Return ``build()`` in eval mode, built under torch seed ``seed`` with its BatchNorm1d running
+    statistics (and, with ``affine_batchnorm``, its scale and shift) drawn at random, so that the
+    normalisation layers are not the identity; the global torch RNG is left as it was."""
+    import torch
+    import torch.nn as nn
+
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        m = SpliceAILike()
+        m = build()
         with torch.no_grad():
             for mod in m.modules():
                 if isinstance(mod, nn.BatchNorm1d):
                     mod.running_mean.normal_(0, 0.2)
                     mod.running_var.uniform_(0.5, 2.0)
-                    mod.weight.uniform_(0.5, 1.5)
-                    mod.bias.normal_(0, 0.1)
+                    if affine_batchnorm:
+                        mod.weight.uniform_(0.5, 1.5)
+                        mod.bias.normal_(0, 0.1)
         return m.eval()
 
 
@@ -296,15 +307,7 @@ def basenji_like(seed: int = 0, channels: int = 32, dilations=(2, 4, 8, 16), cro
             h = h[:, :, crop:h.shape[-1] - crop]
             return nn.functional.softplus(self.head(nn.functional.gelu(h)))
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        m = BasenjiLike()
-        with torch.no_grad():
-            for mod in m.modules():
-                if isinstance(mod, nn.BatchNorm1d):
-                    mod.running_mean.normal_(0, 0.2)
-                    mod.running_var.uniform_(0.5, 2.0)
-        return m.eval()
+    return _seeded_eval(BasenjiLike, seed, affine_batchnorm=False)
 
 
 def ulmfit_like(seed: int = 0, vocab_size: int = 1033, dim: int = 64, hidden: int = 96, layers: int = 3, outputs: int = 2):
