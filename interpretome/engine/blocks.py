@@ -33,6 +33,21 @@ def require_vars(ds: xr.Dataset, names: tuple[str, ...], producer: str) -> None:
         raise ValueError(f"the input dataset has no {missing}: build it with {producer}")
 
 
+def sample_feature_data(ds: xr.Dataset, var: str, needed_by: str) -> da.Array:
+    """Return ``ds[var]`` as a dask array (sample, feature) (numpy data wrapped as float32 in one chunk).
+
+    Raises ``ValueError`` naming the reader when ``var`` is missing, and the dims when they are not
+    (sample, feature); ``needed_by`` completes "... has dims ...; <needed_by>".
+    """
+    from ..storage.schema import FEATURE, SAMPLE
+
+    require_vars(ds, (var,), "interpretome.storage.anndata_io.read_h5ad")
+    if ds[var].dims != (SAMPLE, FEATURE):
+        raise ValueError(f"{var!r} has dims {ds[var].dims}; {needed_by}")
+    x = ds[var].data
+    return x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
+
+
 def sequence_codes(ds: xr.Dataset, sequence_var: str, length_var: str, producer: str, chunks) -> da.Array:
     """Return ``ds[sequence_var]`` as a dask array (numpy input chunked ``chunks``), after checking
     that it and ``ds[length_var]`` fit the registered ``sequence_code`` / ``sequence_length``

@@ -50,7 +50,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..engine.blocks import merge_result, require_vars
+from ..engine.blocks import merge_result, sample_feature_data
 from ..engine.heads import activate, item_name, outputs_of, require_finite
 from ..engine.runtime import get_runtime
 from ..engine.spec import ModelSpec, load_spec
@@ -415,11 +415,7 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     if spec.covariates:
         raise ValueError(f"FastSHAP explains models of the features alone; this one takes covariates "
                          f"{list(spec.covariates)}: use method='integrated_gradients'")
-    require_vars(ds, (var,), "interpretome.storage.anndata_io.read_h5ad")
-    if ds[var].dims != (SAMPLE, FEATURE):
-        raise ValueError(f"{var!r} has dims {ds[var].dims}; FastSHAP explains a (sample, feature) input")
-    x = ds[var].data
-    x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
+    x = sample_feature_data(ds, var, "FastSHAP explains a (sample, feature) input")
     n, f = x.shape
     rt = get_runtime(spec)
     n_out = rt.probe_shape((f,), f"{f} input features")

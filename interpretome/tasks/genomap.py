@@ -28,7 +28,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..engine.blocks import merge_result, require_vars
+from ..engine.blocks import merge_result, sample_feature_data
 from ..storage.schema import FEATURE, GENOMAP_COL, GENOMAP_ROW, GRID, SAMPLE, validate
 
 
@@ -157,11 +157,7 @@ def genomap(ds: xr.Dataset, *, rows: int, cols: int, genes, fit_cells=None, epsi
     9
     """
     _package()
-    require_vars(ds, (var,), "interpretome.storage.anndata_io.read_h5ad")
-    if ds[var].dims != (SAMPLE, FEATURE):
-        raise ValueError(f"{var!r} has dims {ds[var].dims}; genomaps need (sample, feature)")
-    x = ds[var].data
-    x = x if isinstance(x, da.Array) else da.from_array(np.asarray(x, np.float32))
+    x = sample_feature_data(ds, var, "genomaps need (sample, feature)")
     n, f = x.shape
     names = [str(v) for v in ds[FEATURE].values] if FEATURE in ds.coords else [str(i) for i in range(f)]
     sel = []
