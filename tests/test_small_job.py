@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import time
 
@@ -100,7 +101,6 @@ def test_set_verbosity_drops_the_worker_dump_until_verbose():
 def test_worker_processes_survive_a_second_registration_and_exit_when_closed():
     """``connect`` to a running cluster registers the worker plugin again (the old one is torn
     down): the workers keep running; closing the cluster ends them without the nanny's kill."""
-    import os
 
     client = cluster.connect(1, log=None)
     try:
@@ -112,3 +112,22 @@ def test_worker_processes_survive_a_second_registration_and_exit_when_closed():
     finally:
         client.shutdown()
         client.close()
+
+
+def test_closing_the_client_closes_the_cluster_it_started():
+    """A client ``connect`` started a LocalCluster for closes it with itself (``with`` block or
+    ``close()``): no scheduler or worker process outlives it in a long-lived process (a test session,
+    a notebook calling the CLI's functions), while a client of a named scheduler leaves that alone."""
+    import psutil
+
+    with cluster.connect(1, log=None) as client:
+        local = client.cluster
+        (pid,) = client.run(os.getpid).values()
+        with cluster.connect(scheduler=client.scheduler.address, log=None) as other:
+            assert other.cluster is None
+        assert client.run(os.getpid) == {w: pid for w in client.run(os.getpid)}  # still served
+    assert local.status.name == "closed" and local.scheduler.status.name == "closed"
+    deadline = time.monotonic() + 20
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"worker process {pid} still runs after its client closed"
+        time.sleep(0.1)

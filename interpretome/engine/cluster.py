@@ -281,6 +281,32 @@ def jobqueue_cluster(config: dict[str, Any], *, scale: bool = True):
     return cluster
 
 
+def owning_client(cluster):
+    """Return a ``distributed.Client`` of ``cluster`` that closes ``cluster`` when it closes.
+
+    A ``Client(cluster)`` given its cluster leaves it running at ``close()`` (and at the end of a
+    ``with`` block): each embedded cluster a long-lived process started (a Python program, a test
+    session, a notebook calling the CLI's functions) would keep its scheduler and its worker
+    processes until the interpreter exits. The client returned here closes its cluster after itself.
+    """
+    from distributed import Client
+
+    class OwningClient(Client):
+        """A ``Client`` that closes the cluster it was started with after itself."""
+
+        def close(self, *args, **kwargs):
+            owned = self.__dict__.pop("_interpretome_cluster", None)
+            try:
+                return super().close(*args, **kwargs)
+            finally:
+                if owned is not None:
+                    owned.close()
+
+    client = OwningClient(cluster)
+    client._interpretome_cluster = cluster
+    return client
+
+
 def connect(
     workers: int | None = None,
     *,
@@ -292,7 +318,8 @@ def connect(
     memory_limit: str | float | None = "auto",
     log: Callable[[str], None] | None = print,
 ):
-    """Return a connected ``distributed.Client`` (see the module doc for the choices).
+    """Return a connected ``distributed.Client`` (see the module doc for the choices); a cluster it
+    starts (local, dask-cuda, jobqueue) is closed with it (``owning_client``).
 
     ``workers`` is the number of local worker processes (default: one per core). Exactly one of
     ``scheduler``, ``scheduler_file``, ``gpus``, ``jobqueue`` may be given. The dashboard address is
@@ -320,10 +347,9 @@ def connect(
                                f"--scheduler-file {scheduler_file}` first (see README, HPC)")
         client = Client(scheduler_file=scheduler_file, timeout="20s")
     elif gpus:
-        cluster = _local_cuda_cluster(**({"n_workers": workers} if workers else {}))
-        client = Client(cluster)
+        client = owning_client(_local_cuda_cluster(**({"n_workers": workers} if workers else {})))
     elif jobqueue:
-        client = Client(jobqueue_cluster(jobqueue))
+        client = owning_client(jobqueue_cluster(jobqueue))
     else:
         n = int(workers or os.cpu_count() or 1)
         env = {v: str(threads_per_worker) for v in THREAD_ENV}
@@ -332,7 +358,7 @@ def connect(
             dashboard_address="127.0.0.1:0", memory_limit=memory_limit, env=env,
             worker_class=patient_nanny(),
         )
-        client = Client(cluster)
+        client = owning_client(cluster)
     client.register_plugin(plugin)
     log(f"dask dashboard: {client.dashboard_link}")
     return client

@@ -174,10 +174,7 @@ def run_job(path: str | os.PathLike, *, args: argparse.Namespace | None = None, 
         try:
             return run_steps(job, client, log=log)
         finally:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:  # a cluster this job started (local, dask-cuda, jobqueue)
-                cluster.close()
+            client.close()  # and the cluster it started (local, dask-cuda, jobqueue): see engine.cluster.connect
 
 
 # --- command line ------------------------------------------------------------------------------------
