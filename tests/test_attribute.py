@@ -144,6 +144,20 @@ def test_attribute__deep_shap_equals_shap(client2):
     np.testing.assert_allclose(res["attribution_delta"].values, 0, atol=1e-4)
 
 
+def test_attribute__shap_methods_thread_safe():
+    """shap's explainers hook and seed shared state (the per-process model, torch's generator): on
+    dask's threaded scheduler, many chunks at once, DeepSHAP and GradientSHAP equal their one-thread
+    values (``engine.attribution.SHAP_LOCK``); without the lock DeepExplainer's hooks collide."""
+    x, ds = dense_data(n=48)
+    spec = dense_spec()
+    for kw in (dict(method="deep_shap", target="all", background=10),
+               dict(method="gradient_shap", target="beta", background=5, nsamples=8)):
+        res = attribute(ds, spec, sample_chunk=3, seed=3, merge=False, **kw)["attribution"]
+        one = res.compute(scheduler="sync").values
+        for _ in range(2):
+            np.testing.assert_array_equal(res.compute(scheduler="threads", num_workers=8).values, one)
+
+
 @pytest.mark.graph
 def test_attribute__gradient_shap_equals_shap_per_sample_seed(client2):
     import shap

@@ -72,6 +72,31 @@ def work(tmp_path_factory):
     return root
 
 
+IN_PROCESS = ("Coefficients and CCC", "Embeddings and clustering scores",
+              "Long sequences: tiled tracks, sweeps and ISM along genomes",
+              "Attributions: Integrated Gradients, SHAP, FastSHAP")
+"""Sections whose commands run with ``INTERPRETOME_EXECUTOR=threads`` (in this process: no worker
+processes to start, numba and torch warmed up once). "Using it" and "Running on HPC" keep the
+default, so the README's commands also run on the embedded cluster of worker processes as written;
+the other tests run every task on a real 2-worker cluster."""
+
+
+@pytest.fixture(autouse=True)
+def _executor(request, monkeypatch):
+    """Run the commands of the ``IN_PROCESS`` sections in this process (see there)."""
+    section = getattr(request.function, "section", None)
+    if section in IN_PROCESS:
+        monkeypatch.setenv("INTERPRETOME_EXECUTOR", "threads")
+
+
+def _in_section(title: str):
+    """Mark a test as the test of README section ``title``."""
+    def mark(fn):
+        fn.section = title
+        return fn
+    return mark
+
+
 def _run(block: str, capsys) -> list[tuple[list[str], str]]:
     """Run every command of ``block`` in-process; return ``[(argv, stdout)]``."""
     from interpretome.cli import main
@@ -126,6 +151,7 @@ def test_readme__using_it_runs_as_written(work, monkeypatch, capsys):
     xr.testing.assert_allclose(py["sweep_delta_mean"].load(), sweep["sweep_delta_mean"].load(), atol=1e-6)
 
 
+@_in_section('Coefficients and CCC')
 def test_readme__coefficients_and_ccc(work, monkeypatch, capsys):
     (bash,) = _section_blocks("Coefficients and CCC", "bash")
     monkeypatch.chdir(work)
@@ -136,6 +162,7 @@ def test_readme__coefficients_and_ccc(work, monkeypatch, capsys):
     assert ccc.sizes["pair"] == 24 * 23 // 2  # condensed: every pair of the 24 features once
 
 
+@_in_section('Embeddings and clustering scores')
 def test_readme__embeddings_and_scores(work, monkeypatch, capsys):
     (bash,) = _section_blocks("Embeddings and clustering scores", "bash")
     monkeypatch.chdir(work)
@@ -146,6 +173,7 @@ def test_readme__embeddings_and_scores(work, monkeypatch, capsys):
     assert scores.sizes["fold"] == 3
 
 
+@_in_section('Long sequences: tiled tracks, sweeps and ISM along genomes')
 def test_readme__long_sequences(work, monkeypatch, capsys):
     title = "Long sequences: tiled tracks, sweeps and ISM along genomes"
     (bash,) = _section_blocks(title, "bash")
@@ -162,6 +190,7 @@ def test_readme__long_sequences(work, monkeypatch, capsys):
     _script(python + "\nprint('snippet ok')\n", "snippet_long.py")
 
 
+@_in_section('Attributions: Integrated Gradients, SHAP, FastSHAP')
 def test_readme__attributions(work, monkeypatch, capsys):
     (bash,) = _section_blocks("Attributions: Integrated Gradients, SHAP, FastSHAP", "bash")
     monkeypatch.chdir(work)

@@ -35,6 +35,27 @@ def test_choose_executor():
         cluster.connect_from_args(args, plan_chunks=1)
 
 
+def test_executor_default_comes_from_the_environment(monkeypatch):
+    """Without ``--executor`` a compute subcommand uses ``$INTERPRETOME_EXECUTOR`` (else ``auto``);
+    the flag wins; a value that is not an executor is refused naming the variable."""
+    args = argparse.Namespace(workers=2, scheduler=None, scheduler_file=None, gpus=False, executor=None)
+    monkeypatch.delenv(cluster.EXECUTOR_ENV, raising=False)
+    assert cluster.default_executor() == "auto"
+    lines = []
+    with cluster.connect_from_args(args, lines.append, plan_chunks=4) as client:  # auto: small plan, in-process
+        assert client is None
+    monkeypatch.setenv(cluster.EXECUTOR_ENV, "sync")
+    with cluster.connect_from_args(args, lines.append, plan_chunks=400) as client:
+        assert client is None
+    args.executor = "threads"
+    with cluster.connect_from_args(args, lines.append, plan_chunks=400) as client:
+        assert client is None
+    assert [ln.split(" (")[0] for ln in lines] == ["executor: threads", "executor: sync", "executor: threads"]
+    monkeypatch.setenv(cluster.EXECUTOR_ENV, "fast")
+    with pytest.raises(ClusterError, match="INTERPRETOME_EXECUTOR='fast' is not one of auto, sync, threads, local"):
+        cluster.default_executor()
+
+
 def test_small_ism_runs_in_process_and_equals_a_plain_loop(tmp_path, capsys):
     """2 sequences x 200 bp ISM through the CLI: auto picks the in-process executor (stated), no
     cluster starts, and every delta equals a plain per-edit loop of forward passes."""

@@ -29,6 +29,8 @@ Integrated Gradients is faster on CPU than captum's, with the same values:
 
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -246,6 +248,14 @@ def sample_seed(seed: int, index: int) -> int:
     return int(rng.hash_keys(seed, index) % np.uint64(2**31 - 1))
 
 
+SHAP_LOCK = threading.Lock()
+"""Held while shap explains: its explainers are not thread-safe. ``GradientExplainer`` is seeded
+through torch's process-wide generator; ``DeepExplainer`` keeps each layer's input on the module by
+forward hooks (so it explains a private copy of the model: any other forward of the shared,
+per-process model in another thread would fire those hooks and overwrite the inputs it keeps).
+In a threaded scheduler the chunks' shap calls run one at a time, each as it would alone."""
+
+
 class _Shap(Attribution):
     """shap's explainers: the reference is the mean activated output over the ``background`` samples."""
 
@@ -256,7 +266,8 @@ class _Shap(Attribution):
 
         bg = torch.from_numpy(np.ascontiguousarray(background, np.float32)).to(x.device)
         fb_all = self.outputs(bg).mean(0).cpu().numpy()
-        attr = self._shap(x, bg, target, **inputs)
+        with SHAP_LOCK:
+            attr = self._shap(x, bg, target, **inputs)
         out = (self.outputs(x) if out is None else out).cpu().numpy()
         return attr, out[np.arange(x.shape[0]), target], fb_all[target]
 
@@ -296,7 +307,8 @@ class DeepShap(_Shap):
     def _shap(self, x, background, target, **_):
         import shap
 
-        explainer = shap.DeepExplainer(head_module(self.model, self.activation), background)
+        # a private copy: DeepExplainer's hooks must not see other threads' forwards of the shared model
+        explainer = shap.DeepExplainer(copy.deepcopy(head_module(self.model, self.activation)), background)
         vals = np.asarray(explainer.shap_values(x, check_additivity=False), np.float32)
         if vals.ndim == x.ndim:  # a single output
             vals = vals[..., None]

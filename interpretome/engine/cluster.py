@@ -12,9 +12,9 @@ flags ``--workers N``, ``--scheduler ADDRESS``, ``--scheduler-file FILE``, ``--g
 subcommands) ``--executor auto|sync|threads|local``: where a job's chunks run when no cluster is
 named. ``local`` is the ``LocalCluster`` of worker processes; ``sync`` (one thread) and
 ``threads`` (one per core, torch at one intra-op thread each) run in this process with dask's own
-schedulers, no cluster started (the model built during planning is reused); ``auto`` (default)
-runs in-process when the plan has at most ``SMALL_PLAN_CHUNKS_PER_CORE`` chunks to compute per
-core, else ``local``, and says which it chose.
+schedulers, no cluster started (the model built during planning is reused); ``auto`` (default;
+``$INTERPRETOME_EXECUTOR`` sets another) runs in-process when the plan has at most
+``SMALL_PLAN_CHUNKS_PER_CORE`` chunks to compute per core, else ``local``, and says which it chose.
 
 Worker processes exit as soon as they have closed (no nanny kill at shutdown, see
 ``exit_when_closed``). ``set_verbosity(level)`` (0 quiet, 1 normal, 2 verbose, 3 debug) sets
@@ -35,6 +35,7 @@ from ..errors import ClusterError
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 EXECUTORS = ("auto", "sync", "threads", "local")
 SMALL_PLAN_CHUNKS_PER_CORE = 2
+EXECUTOR_ENV = "INTERPRETOME_EXECUTOR"
 VERBOSITY = {0: "quiet", 1: "normal", 2: "verbose", 3: "debug"}
 _DISTRIBUTED_LOGGERS = ("distributed", "distributed.scheduler", "distributed.worker", "distributed.nanny",
                         "distributed.core", "distributed.client", "distributed.worker.state_machine")
@@ -410,6 +411,22 @@ class InProcess:
         return False
 
 
+def default_executor() -> str:
+    """Return the executor a compute subcommand uses without ``--executor``: ``$INTERPRETOME_EXECUTOR``
+    (e.g. ``local`` on a workstation where every job should get worker processes, ``threads`` in a
+    container without room for them) if set, else ``auto``.
+
+    Raises ``ClusterError`` naming the variable when it holds another value.
+    """
+    value = os.environ.get(EXECUTOR_ENV, "").strip()
+    if not value:
+        return "auto"
+    if value not in EXECUTORS:
+        raise ClusterError(f"environment variable {EXECUTOR_ENV}={value!r} is not one of {', '.join(EXECUTORS)}: "
+                           f"set it to one of them or unset it (--executor chooses per command)")
+    return value
+
+
 def choose_executor(executor: str, plan_chunks: int | None, workers: int | None = None) -> str:
     """Return the executor ``auto`` resolves to: ``threads`` (``sync`` on one core) when the plan's
     ``plan_chunks`` chunks to compute are at most ``SMALL_PLAN_CHUNKS_PER_CORE`` per core, else
@@ -433,11 +450,11 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, *, executor: bool = F
     g.add_argument("--scheduler-file", default=None, help="scheduler file written by `dask scheduler --scheduler-file`")
     g.add_argument("--gpus", action="store_true", help="one dask-cuda worker per GPU (needs the gpu extra)")
     if executor:
-        g.add_argument("--executor", choices=EXECUTORS, default="auto",
+        g.add_argument("--executor", choices=EXECUTORS, default=None,
                        help="where the chunks run without --scheduler/--scheduler-file/--gpus: sync or threads "
-                            "(in this process, no cluster), local (worker processes), auto (default: in-process "
+                            "(in this process, no cluster), local (worker processes), auto (in-process "
                             f"for a plan of at most {SMALL_PLAN_CHUNKS_PER_CORE} chunks per core, stated in the "
-                            "output)")
+                            f"output); default: ${EXECUTOR_ENV} if set, else auto")
     return parser
 
 
@@ -445,12 +462,12 @@ def connect_from_args(args: argparse.Namespace, log: Callable[[str], None] | Non
                       plan_chunks: int | None = None):
     """Return a client for the parsed shared cluster flags, or an ``InProcess`` context.
 
-    ``args.executor`` (absent: ``local``) picks where the chunks run unless a scheduler, a
+    ``args.executor`` (absent: ``local``; None: ``default_executor()``) picks where the chunks run unless a scheduler, a
     scheduler file or GPUs are named; ``plan_chunks`` (the chunks the plan computes, None when
     unknown) decides ``auto``. Either result is used as ``with connect_from_args(args) as client``
     (``client`` None in-process). The choice is passed to ``log``.
     """
-    executor = getattr(args, "executor", None) or "local"
+    executor = getattr(args, "executor", "local") or default_executor()
     remote = [n for n, v in (("--scheduler", args.scheduler), ("--scheduler-file", args.scheduler_file),
                              ("--gpus", args.gpus)) if v]
     if remote:
