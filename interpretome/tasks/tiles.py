@@ -54,6 +54,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..engine.blocks import merge_result, require_vars
 from ..engine.process import tune_malloc
+from ..engine.fx_locality import warn_once
 from ..engine.tile_trunk import block_size, trunk_plan, trunk_window_outputs
 from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec, outputs_of
 from ..engine.regions import (apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys,
@@ -189,6 +190,11 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
                 out[0, alone[i:i + len(pred)], si:n_ts:n_s] = pred
         out[0, :len(idx), n_ts] = 1
         return out
+    if 2 * geom.stride <= geom.out_length * geom.bin_size:  # each bin predicted by two windows or more
+        warn_once(("tiles-profile", spec.token),
+                  f"interpretome: overlapping tiles of the profile model {spec.factory or spec.torchscript} run one "
+                  f"forward per window (a shared trunk, engine.tile_trunk, covers global-pool scalar heads only); "
+                  f"results are exact, only slower")
     total = np.zeros((nb, n_t, n_s), np.float64)
     count = np.zeros(nb, np.int64)
     for i in range(0, len(idx), step):
