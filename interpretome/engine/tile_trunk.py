@@ -205,7 +205,8 @@ def split_trunk(model) -> TrunkSplit:
                                                                        for a in n.args):
                 reach[n] = lr
                 continue
-        what = f"reads .{n.args[1]} of the trunk" if n.target is getattr else "is not a known length-keeping op"
+        what = (f"reads its .{n.args[1]} (a crop or a profile head)" if n.target is getattr
+                else "is not a known length-keeping op")
         raise NotSplittable(f"{n.op} {getattr(n.target, '__name__', n.target)} on the trunk {what}")
     if pool is None:
         raise NotSplittable("it has no global max / mean pool over length")
