@@ -85,41 +85,52 @@ def bench_overlap(length: int, tmp: Path, seconds: float = 8.0) -> dict:
             "err": err, "scale": scale, "checked": n_checked}
 
 
-def bench_profile(rounds: int = 5, n: int = 16, batch: int = 8) -> dict:
-    """CPU seconds per window of ``_tile_block`` vs the bare batched forward, ``profile_tower``, interleaved."""
+def bench_profile(stride: int, strand: str, rounds: int = 3, n: int = 16, batch: int = 8) -> dict:
+    """CPU seconds per window of ``_tile_block`` vs the bare batched forward, ``profile_tower``, interleaved.
+
+    ``strand="both"``: the forward side runs the windows and their reverse complements.
+    """
     import torch
 
     from interpretome.datasets import random_dna
     from interpretome.engine.models import get_runtime
+    from interpretome.engine.process import tune_malloc
+    from interpretome.storage.alphabet import reverse_complement
     from interpretome.storage.genome import TrackGeometry
     from interpretome.tasks.tiles import _tile_block
     from interpretome.zoo import zoo_spec
 
     torch.set_num_threads(1)
+    tune_malloc()  # as the tiling tasks do
     window, out = 10_000, 5_000
     crop = (window - out) // 2
     spec = zoo_spec("profile_tower", options={"batch_size": batch, "device": "cpu"})
     rt = get_runtime(spec)
-    geom = TrackGeometry(window, out, 1, crop, crop)
-    length = (n - 1) * out + window
+    geom = TrackGeometry(window, stride, 1, crop, crop)
+    length = (n - 1) * stride + window
     codes = random_dna(1, length, seed=3)[0]
-    wins = np.stack([codes[i * out:i * out + window] for i in range(n)])
+    wins = np.stack([codes[i * stride:i * stride + window] for i in range(n)])
+    rc = np.ascontiguousarray(reverse_complement(wins))
     nb = geom.n_bins(length)
-    kw = dict(spec=spec, geom=geom, length=length, rstart=0, b0=0, b1=nb, strand="+", n_t=1, contig_length=length)
+    kw = dict(spec=spec, geom=geom, length=length, rstart=0, b0=0, b1=nb, strand=strand, n_t=1,
+              contig_length=length)
+
+    def forward():
+        return [rt.predict(wins)] + ([rt.predict(rc)] if strand == "both" else [])
     tile = _tile_block([codes[None]], 0, 0, length, **kw)
-    direct = rt.predict(wins)
-    flat = direct[:, 0, :].reshape(-1)  # windows tile without overlap: bin k of window i is bin i out + k
-    assert np.array_equal(tile[0, :, 0], flat), "tiles differ from the direct forward"
+    direct = forward()[0]
+    if stride == out:  # windows tile without overlap: bin k of window i is bin i out + k
+        assert np.array_equal(tile[0, :, 0], direct[:, 0, :].reshape(-1)), "tiles differ from the direct forward"
     cpu = {"forward": 0.0, "tiles": 0.0}
     for _ in range(rounds):
         c = time.process_time()
-        rt.predict(wins)
+        forward()
         cpu["forward"] += time.process_time() - c
         c = time.process_time()
         _tile_block([codes[None]], 0, 0, length, **kw)
         cpu["tiles"] += time.process_time() - c
-    return {"n": n, "batch": batch, "forward": rounds * n / cpu["forward"], "tiles": rounds * n / cpu["tiles"],
-            "ratio": cpu["tiles"] / cpu["forward"]}
+    return {"n": n, "batch": batch, "stride": stride, "strand": strand, "forward": rounds * n / cpu["forward"],
+            "tiles": rounds * n / cpu["tiles"], "ratio": cpu["tiles"] / cpu["forward"]}
 
 
 def run(mb: float) -> str:
@@ -128,7 +139,7 @@ def run(mb: float) -> str:
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_overlap_") as d:
         o = bench_overlap(length, Path(d))
-    p = bench_profile()
+    profiles = [bench_profile(5_000, "+"), bench_profile(2_500, "both")]
     load1 = os.getloadavg()
     s50, s1000 = o["s50"], o["s1000"]
     per_250 = 250e6 / length
@@ -160,14 +171,16 @@ def run(mb: float) -> str:
         f"Exactness: {o['checked']} sampled stride-50 windows of the stored track against per-window forwards of "
         f"the model (plain torch): max |difference| {o['err']:.2e} (outputs up to {o['scale']:.2f}).",
         "",
-        f"**Profile tiles**: `zoo.profile_tower` (32 channels, 16 residual dilated units, 10 kb in, 5 kb out), "
-        f"{p['n']} windows at stride 5 kb (each base once), batch {p['batch']}, one process, 1 thread, interleaved "
-        "5 times; checked bit-identical first:",
+        "**Profile tiles**: `zoo.profile_tower` (32 channels, 16 residual dilated units, 10 kb in, 5 kb out), "
+        f"{profiles[0]['n']} windows, batch {profiles[0]['batch']}, one process, 1 thread, `_tile_block` (slice, "
+        "encode, forward, head, place) interleaved 3 times with the bare batched forward of the same windows "
+        "(`Runtime.predict` on pre-sliced codes; both strands: also their reverse complements); stride 5 kb "
+        "checked bit-identical to the forward first:",
         "",
-        "| direct batched forward (`Runtime.predict`, windows pre-sliced) | `_tile_block` (slice, encode, forward, "
-        "head, place) | **tiles / forward (CPU time)** |",
-        "|---|---|---|",
-        f"| {p['forward']:.2f} windows/CPU-s | {p['tiles']:.2f} windows/CPU-s | **{p['ratio']:.3f}x** |",
+        "| stride, strand | direct forward, windows/CPU-s | `_tile_block`, windows/CPU-s | **tiles / forward (CPU time)** |",
+        "|---|---|---|---|",
+        *[f"| {p['stride']:,} bp, {p['strand']} | {p['forward']:.2f} | {p['tiles']:.2f} | **{p['ratio']:.3f}x** |"
+          for p in profiles],
         "",
     ]
     return "\n".join(lines)

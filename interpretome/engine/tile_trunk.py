@@ -324,9 +324,9 @@ def _range_reduce(blocks, starts, m: int, kind: str):
     """Return the reduction of ``blocks`` (C, n) over ``[k, k + m)`` for each ``k`` of ``starts``: (len(starts), C)."""
     import torch
 
-    k = torch.from_numpy(np.asarray(starts, np.int64))
+    k = torch.from_numpy(np.asarray(starts, np.int64)).to(blocks.device)
     if kind == "mean":
-        cs = torch.zeros((blocks.shape[0], blocks.shape[1] + 1), dtype=torch.float64)
+        cs = torch.zeros((blocks.shape[0], blocks.shape[1] + 1), dtype=torch.float64, device=blocks.device)
         torch.cumsum(blocks, dim=1, out=cs[:, 1:])
         return (cs[:, k + m] - cs[:, k]).T
     level, width = blocks, 1
