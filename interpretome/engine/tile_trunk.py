@@ -190,10 +190,10 @@ def split_trunk(model) -> TrunkSplit:
                 continue
             raise NotSplittable(f"module {n.target} ({type(m).__name__}) is not a known length-keeping op")
         if n.op == "call_function":
-            if n.target in t["unary_f"] and first_trunk and len(tr) == 1 and n.target is not torch_where():
+            if n.target in t["unary_f"] and first_trunk and len(tr) == 1 and n.target is not _torch_where():
                 reach[n] = lr
                 continue
-            if n.target in t["binary_f"] and n.target is not torch_where() and len(n.args) == 2:
+            if n.target in t["binary_f"] and n.target is not _torch_where() and len(n.args) == 2:
                 if all(_elementwise_operand(a, reach, gm) for a in n.args):
                     reach[n] = lr
                     continue
@@ -218,7 +218,7 @@ def split_trunk(model) -> TrunkSplit:
                       pool_kind, keepdim, int(left), int(right))
 
 
-def torch_where():
+def _torch_where():
     import torch
     return torch.where
 
