@@ -112,15 +112,23 @@ def _pool_kind(node, modules):
 
 
 def split_trunk(model) -> TrunkSplit:
-    """Return the ``TrunkSplit`` of ``model`` (module doc); raise ``NotSplittable`` naming the op that prevents it."""
+    """Return the ``TrunkSplit`` of ``model`` (module doc); raise ``NotSplittable`` naming the op that prevents it.
+
+    ``model``: a module, traced here with ``torch.fx.symbolic_trace`` — which patches
+    ``torch.nn.Module.__call__`` process-wide, so never while other threads run forwards — or an
+    ``fx.GraphModule`` already traced (a Runtime's ``locality.gm``, traced while it was built).
+    """
     import torch.fx as fx
     import torch.nn as nn
 
     t = tables()
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as e:  # noqa: BLE001 - any tracing failure means: no split
-        raise NotSplittable(f"it cannot be traced ({type(e).__name__}: {str(e)[:120]})") from None
+    if isinstance(model, fx.GraphModule):
+        gm = model
+    else:
+        try:
+            gm = fx.symbolic_trace(model)
+        except Exception as e:  # noqa: BLE001 - any tracing failure means: no split
+            raise NotSplittable(f"it cannot be traced ({type(e).__name__}: {str(e)[:120]})") from None
     modules = dict(gm.named_modules())
     nodes = list(gm.graph.nodes)
     out_node = next(n for n in nodes if n.op == "output")
@@ -219,6 +227,7 @@ def split_trunk(model) -> TrunkSplit:
 
 
 def _torch_where():
+    """Return ``torch.where`` (three operands: not an elementwise op of two trunk values here)."""
     import torch
     return torch.where
 
@@ -252,21 +261,26 @@ def _subgraph(gm, inp, nodes, out):
 
 
 def trunk_plan(rt):
-    """Return the ``TrunkSplit`` of runtime ``rt``'s model (cached per spec token), or None with one warning."""
+    """Return the ``TrunkSplit`` of runtime ``rt``'s model (cached per spec token), or None with one warning.
+
+    The split reads the graph the Runtime traced while it was built (``rt.locality.gm``): tracing
+    here would patch module calls under the forwards of this worker's other threads.
+    """
     token = rt.spec.token
+    why = None
     with _LOCK:
         if token in _PLANS:
             return _PLANS[token]
-    why = None
-    if rt.spec.input_kind != "onehot" or rt.spec.covariates:
-        why = "it does not take one-hot DNA alone"
-        plan = None
-    else:
-        try:
-            plan = split_trunk(rt.model)
-        except NotSplittable as e:
-            plan, why = None, str(e)
-    with _LOCK:
+        gm = getattr(rt.locality, "gm", None)
+        if rt.spec.input_kind != "onehot" or rt.spec.covariates:
+            plan, why = None, "it does not take one-hot DNA alone"
+        elif gm is None:
+            plan, why = None, "torch.fx cannot trace it"
+        else:
+            try:
+                plan = split_trunk(gm)
+            except NotSplittable as e:
+                plan, why = None, str(e)
         _PLANS[token] = plan
     if plan is None:
         warn_once(("tiles-trunk", token),
