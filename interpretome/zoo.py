@@ -30,6 +30,8 @@ benchmarks (``engine.fx_locality``), each a small instance of a published design
   end, a 1x1 convolution and a softmax over (neither, acceptor, donor): ``(N, 3, L - 2 crop)``.
 * ``basenji_like``: Basenji-style — convolution + BatchNorm + GELU, max pooling (stride 2) three
   times, residual dilated convolutions, a bin crop and a softplus 1x1 head: ``(N, 2, L / 8 - 2 crop)``.
+* ``profile_tower``: a large BPNet-style profile model (32 channels, 16 residual dilated units,
+  10 kb input, 5 kb output by default) for the tiling benchmarks.
 * ``ulmfit_like``: Genomic-ULMFiT-style — k-mer token embedding, a unidirectional batch_first
   ``nn.LSTM`` stack and concat pooling (last, max, mean) into a linear classifier: ``(N, 2)``;
   its spec tokenises 5-mers every 2 bases (``KmerTokenizer()``).
@@ -338,6 +340,37 @@ def ulmfit_like(seed: int = 0, vocab_size: int = 1033, dim: int = 64, hidden: in
         return ULMFiTLike().eval()
 
 
+def profile_tower(seed: int = 0, channels: int = 32, units: int = 16, cycle: int = 10, first_kernel: int = 21,
+                  profile_kernel: int = 75, crop: int = 2500):
+    """Return a large BPNet-style profile model with seeded random weights: 10 kb in, 5 kb out by default.
+
+    A ``first_kernel`` convolution, ``units`` residual dilated units ``h + relu(conv(h))`` (kernel 3,
+    dilations ``2, 4, ..., 2 ** cycle`` repeated: 2..1024 then 2..64 for 16 units, a receptive field of
+    4,439 bases), a ``profile_kernel`` profile convolution and ``crop`` bases dropped at each end:
+    ``(N, 1, L - 2 crop)``; with ``crop`` >= half the receptive field every output base has its full context.
+    """
+    import torch
+    import torch.nn as nn
+
+    class ProfileTower(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Conv1d(4, channels, first_kernel, padding=first_kernel // 2)
+            self.dilated = nn.ModuleList(nn.Conv1d(channels, channels, 3, dilation=2 ** (1 + i % cycle),
+                                                   padding=2 ** (1 + i % cycle)) for i in range(units))
+            self.profile = nn.Conv1d(channels, 1, profile_kernel, padding=profile_kernel // 2)
+
+        def forward(self, x):
+            h = torch.relu(self.first(x))
+            for conv in self.dilated:
+                h = h + torch.relu(conv(h))
+            return self.profile(h)[:, :, crop:x.shape[-1] - crop]
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return ProfileTower().eval()
+
+
 def _kmer_options(kw):
     from .engine.tokenize import KmerTokenizer
 
@@ -351,6 +384,7 @@ _ZOO = {
     "spliceai_like": ("interpretome.zoo:spliceai_like", lambda kw: ("neither", "acceptor", "donor")),
     "basenji_like": ("interpretome.zoo:basenji_like", lambda kw: tuple(f"track{i}" for i in range(kw.get("outputs", 2)))),
     "ulmfit_like": ("interpretome.zoo:ulmfit_like", lambda kw: tuple(f"class{i}" for i in range(kw.get("outputs", 2)))),
+    "profile_tower": ("interpretome.zoo:profile_tower", lambda kw: ("profile",)),
 }
 _SPEC_OPTIONS = {"ulmfit_like": _kmer_options}
 

@@ -643,3 +643,79 @@ def test_run_tiles__auto_strand_and_exons_reach_the_figures(genome, tmp_path, mo
     fig = plot_track(track, "chr1:551-900", exons=seen[0], width=100, height=50)
     boxes = [p for p in fig.axes[0].patches if p.get_gid() == "exon"]
     assert sorted((b.get_x(), b.get_x() + b.get_width()) for b in boxes) == [(550, 560), (700, 900)]
+
+
+# --- overlapping tiles through a shared trunk (engine.tile_trunk) ------------------------------------------
+
+def test_split_trunk__reach_pool_and_refusals():
+    """The reference CNN splits at its global max (reach 7 + 4 each side), bpnet_tower's counts head at its
+    mean (10 + 2 + 4 + 8); a profile output and a strided pool in the trunk are refused, and a runtime whose
+    model cannot be split warns once and gets no plan. ~0.1 s."""
+    import torch.nn as nn
+
+    from interpretome.engine.tile_trunk import NotSplittable, split_trunk, trunk_plan
+    from interpretome.zoo import bpnet_tower
+
+    s = split_trunk(reference_cnn(channels=8, outputs=2).eval())
+    assert (s.pool, s.keepdim, s.left, s.right) == ("max", True, 11, 11)
+    x = torch.from_numpy(np.eye(5, 4, dtype=np.float32)[random_dna(3, 60, seed=1)].transpose(0, 2, 1).copy())
+    with torch.no_grad():
+        ref = reference_cnn(channels=8, outputs=2).eval()(x)
+        np.testing.assert_allclose(s.head(s.trunk(x).amax(dim=-1, keepdim=True)).numpy(), ref.numpy(), rtol=1e-6)
+    t = split_trunk(bpnet_tower(channels=4, layers=3, output="counts"))
+    assert (t.pool, t.keepdim, t.left, t.right) == ("mean", False, 24, 24)
+    with pytest.raises(NotSplittable, match=r"getattr on the trunk reads its \.shape"):
+        split_trunk(bpnet_tower(channels=4, layers=3, output="profile"))
+    pooled = nn.Sequential(nn.Conv1d(4, 4, 3, padding=1), nn.MaxPool1d(2), nn.AdaptiveMaxPool1d(1), nn.Flatten())
+    with pytest.raises(NotSplittable, match="MaxPool1d"):
+        split_trunk(pooled)
+
+    class FakeRuntime:
+        model = pooled
+        locality = type("Plan", (), {"gm": torch.fx.symbolic_trace(pooled)})()
+        spec = SCALAR.with_options(kwargs={"channels": 3, "outputs": 2})
+
+    with pytest.warns(RuntimeWarning, match="one forward per window.*MaxPool1d"):
+        assert trunk_plan(FakeRuntime()) is None
+
+
+def _per_window(model, seq: str, starts, window: int, strand: str) -> np.ndarray:
+    with torch.no_grad():
+        f = model(torch.stack([_onehot(seq[s:s + window]) for s in starts])).numpy()
+        r = model(torch.stack([_onehot(_rc(seq[s:s + window])) for s in starts])).numpy()
+    return {"+": f, "-": r, "both": np.stack([f, r], axis=-1), "mean": (f + r) / 2}[strand]
+
+
+@pytest.mark.parametrize("strand", ["+", "-", "both"])
+def test_predict_tiles__shared_trunk_equals_per_window_forwards(genome, strand, monkeypatch):
+    """Stride 10, window 200: the shared-trunk path (checked to run) equals per-window forwards of the reference
+    CNN (global max) and of a residual dilated tower (bpnet_tower counts: global mean) at float32 rounding, on
+    whole contigs in one task each and a region in tasks of 5 windows; the tail window runs alone. ~3 s each
+    on a loaded 2-core machine."""
+    import interpretome.tasks.tiles as tiles_mod
+    from interpretome.zoo import bpnet_tower, zoo_spec
+
+    calls = []
+    real = tiles_mod.trunk_window_outputs
+    monkeypatch.setattr(tiles_mod, "trunk_window_outputs", lambda *a, **k: calls.append(len(a[3])) or real(*a, **k))
+    path, seqs = genome
+    whole = ["chr1:1-1003", "chr2:1-517"]  # chrM (130 bp) is shorter than the windows
+    tower = zoo_spec("bpnet_tower", channels=4, layers=3, output="counts", options={"batch_size": 16})
+    for spec, model, window, stride in [(SCALAR, reference_cnn(channels=8, outputs=2).eval(), 200, 10),
+                                        (tower, bpnet_tower(channels=4, layers=3, output="counts"), 256, 8)]:
+        for pc, bc, regions in [(1 << 20, None, whole), (64, 5, ["chr1:101-900"])]:
+            res = predict_tiles(read_genome(path, position_chunk=pc), spec, window=window, stride=stride,
+                                strand=strand, bin_chunk=bc, regions=regions, merge=False)
+            got_all = res["track_prediction"].values
+            for i, name in enumerate(res["contig_name"].values):
+                seq = seqs[name]
+                r0, r1 = int(res["region_start"].values[i]), int(res["region_end"].values[i])
+                seq = seq[r0:r1]
+                starts = list(range(0, len(seq) - window + 1, stride))
+                if starts[-1] + window < len(seq):
+                    starts.append(len(seq) - window)
+                want = _per_window(model, seq, starts, window, strand)
+                got = got_all[i, :len(starts)]
+                np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+                assert np.isnan(got_all[i, len(starts):]).all()
+    assert sum(calls) > 0

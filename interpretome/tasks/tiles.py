@@ -24,6 +24,13 @@ scores a site on one strand only — halves its scores; keep ``"both"`` for such
 (``storage.annotation.region_strands``; a region overlapping genes of both strands or none is an
 ``InputError`` before any work); the coordinate ``region_strand`` (contig) says which.
 
+Overlapping windows of a scalar model (stride <= window / 2) whose trunk is convolutional and whose
+head pools globally (``engine.tile_trunk``: e.g. convolutions, then a global max and a linear layer)
+share one trunk pass along the task's span; only each window's two edge strips (where its own zero
+padding differs from the contig) are recomputed per window, so stride 50 costs little more than
+stride = window. Values equal per-window forwards at float32 rounding; other models, and a tail
+window off the stride grid, run one forward per window (one warning per model spec).
+
 Each task predicts one block of bins of one region: it depends only on the ``sequence_code``
 chunks that the block's windows touch (the block plus a halo of one window), so a 250 Mb contig
 is never held whole in one task, and block boundaries leave no seam. ``track_coverage``
@@ -47,6 +54,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..engine.blocks import merge_result, require_vars
 from ..engine.process import tune_malloc
+from ..engine.fx_locality import warn_once
+from ..engine.tile_trunk import block_size, trunk_plan, trunk_window_outputs
 from ..engine.models import ModelOutputError, ModelSpec, get_runtime, load_spec, outputs_of
 from ..engine.regions import (apply_kwargs, genome_input, graph_token, padded_span, region_coords, span_keys,
                               validate_regional)
@@ -122,6 +131,27 @@ def _window_predict(rt, win, idx, i, step, strand, geom, where) -> list[np.ndarr
         return _strand_predict(rt, win[idx[i:i + step]], strand, geom)
 
 
+def _shared_predict(rt, split, span, idx, shared, b, strand, geom, where) -> list[np.ndarray]:
+    """Return the ``(n, T)`` predictions of the windows ``idx[shared]`` per stored strand, the model's trunk run once
+    along ``span`` (``engine.tile_trunk.trunk_window_outputs``); a reverse strand runs on the reverse complement."""
+    rows = np.flatnonzero(shared)
+    sel = idx[rows]
+    outs = []
+    for s in ("+", "-"):
+        if strand not in (s, "both", "mean"):
+            continue
+        if s == "+":
+            with outputs_of(lambda r: where(int(rows[r]))):
+                o = trunk_window_outputs(rt, split, span, sel, geom.window, b)
+        else:  # window [i, i + W) read backwards is window [L - W - i, L - i) of the reverse complement
+            rc = np.ascontiguousarray(reverse_complement(span))
+            with outputs_of(lambda r: where(int(rows[len(rows) - 1 - r]))):
+                o = trunk_window_outputs(rt, split, rc, (len(span) - geom.window - sel)[::-1], geom.window, b)
+            o = np.ascontiguousarray(o[::-1])
+        outs.append(check_output(o, geom))
+    return [(outs[0].astype(np.float64) + outs[1]) / 2] if strand == "mean" else outs
+
+
 def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, length: int, rstart: int,
                 b0: int, b1: int, strand: str, n_t: int, contig_length: int, label: str = "") -> np.ndarray:
     """Return ``(1, b1 - b0, T S + 1)`` float32: mean prediction per bin (target-major, S strands), then the count.
@@ -146,27 +176,57 @@ def _tile_block(blocks, c0, p0, p1, *, spec: ModelSpec, geom: TrackGeometry, len
         return f"region {label!r}, window [{rstart + int(starts[j])}, {rstart + int(starts[j]) + geom.window}) ({strand})"
 
     if not geom.profile:
-        for i in range(0, len(idx), step):
-            for si, pred in enumerate(_window_predict(rt, win, idx, i, step, strand, geom, where)):
-                out[0, i:i + len(pred), si:n_ts:n_s] = pred
+        split = trunk_plan(rt) if 2 * geom.stride <= geom.window else None
+        b = block_size(split, geom.window, geom.stride) if split is not None else None
+        shared = np.zeros(len(idx), bool)
+        if b is not None:  # windows on the stride grid share one trunk pass; the tail window runs alone
+            shared = (idx - idx[0]) % b == 0
+            for si, pred in enumerate(_shared_predict(rt, split, span, idx, shared, b, strand, geom, where)):
+                out[0, np.flatnonzero(shared), si:n_ts:n_s] = pred
+        alone = np.flatnonzero(~shared)
+        for i in range(0, len(alone), step):
+            for si, pred in enumerate(_window_predict(rt, win, idx[alone], i, step, strand, geom,
+                                                      lambda j: where(int(alone[j])))):
+                out[0, alone[i:i + len(pred)], si:n_ts:n_s] = pred
         out[0, :len(idx), n_ts] = 1
         return out
-    total = np.zeros((n_s, n_t, nb), np.float64)
+    if 2 * geom.stride <= geom.out_length * geom.bin_size:  # each bin predicted by two windows or more
+        warn_once(("tiles-profile", spec.token),
+                  f"interpretome: overlapping tiles of the profile model {spec.factory or spec.torchscript} run one "
+                  f"forward per window (a shared trunk, engine.tile_trunk, covers global-pool scalar heads only); "
+                  f"results are exact, only slower")
+    total = np.zeros((nb, n_t, n_s), np.float64)
     count = np.zeros(nb, np.int64)
-    offs = np.arange(geom.out_length)
     for i in range(0, len(idx), step):
         preds = _window_predict(rt, win, idx, i, step, strand, geom, where)  # per strand (n, T, L_out)
-        bins = starts[i:i + step, None] // geom.bin_size + offs[None, :] - b0  # (n, L_out)
-        keep = (bins >= 0) & (bins < nb)
-        w, k = np.nonzero(keep)  # C order: window by window, as in any other chunking
-        for si, pred in enumerate(preds):
-            for t in range(n_t):
-                np.add.at(total[si, t], bins[w, k], pred[w, t, k])
-        np.add.at(count, bins[w, k], 1)
+        _accumulate(total, count, np.stack(preds, axis=-1), starts[i:i + step] // geom.bin_size - b0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[0, :, :n_ts] = (total / np.where(count > 0, count, np.nan)).transpose(2, 1, 0).reshape(nb, n_ts)
+        out[0, :, :n_ts] = (total / np.where(count > 0, count, np.nan)[:, None, None]).reshape(nb, n_ts)
     out[0, :, n_ts] = count
     return out
+
+
+def _accumulate(total: np.ndarray, count: np.ndarray, pred: np.ndarray, first: np.ndarray) -> None:
+    """Add window predictions into the block's bin sums, in window order (the same float64 sums in any chunking).
+
+    ``total`` (nb, T, S) float64 and ``count`` (nb,) int64 are updated in place; ``pred`` (n, T, L_out, S)
+    holds the windows' profiles (S stored strands), ``first`` (n,) the block bin of each window's output bin 0
+    (negative or past ``nb`` where a window reaches outside the block: those bins are dropped). Windows whose
+    bins do not overlap (stride >= output length) are written by one vectorised add; otherwise window by window.
+    """
+    nb, n_out = len(count), pred.shape[2]
+    pred = pred.transpose(0, 2, 1, 3)  # (n, L_out, T, S): bins first, as total
+    if (np.diff(first) >= n_out).all():  # each bin gets at most one window: no order to keep
+        bins = first[:, None] + np.arange(n_out)
+        keep = (bins >= 0) & (bins < nb)
+        total[bins[keep]] += pred[keep]
+        count[bins[keep]] += 1
+        return
+    for f, p in zip(first, pred):
+        lo, hi = max(0, -f), min(n_out, nb - f)
+        if hi > lo:
+            total[f + lo:f + hi] += p[lo:hi]
+            count[f + lo:f + hi] += 1
 
 
 def _tile_pad(pad, geom: TrackGeometry) -> bool:
