@@ -262,29 +262,60 @@ class _Shap(Attribution):
 
 
 class GradientShap(_Shap):
-    """Expected gradients from shap's ``GradientExplainer``, one seed per sample (``sample_seed``)."""
+    """Expected gradients as shap's ``GradientExplainer`` computes them, one seed per sample (``sample_seed``).
+
+    Per sample, the draws are shap's own: ``np.random.seed(s)``, then for each of the ``nsamples``
+    points a background row (``np.random.choice``) and an interpolation ``t`` (``np.random.uniform``),
+    and with ``local_smoothing`` a torch normal draw from ``torch.manual_seed(s)``; the value is the
+    mean of ``grad f(t x + (1 - t) b) * (x - b)``. shap runs a Python loop over the points and one
+    small gradient batch per sample; here only the draws loop, and all the block's points go through
+    the model in batches of ``batch_size`` rows (tests/test_attribute.py checks the values against
+    shap's explainer).
+    """
 
     name = "gradient_shap"
     aliases = ("gradient", "expected_gradients")
     options = ("nsamples", "local_smoothing", "seed", "batch_size")
 
-    def _shap(self, x, background, target, *, index, **_):
-        """Return ``(N, *shape)``; the explainer is built once per target value with the background ``(M, *shape)``."""
-        import shap
+    def _draws(self, x, background, index):
+        """Return ``(points, delta)`` ``(N * nsamples, *shape)`` torch float32: shap's interpolation points and x - b."""
         import torch
 
-        out = np.zeros(tuple(x.shape), np.float32)
-        explainers = {}
-        for j in range(x.shape[0]):
-            t = int(target[j])
-            if t not in explainers:
-                explainers[t] = shap.GradientExplainer(head_module(self.model, self.activation, [t]), background,
-                                                       batch_size=self.batch_size, local_smoothing=self.local_smoothing)
+        n, k, m = x.shape[0], int(self.nsamples), background.shape[0]
+        rind = np.empty((n, k), np.int64)
+        tt = np.empty((n, k), np.float64)
+        xs = x.detach().unsqueeze(1).expand(n, k, *x.shape[1:]).clone()
+        for j in range(n):
             s = sample_seed(self.seed, int(index[j]))
-            torch.manual_seed(s)
-            vals = explainers[t].shap_values(x[j:j + 1], nsamples=self.nsamples, rseed=s)
-            out[j] = np.asarray(vals, np.float32).reshape(out[j].shape)
-        return out
+            rs = np.random.RandomState(s)
+            for i in range(k):
+                rind[j, i] = rs.choice(m)
+                tt[j, i] = rs.uniform()
+            if self.local_smoothing > 0:
+                gen = torch.Generator(device="cpu").manual_seed(s)
+                noise = torch.stack([torch.empty(x.shape[1:]).normal_(generator=gen) for _ in range(k)])
+                xs[j] = xs[j] + noise.to(x.device) * self.local_smoothing
+        b = background[torch.from_numpy(rind.reshape(-1)).to(x.device)].reshape(xs.shape)
+        t = torch.from_numpy(tt.astype(np.float32)).to(x.device).reshape((n, k) + (1,) * (x.dim() - 1))
+        points = t * xs + (1 - t) * b
+        return points.reshape((n * k,) + tuple(x.shape[1:])), (xs - b).reshape((n * k,) + tuple(x.shape[1:]))
+
+    def _shap(self, x, background, target, *, index, **_):
+        """Return ``(N, *shape)`` expected gradients of output ``target`` ``(N,)`` with the background ``(M, *shape)``."""
+        import torch
+
+        n, k = x.shape[0], int(self.nsamples)
+        points, delta = self._draws(x, background, index)
+        tgt = torch.as_tensor(np.repeat(np.asarray(target, np.int64), k), device=x.device)
+        grads = torch.empty_like(points)
+        step = max(1, int(self.batch_size))
+        for b0 in range(0, n * k, step):
+            p = points[b0:b0 + step].clone().requires_grad_(True)
+            out = self.f(p)
+            sel = out.gather(1, tgt[b0:b0 + step, None]).sum()
+            grads[b0:b0 + step] = torch.autograd.grad(sel, p)[0]
+        vals = (grads.double() * delta.double()).reshape((n, k) + tuple(x.shape[1:])).mean(1)
+        return vals.float().cpu().numpy()
 
 
 class DeepShap(_Shap):
