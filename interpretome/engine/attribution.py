@@ -268,8 +268,8 @@ class GradientShap(_Shap):
     points a background row (``np.random.choice``) and an interpolation ``t`` (``np.random.uniform``),
     and with ``local_smoothing`` a torch normal draw from ``torch.manual_seed(s)``; the value is the
     mean of ``grad f(t x + (1 - t) b) * (x - b)``. shap runs a Python loop over the points and one
-    small gradient batch per sample; here only the draws loop, and all the block's points go through
-    the model in batches of ``batch_size`` rows (tests/test_attribute.py checks the values against
+    small gradient batch per sample; here only the draws loop, and groups of samples go through the
+    model in batches of about ``batch_size`` rows (tests/test_attribute.py checks the values against
     shap's explainer).
     """
 
@@ -284,38 +284,47 @@ class GradientShap(_Shap):
         n, k, m = x.shape[0], int(self.nsamples), background.shape[0]
         rind = np.empty((n, k), np.int64)
         tt = np.empty((n, k), np.float64)
-        xs = x.detach().unsqueeze(1).expand(n, k, *x.shape[1:]).clone()
+        rs = np.random.RandomState()
         for j in range(n):
-            s = sample_seed(self.seed, int(index[j]))
-            rs = np.random.RandomState(s)
-            for i in range(k):
-                rind[j, i] = rs.choice(m)
+            rs.seed(sample_seed(self.seed, int(index[j])))  # np.random.seed(s): reseeding, not a new generator
+            for i in range(k):  # np.random.choice(m) is randint(0, m) on the same stream
+                rind[j, i] = rs.randint(0, m)
                 tt[j, i] = rs.uniform()
-            if self.local_smoothing > 0:
-                gen = torch.Generator(device="cpu").manual_seed(s)
-                noise = torch.stack([torch.empty(x.shape[1:]).normal_(generator=gen) for _ in range(k)])
-                xs[j] = xs[j] + noise.to(x.device) * self.local_smoothing
-        b = background[torch.from_numpy(rind.reshape(-1)).to(x.device)].reshape(xs.shape)
+        xs = x.detach().unsqueeze(1)
+        if self.local_smoothing > 0:
+            noise = torch.empty((n, k) + tuple(x.shape[1:]))
+            for j in range(n):
+                gen = torch.Generator(device="cpu").manual_seed(sample_seed(self.seed, int(index[j])))
+                for i in range(k):
+                    noise[j, i].normal_(generator=gen)
+            xs = xs + noise.to(x.device) * self.local_smoothing
+        b = background[torch.from_numpy(rind.reshape(-1)).to(x.device)].reshape((n, k) + tuple(x.shape[1:]))
         t = torch.from_numpy(tt.astype(np.float32)).to(x.device).reshape((n, k) + (1,) * (x.dim() - 1))
         points = t * xs + (1 - t) * b
         return points.reshape((n * k,) + tuple(x.shape[1:])), (xs - b).reshape((n * k,) + tuple(x.shape[1:]))
 
     def _shap(self, x, background, target, *, index, **_):
-        """Return ``(N, *shape)`` expected gradients of output ``target`` ``(N,)`` with the background ``(M, *shape)``."""
+        """Return ``(N, *shape)`` expected gradients of output ``target`` ``(N,)`` with the background ``(M, *shape)``.
+
+        Samples go in groups of ``batch_size // nsamples`` (at least one), so a group's points are
+        one model batch of about ``batch_size`` rows and memory stays bounded whatever ``N``.
+        """
         import torch
 
         n, k = x.shape[0], int(self.nsamples)
-        points, delta = self._draws(x, background, index)
-        tgt = torch.as_tensor(np.repeat(np.asarray(target, np.int64), k), device=x.device)
-        grads = torch.empty_like(points)
-        step = max(1, int(self.batch_size))
-        for b0 in range(0, n * k, step):
-            p = points[b0:b0 + step].clone().requires_grad_(True)
-            out = self.f(p)
-            sel = out.gather(1, tgt[b0:b0 + step, None]).sum()
-            grads[b0:b0 + step] = torch.autograd.grad(sel, p)[0]
-        vals = (grads.double() * delta.double()).reshape((n, k) + tuple(x.shape[1:])).mean(1)
-        return vals.float().cpu().numpy()
+        group = max(1, int(self.batch_size) // k)
+        target = np.asarray(target, np.int64)
+        out = np.empty(tuple(x.shape), np.float32)
+        for j0 in range(0, n, group):
+            j1 = min(n, j0 + group)
+            points, delta = self._draws(x[j0:j1], background, index[j0:j1])
+            points.requires_grad_(True)
+            tgt = torch.as_tensor(np.repeat(target[j0:j1], k), device=x.device)
+            sel = self.f(points).gather(1, tgt[:, None]).sum()
+            grads = torch.autograd.grad(sel, points)[0]
+            vals = (grads.double() * delta.double()).reshape((j1 - j0, k) + tuple(x.shape[1:])).mean(1)
+            out[j0:j1] = vals.float().cpu().numpy()
+        return out
 
 
 class DeepShap(_Shap):

@@ -360,6 +360,19 @@ def _train_node(xtrain, *, spec, targets, params, index, names):
         return np.array([train_fastshap(xtrain, spec, targets=targets, **params)], dtype=object)
 
 
+def _trained_state(trained: dict, f: int, t: int):
+    """Return a one-entry object dask array holding ``trained``, checked against ``f`` features and ``t`` targets."""
+    if not isinstance(trained, dict) or "explainer" not in trained:
+        raise ValueError("trained= takes the state dict that train_fastshap / validate_fastshap return")
+    if (trained["n_features"], trained["n_targets"]) != (f, t):
+        raise ValueError(f"trained= was trained for {trained['n_features']} features and {trained['n_targets']} "
+                         f"targets; this input has {f} features and {t} targets: train it on these (or pass the "
+                         f"same target=)")
+    holder = np.empty((1,), object)
+    holder[0] = trained
+    return da.from_array(holder, chunks=(1,), name=f"fastshap-trained-{hash(trained['explainer']):x}")
+
+
 def _validation_block(s):
     v = s.reshape(-1)[0]["validation"]
     return np.array([v[k] for k in METRICS], np.float32)
@@ -368,7 +381,8 @@ def _validation_block(s):
 def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_train: int = 2000, epochs: int = 200,
              hidden: int = 256, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_masks: int = 16,
              patience: int = 10, n_validate: int = 32, se_bound: float = 0.15, top_k: int = 15,
-             min_fidelity: float | None = 0.9, var: str = "features", merge: bool = True) -> xr.Dataset:
+             min_fidelity: float | None = 0.9, var: str = "features", trained: dict | None = None,
+             merge: bool = True) -> xr.Dataset:
     """Return lazy FastSHAP values of a dense-input model for every sample of ``ds``.
 
     ``var`` (sample, feature) is the input (``features``: what ``read_h5ad`` names the matrix it
@@ -389,6 +403,10 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
         Training of the surrogate and the explainer (see ``train_fastshap``).
     n_validate, se_bound, top_k, min_fidelity
         The validation against Shapley values of the surrogate game (see the module doc).
+    trained : dict, optional
+        A state from ``train_fastshap`` / ``validate_fastshap`` for this model, features and
+        targets: explain with it instead of training in the graph (its validation is reported;
+        the training options are then unused).
     merge : bool, default True
 
     Returns
@@ -422,15 +440,18 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     names, idx = rt.output.resolve(target, n_out)
     if idx is None:
         raise ValueError("FastSHAP explains fixed targets: pass target='all', a class name or a list of them")
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
-    xtrain = x[rows].rechunk((len(rows), f))
-    params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
-                  patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
-                  min_fidelity=min_fidelity)
-    labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)
-    state = da.blockwise(_train_node, "z", xtrain, "ab", new_axes={"z": 1}, concatenate=True, dtype=object,
-                         meta=np.empty((0,), object), spec=spec, targets=tuple(int(i) for i in idx), params=params,
-                         index=rows, names=labels[rows])
+    if trained is not None:
+        state = _trained_state(trained, f, len(names))
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
+        xtrain = x[rows].rechunk((len(rows), f))
+        params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
+                      patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
+                      min_fidelity=min_fidelity)
+        labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)
+        state = da.blockwise(_train_node, "z", xtrain, "ab", new_axes={"z": 1}, concatenate=True, dtype=object,
+                             meta=np.empty((0,), object), spec=spec, targets=tuple(int(i) for i in idx),
+                             params=params, index=rows, names=labels[rows])
     x = x.rechunk((x.chunks[0], -1))
     index = da.arange(n, chunks=(x.chunks[0],), dtype=np.int64)
     attr = da.blockwise(_explain_block, "sft", x, "sf", index, "s", state, "z", new_axes={"t": len(names)},
