@@ -132,8 +132,8 @@ def test_fastshap__log1p_counts_and_a_trained_state():
     """Counts with transform='log1p' (exact reference at 6 features), then fastshap(trained=state) in the graph."""
     from interpretome.tasks.fastshap import explain_with, load_fastshap
 
-    x = np.random.default_rng(3).poisson(3.0, size=(400, 6)).astype(np.float32)
-    st = validate_fastshap(small_spec(), x, epochs=30, seed=1, n_validate=32, transform="log1p",
+    x = np.random.default_rng(3).poisson(3.0, size=(300, 6)).astype(np.float32)
+    st = validate_fastshap(small_spec(), x, epochs=30, seed=1, n_validate=32, transform="log1p", hidden=32,
                            min_fidelity=FIDELITY_THRESHOLD)
     assert st["transform"] == "log1p" and st["validation"]["reference_permutations"] == 0
     game, expl = load_fastshap(st)

@@ -181,8 +181,7 @@ def _game_draws(game: Game, z, gen, n_masks: int):
         v0 = game.raw(z, torch.zeros_like(z))
         m = _draw_masks(gen, b * n_masks, f, kernel=True)
         m = torch.cat([m, 1 - m])
-        zm = (m.view(2 * n_masks, b, f) * z).view(-1, f)  # row r: input r mod b, without repeating z
-        vs = (game.net(torch.cat([zm, m], dim=1)).view(2 * n_masks, b, -1) - v0).view(2 * n_masks * b, -1)
+        vs = game.raw(z.repeat(2 * n_masks, 1), m) - v0.repeat(2 * n_masks, 1)
     return m, vs, v1, v0
 
 
@@ -193,7 +192,7 @@ def _explainer_loss(expl, z, draws):
     m, vs, v1, v0 = draws
     b, f = z.shape
     phi = _normalise(expl(z).view(b, f, -1), v1, v0)
-    pred = torch.einsum("rbf,bft->rbt", m.view(-1, b, f), phi).reshape(m.shape[0], -1)  # no repeat of phi
+    pred = torch.bmm(m[:, None, :], phi.repeat(m.shape[0] // b, 1, 1))[:, 0]
     return ((vs - pred) ** 2).sum(1).mean()
 
 
