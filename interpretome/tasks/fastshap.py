@@ -126,11 +126,8 @@ def _draw_masks(gen, n: int, f: int, kernel: bool):
         sizes = torch.multinomial(p, n, replacement=True, generator=gen) + 1
     else:
         sizes = torch.randint(0, f + 1, (n,), generator=gen)
-    u = torch.rand(n, f, generator=gen)
-    # a feature is in the mask when its rank in u is below the size: u below the size-th order statistic
-    # (one sort instead of the two argsorts that give the ranks; the same masks from the same draws)
-    order = torch.cat([u.sort(1).values, torch.full((n, 1), math.inf)], dim=1)
-    return (u < order.gather(1, sizes[:, None])).float()
+    ranks = torch.rand(n, f, generator=gen).argsort(1).argsort(1)
+    return (ranks < sizes[:, None]).float()
 
 
 def _fit(net, step, val_loss, *, epochs: int, patience: int, lr: float, batches) -> int:
