@@ -126,3 +126,27 @@ def test_fastshap__untrusted_below_min_fidelity_at_any_size():
         validate_fastshap(wide, x40, epochs=1, n_validate=4, min_fidelity=0.999)
     with pytest.raises(ValueError, match="at least 8 training samples"):
         validate_fastshap(small_spec(), x[:12], n_validate=4)
+
+
+def test_fastshap__log1p_counts_and_a_trained_state():
+    """Counts with transform='log1p' (exact reference at 6 features), then fastshap(trained=state) in the graph."""
+    from interpretome.tasks.fastshap import explain_with, load_fastshap
+
+    x = np.random.default_rng(3).poisson(3.0, size=(300, 6)).astype(np.float32)
+    st = validate_fastshap(small_spec(), x, epochs=30, seed=1, n_validate=32, transform="log1p", hidden=32,
+                           min_fidelity=FIDELITY_THRESHOLD)
+    assert st["transform"] == "log1p" and st["validation"]["reference_permutations"] == 0
+    game, expl = load_fastshap(st)
+    # the game standardises log1p counts: z of the training mean of log1p is 0
+    assert torch.allclose(game.z(torch.expm1(game.x_mean)[None]), torch.zeros(1, 6), atol=1e-5)
+    want = explain_with(expl, game, torch.from_numpy(x), 6, 2)
+    r = fastshap(features_to_dataset(x, sample_chunk=150), small_spec(), trained=st, merge=False)
+    got = r.compute(scheduler="sync")
+    np.testing.assert_allclose(got["fastshap_attribution"].values, want, atol=1e-6)
+    assert float(got["fastshap_fidelity"]) == pytest.approx(st["fidelity"])
+    with pytest.raises(ValueError, match="negative inputs"):
+        fastshap(features_to_dataset(-x), small_spec(), trained=st, merge=False).compute(scheduler="sync")
+    with pytest.raises(ValueError, match="is for counts"):
+        validate_fastshap(small_spec(), -x, transform="log1p")
+    with pytest.raises(ValueError, match="trained for 6 features and 2 targets"):
+        fastshap(features_to_dataset(x), small_spec(), target="yes", trained=st)

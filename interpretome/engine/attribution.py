@@ -273,28 +273,68 @@ class _Shap(Attribution):
 
 
 class GradientShap(_Shap):
-    """Expected gradients from shap's ``GradientExplainer``, one seed per sample (``sample_seed``)."""
+    """Expected gradients as shap's ``GradientExplainer`` computes them, one seed per sample (``sample_seed``).
+
+    Per sample, the draws are shap's own: ``np.random.seed(s)``, then for each of the ``nsamples``
+    points a background row (``np.random.choice``) and an interpolation ``t`` (``np.random.uniform``),
+    and with ``local_smoothing`` a torch normal draw from ``torch.manual_seed(s)``; the value is the
+    mean of ``grad f(t x + (1 - t) b) * (x - b)``. shap runs a Python loop over the points and one
+    small gradient batch per sample; here only the draws loop, and groups of samples go through the
+    model in batches of about ``batch_size`` rows (tests/test_attribute.py checks the values against
+    shap's explainer).
+    """
 
     name = "gradient_shap"
     aliases = ("gradient", "expected_gradients")
     options = ("nsamples", "local_smoothing", "seed", "batch_size")
 
-    def _shap(self, x, background, target, *, index, **_):
-        """Return ``(N, *shape)``; the explainer is built once per target value with the background ``(M, *shape)``."""
-        import shap
+    def _draws(self, x, background, index):
+        """Return ``(points, delta)`` ``(N * nsamples, *shape)`` torch float32: shap's interpolation points and x - b."""
         import torch
 
-        out = np.zeros(tuple(x.shape), np.float32)
-        explainers = {}
-        for j in range(x.shape[0]):
-            t = int(target[j])
-            if t not in explainers:
-                explainers[t] = shap.GradientExplainer(head_module(self.model, self.activation, [t]), background,
-                                                       batch_size=self.batch_size, local_smoothing=self.local_smoothing)
-            s = sample_seed(self.seed, int(index[j]))
-            torch.manual_seed(s)
-            vals = explainers[t].shap_values(x[j:j + 1], nsamples=self.nsamples, rseed=s)
-            out[j] = np.asarray(vals, np.float32).reshape(out[j].shape)
+        n, k, m = x.shape[0], int(self.nsamples), background.shape[0]
+        rind = np.empty((n, k), np.int64)
+        tt = np.empty((n, k), np.float64)
+        rs = np.random.RandomState()
+        for j in range(n):
+            rs.seed(sample_seed(self.seed, int(index[j])))  # np.random.seed(s): reseeding, not a new generator
+            for i in range(k):  # np.random.choice(m) is randint(0, m) on the same stream
+                rind[j, i] = rs.randint(0, m)
+                tt[j, i] = rs.uniform()
+        xs = x.detach().unsqueeze(1)
+        if self.local_smoothing > 0:
+            noise = torch.empty((n, k) + tuple(x.shape[1:]))
+            for j in range(n):
+                gen = torch.Generator(device="cpu").manual_seed(sample_seed(self.seed, int(index[j])))
+                for i in range(k):
+                    noise[j, i].normal_(generator=gen)
+            xs = xs + noise.to(x.device) * self.local_smoothing
+        b = background[torch.from_numpy(rind.reshape(-1)).to(x.device)].reshape((n, k) + tuple(x.shape[1:]))
+        t = torch.from_numpy(tt.astype(np.float32)).to(x.device).reshape((n, k) + (1,) * (x.dim() - 1))
+        points = t * xs + (1 - t) * b
+        return points.reshape((n * k,) + tuple(x.shape[1:])), (xs - b).reshape((n * k,) + tuple(x.shape[1:]))
+
+    def _shap(self, x, background, target, *, index, **_):
+        """Return ``(N, *shape)`` expected gradients of output ``target`` ``(N,)`` with the background ``(M, *shape)``.
+
+        Samples go in groups of ``batch_size // nsamples`` (at least one), so a group's points are
+        one model batch of about ``batch_size`` rows and memory stays bounded whatever ``N``.
+        """
+        import torch
+
+        n, k = x.shape[0], int(self.nsamples)
+        group = max(1, int(self.batch_size) // k)
+        target = np.asarray(target, np.int64)
+        out = np.empty(tuple(x.shape), np.float32)
+        for j0 in range(0, n, group):
+            j1 = min(n, j0 + group)
+            points, delta = self._draws(x[j0:j1], background, index[j0:j1])
+            points.requires_grad_(True)
+            tgt = torch.as_tensor(np.repeat(target[j0:j1], k), device=x.device)
+            sel = self.f(points).gather(1, tgt[:, None]).sum()
+            grads = torch.autograd.grad(sel, points)[0]
+            vals = (grads.double() * delta.double()).reshape((j1 - j0, k) + tuple(x.shape[1:])).mean(1)
+            out[j0:j1] = vals.float().cpu().numpy()
         return out
 
 

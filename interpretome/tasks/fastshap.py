@@ -5,7 +5,8 @@ Two small networks are trained on one worker, inside the task graph (one graph n
 1. a **surrogate** ``g`` that predicts the model's output f(x) (after the spec's activation) from a
    masked input. Features are standardised with the training set's mean and standard deviation;
    a masked feature is set to 0 there — its training mean — and the mask itself is a second
-   input: ``v_x(S) = g(z ⊙ 1_S, 1_S)`` with ``z = (x - mean) / std``. This **is the value
+   input: ``v_x(S) = g(z ⊙ 1_S, 1_S)`` with ``z = (x - mean) / std`` (of ``log1p(x)`` with
+   ``transform="log1p"``, for count inputs). This **is the value
    function explained** (the masking convention: absent features take their training-set mean,
    and the surrogate, trained on masks whose size is uniform on 0..F, estimates the model's
    expected output given the present features). Its targets are standardised per output too.
@@ -55,7 +56,7 @@ from ..engine.heads import activate, item_name, outputs_of, require_finite
 from ..engine.runtime import get_runtime
 from ..engine.spec import ModelSpec, load_spec
 from ..storage.schema import FEATURE, METRIC, SAMPLE, TARGET, validate
-from .shapley_reference import EXACT_MAX, Game, exact_shapley, fidelity_figures, permutation_shapley, reference_shapley
+from .shapley_reference import EXACT_MAX, TRANSFORMS, Game, exact_shapley, fidelity_figures, permutation_shapley, reference_shapley
 
 __all__ = ["EXACT_MAX", "METRICS", "Game", "exact_shapley", "explain_with", "fastshap", "fidelity_figures",
            "load_fastshap", "permutation_shapley", "reference_shapley", "train_fastshap", "validate_fastshap"]
@@ -196,8 +197,12 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
                    experts: int = 8, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_masks: int = 8,
                    patience: int = 10,
                    n_validate: int = 32, validation_fraction: float = 0.15, se_bound: float = 0.15,
-                   top_k: int = 15, min_fidelity: float | None = None) -> dict:
+                   top_k: int = 15, min_fidelity: float | None = None, transform: str | None = None) -> dict:
     """Train surrogate and explainer on ``x`` ``(N, F)`` for model outputs ``targets``, validate; return a state.
+
+    ``transform`` (``None`` or ``"log1p"``, for count inputs): how ``x`` is transformed before it
+    is standardised for the surrogate and the explainer (see ``Game``); the model is always given
+    ``x`` itself.
 
     ``n_validate`` samples (drawn with ``seed``) are held out as the reference set, a further
     ``validation_fraction`` of the rest is the early-stopping split, the remainder trains.
@@ -225,16 +230,21 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
         raise ValueError(f"FastSHAP needs n_validate >= 1 held-out samples and at least 8 training samples; "
                          f"{n} samples with n_validate={n_validate}: pass more samples (n_train=) or a smaller "
                          f"n_validate")
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    if transform == "log1p" and not (x >= 0).all():
+        raise ValueError("transform='log1p' is for counts; the input has negative values: pass transform=None")
     gen = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=gen).numpy()
     ref_idx, es_idx, tr_idx = perm[:n_ref], perm[n_ref:n_ref + n_es], perm[n_ref + n_es:]
-    x_mean, x_std = xt[tr_idx].mean(0), xt[tr_idx].std(0).clamp_min(1e-6)
+    xs = Game.transformed(xt[tr_idx], transform)
+    x_mean, x_std = xs.mean(0), xs.std(0).clamp_min(1e-6)
     y_mean, y_std = y[tr_idx].mean(0), y[tr_idx].std(0).clamp_min(1e-6)
     with torch.random.fork_rng():
         torch.manual_seed(int(seed))
         sur = _mlp(2 * f, t, hidden)
         expl = _explainer(f, t, experts)
-    game = Game(sur, x_mean, x_std, y_mean, y_std)
+    game = Game(sur, x_mean, x_std, y_mean, y_std, transform)
     z, ys = game.z(xt), (y - y_mean) / y_std
     ztr, zes = z[tr_idx], z[es_idx]
 
@@ -280,6 +290,7 @@ def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int 
             f"experts (experts=) or a larger surrogate (hidden=)")
     return {"surrogate": _to_bytes(sur), "explainer": _to_bytes(expl), "n_features": f, "n_targets": t,
             "hidden": hidden, "experts": experts, "scale": _to_bytes_tensors(x_mean, x_std, y_mean, y_std),
+            "transform": transform,
             "fidelity": figures["fidelity"], "validation": figures}
 
 
@@ -327,7 +338,7 @@ def load_fastshap(state: dict):
     sur.load_state_dict(torch.load(io.BytesIO(state["surrogate"]), weights_only=True))
     expl.load_state_dict(torch.load(io.BytesIO(state["explainer"]), weights_only=True))
     scale = torch.load(io.BytesIO(state["scale"]), weights_only=True)
-    return Game(sur.eval(), *(scale[str(i)] for i in range(4))), expl.eval()
+    return Game(sur.eval(), *(scale[str(i)] for i in range(4)), state.get("transform")), expl.eval()
 
 
 _LOADED: dict[int, tuple] = {}
@@ -346,6 +357,9 @@ def _explain_block(x, index, state, *, allow_nonfinite: bool = False):
     x = np.asarray(x, np.float32)
     if not np.isfinite(x).all():
         raise ValueError("input features contain NaN or infinite values: impute or drop those samples")
+    if state.get("transform") == "log1p" and not (x >= 0).all():
+        raise ValueError("FastSHAP was trained with transform='log1p' (counts); this block has negative inputs: "
+                         "explain the same (count) layer it was trained on")
     phi = explain_with(expl, game, torch.from_numpy(x), state["n_features"], state["n_targets"]).astype(np.float32)
     if not allow_nonfinite and not np.isfinite(phi).all():
         r = int(np.flatnonzero(~np.isfinite(phi).reshape(len(phi), -1).all(1))[0])
@@ -360,6 +374,19 @@ def _train_node(xtrain, *, spec, targets, params, index, names):
         return np.array([train_fastshap(xtrain, spec, targets=targets, **params)], dtype=object)
 
 
+def _trained_state(trained: dict, f: int, t: int):
+    """Return a one-entry object dask array holding ``trained``, checked against ``f`` features and ``t`` targets."""
+    if not isinstance(trained, dict) or "explainer" not in trained:
+        raise ValueError("trained= takes the state dict that train_fastshap / validate_fastshap return")
+    if (trained["n_features"], trained["n_targets"]) != (f, t):
+        raise ValueError(f"trained= was trained for {trained['n_features']} features and {trained['n_targets']} "
+                         f"targets; this input has {f} features and {t} targets: train it on these (or pass the "
+                         f"same target=)")
+    holder = np.empty((1,), object)
+    holder[0] = trained
+    return da.from_array(holder, chunks=(1,), name=f"fastshap-trained-{hash(trained['explainer']):x}")
+
+
 def _validation_block(s):
     v = s.reshape(-1)[0]["validation"]
     return np.array([v[k] for k in METRICS], np.float32)
@@ -368,7 +395,9 @@ def _validation_block(s):
 def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_train: int = 2000, epochs: int = 200,
              hidden: int = 256, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_masks: int = 16,
              patience: int = 10, n_validate: int = 32, se_bound: float = 0.15, top_k: int = 15,
-             min_fidelity: float | None = 0.9, var: str = "features", merge: bool = True) -> xr.Dataset:
+             min_fidelity: float | None = 0.9, var: str = "features", transform: str | None = None,
+             trained: dict | None = None,
+             merge: bool = True) -> xr.Dataset:
     """Return lazy FastSHAP values of a dense-input model for every sample of ``ds``.
 
     ``var`` (sample, feature) is the input (``features``: what ``read_h5ad`` names the matrix it
@@ -389,6 +418,13 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
         Training of the surrogate and the explainer (see ``train_fastshap``).
     n_validate, se_bound, top_k, min_fidelity
         The validation against Shapley values of the surrogate game (see the module doc).
+    transform : None or "log1p", default None
+        ``"log1p"`` for count inputs (e.g. a scvi-tools model's counts layer): the surrogate and the
+        explainer see standardised ``log1p`` counts (see ``train_fastshap``).
+    trained : dict, optional
+        A state from ``train_fastshap`` / ``validate_fastshap`` for this model, features and
+        targets: explain with it instead of training in the graph (its validation is reported;
+        the training options are then unused).
     merge : bool, default True
 
     Returns
@@ -422,15 +458,18 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     names, idx = rt.output.resolve(target, n_out)
     if idx is None:
         raise ValueError("FastSHAP explains fixed targets: pass target='all', a class name or a list of them")
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
-    xtrain = x[rows].rechunk((len(rows), f))
-    params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
-                  patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
-                  min_fidelity=min_fidelity)
-    labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)
-    state = da.blockwise(_train_node, "z", xtrain, "ab", new_axes={"z": 1}, concatenate=True, dtype=object,
-                         meta=np.empty((0,), object), spec=spec, targets=tuple(int(i) for i in idx), params=params,
-                         index=rows, names=labels[rows])
+    if trained is not None:
+        state = _trained_state(trained, f, len(names))
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
+        xtrain = x[rows].rechunk((len(rows), f))
+        params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
+                      patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
+                      min_fidelity=min_fidelity, transform=transform)
+        labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)
+        state = da.blockwise(_train_node, "z", xtrain, "ab", new_axes={"z": 1}, concatenate=True, dtype=object,
+                             meta=np.empty((0,), object), spec=spec, targets=tuple(int(i) for i in idx),
+                             params=params, index=rows, names=labels[rows])
     x = x.rechunk((x.chunks[0], -1))
     index = da.arange(n, chunks=(x.chunks[0],), dtype=np.int64)
     attr = da.blockwise(_explain_block, "sft", x, "sf", index, "s", state, "z", new_axes={"t": len(names)},

@@ -18,19 +18,35 @@ EXACT_MAX = 12
 """Up to this many features the reference Shapley values are enumerated exactly."""
 
 
+TRANSFORMS = (None, "log1p")
+"""How inputs are transformed before they are standardised: as they are, or ``log1p`` (counts)."""
+
+
 class Game:
     """The surrogate game ``v_x(S)``: standardised inputs, masked features at 0 (their mean), mask as input.
 
     ``net`` is the surrogate MLP on ``[z ⊙ m, m]`` (2F inputs) predicting standardised outputs;
-    ``x_mean``, ``x_std`` (F,) and ``y_mean``, ``y_std`` (T,) are torch tensors.
+    ``x_mean``, ``x_std`` (F,) and ``y_mean``, ``y_std`` (T,) are torch tensors. ``transform``
+    (``TRANSFORMS``): ``"log1p"`` standardises ``log1p(x)`` (count inputs; ``x_mean`` and ``x_std``
+    are then those of ``log1p(x)``, and an absent gene is at its training mean of ``log1p``).
     """
 
-    def __init__(self, net, x_mean, x_std, y_mean, y_std):
+    def __init__(self, net, x_mean, x_std, y_mean, y_std, transform: str | None = None):
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         self.net, self.x_mean, self.x_std, self.y_mean, self.y_std = net, x_mean, x_std, y_mean, y_std
+        self.transform = transform
+
+    @staticmethod
+    def transformed(x, transform: str | None):
+        """Return ``x`` ``(N, F)`` (torch) as the game standardises it (``log1p`` or unchanged)."""
+        import torch
+
+        return torch.log1p(x) if transform == "log1p" else x
 
     def z(self, x):
         """Return standardised inputs ``(N, F)``."""
-        return (x - self.x_mean) / self.x_std
+        return (self.transformed(x, self.transform) - self.x_mean) / self.x_std
 
     def raw(self, z, m):
         """Return standardised outputs ``(N, T)`` of standardised inputs ``z`` under masks ``m``."""
