@@ -249,11 +249,11 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 SHAP_LOCK = threading.Lock()
-"""Held while shap explains: its explainers are not thread-safe. ``GradientExplainer`` is seeded
-through torch's process-wide generator; ``DeepExplainer`` keeps each layer's input on the module by
-forward hooks (so it explains a private copy of the model: any other forward of the shared,
-per-process model in another thread would fire those hooks and overwrite the inputs it keeps).
-In a threaded scheduler the chunks' shap calls run one at a time, each as it would alone."""
+"""Held while shap's ``DeepExplainer`` explains: it is not thread-safe. It keeps each layer's input
+on the module by forward hooks, so it explains a private copy of the model (any other forward of the
+shared, per-process model in another thread would fire those hooks and overwrite the inputs it
+keeps), and its calls in one process run one at a time, each as it would alone. ``GradientShap``
+draws from private generators and needs no lock."""
 
 
 class _Shap(Attribution):
@@ -266,8 +266,7 @@ class _Shap(Attribution):
 
         bg = torch.from_numpy(np.ascontiguousarray(background, np.float32)).to(x.device)
         fb_all = self.outputs(bg).mean(0).cpu().numpy()
-        with SHAP_LOCK:
-            attr = self._shap(x, bg, target, **inputs)
+        attr = self._shap(x, bg, target, **inputs)
         out = (self.outputs(x) if out is None else out).cpu().numpy()
         return attr, out[np.arange(x.shape[0]), target], fb_all[target]
 
@@ -348,8 +347,9 @@ class DeepShap(_Shap):
         import shap
 
         # a private copy: DeepExplainer's hooks must not see other threads' forwards of the shared model
-        explainer = shap.DeepExplainer(copy.deepcopy(head_module(self.model, self.activation)), background)
-        vals = np.asarray(explainer.shap_values(x, check_additivity=False), np.float32)
+        with SHAP_LOCK:
+            explainer = shap.DeepExplainer(copy.deepcopy(head_module(self.model, self.activation)), background)
+            vals = np.asarray(explainer.shap_values(x, check_additivity=False), np.float32)
         if vals.ndim == x.ndim:  # a single output
             vals = vals[..., None]
         t = np.asarray(target, np.int64)
