@@ -496,10 +496,13 @@ def test_write_dataset__track_resumes_identically(genome, store):
     ds = read_genome(path, position_chunk=100)
     res = predict_tiles(ds, SCALAR, window=100, stride=30, bin_chunk=5, merge=False)
     write_dataset(res, store, "tracks", task="tiled_prediction", params={"w": 100})
+    first = open_group(store, "tracks")["track_prediction"].values
     again = write_dataset(res, store, "tracks", task="tiled_prediction", params={"w": 100})
     assert again.computed_chunks == 0
-    np.testing.assert_array_equal(open_group(store, "tracks")["track_prediction"].values,
-                                  res["track_prediction"].values)
+    np.testing.assert_array_equal(open_group(store, "tracks")["track_prediction"].values, first)  # kept as stored
+    # a fresh computation, perhaps in other processes (a session client may be the default scheduler): torch's
+    # CPU convolutions agree across processes to float32 rounding, not always to the bit
+    np.testing.assert_allclose(first, res["track_prediction"].values, rtol=1e-6, atol=0)
 
 
 def test_cli__tiles_export_and_genome_ism(genome, client2, tmp_path, capsys):
@@ -706,7 +709,8 @@ def test_predict_tiles__shared_trunk_equals_per_window_forwards(genome, strand, 
         for pc, bc, regions in [(1 << 20, None, whole), (64, 5, ["chr1:101-900"])]:
             res = predict_tiles(read_genome(path, position_chunk=pc), spec, window=window, stride=stride,
                                 strand=strand, bin_chunk=bc, regions=regions, merge=False)
-            got_all = res["track_prediction"].values
+            # in this process (where the patched trunk_window_outputs counts), whatever client the session left
+            got_all = res["track_prediction"].compute(scheduler="threads").values
             for i, name in enumerate(res["contig_name"].values):
                 seq = seqs[name]
                 r0, r1 = int(res["region_start"].values[i]), int(res["region_end"].values[i])
