@@ -82,6 +82,14 @@ def big_nan_dense():
     return _BigNaN()
 
 
+def nan_head_cnn():
+    """reference_cnn (traceable: its trunk is shared by overlapping tiles) whose output 'b' is NaN everywhere."""
+    model = reference_cnn(seed=3, channels=8, outputs=2)
+    with torch.no_grad():
+        model[-1].bias[1] = float("nan")
+    return model
+
+
 def _t_nan_spec(**kw):
     return ModelSpec(factory="tests.test_integrity_model:t_nan_model", targets=("a", "b"), batch_size=16, **kw)
 
@@ -211,6 +219,19 @@ def test_nan_output__tiles_and_attribution_name_the_sequence():
     attr = attribute(_sequences(), _t_nan_spec(), target="all", n_steps=4, merge=False)
     with pytest.raises(ModelOutputError, match=r"sequence 'polyT' \(index 1\): the model output for target 'b'"):
         attr["sequence_attribution"].compute(scheduler="sync")
+
+
+def test_nan_output__shared_trunk_tiles_name_the_window():
+    """Overlapping tiles through the shared trunk (engine.tile_trunk) check outputs as per-window forwards do."""
+    from interpretome.engine.models import get_runtime
+    from interpretome.engine.tile_trunk import trunk_plan
+
+    spec = ModelSpec(factory="tests.test_integrity_model:nan_head_cnn", targets=("a", "b"), batch_size=16)
+    assert trunk_plan(get_runtime(spec)) is not None  # the shared path is the one taken
+    genome = sequences_to_dataset({"chrA": decode_bases(random_dna(1, 120, seed=4)[0])})
+    tiles = predict_tiles(genome, spec, window=40, stride=10, merge=False)
+    with pytest.raises(ModelOutputError, match=r"region 'chrA', window \[0, 40\) \(\+\): the model output for target 'b'"):
+        tiles["track_prediction"].compute(scheduler="sync")
 
 
 @pytest.mark.graph
