@@ -150,3 +150,5 @@ def test_fastshap__log1p_counts_and_a_trained_state():
         validate_fastshap(small_spec(), -x, transform="log1p")
     with pytest.raises(ValueError, match="trained for 6 features and 2 targets"):
         fastshap(features_to_dataset(x), small_spec(), target="yes", trained=st)
+    with pytest.raises(ValueError, match=r"trained= state's FastSHAP fidelity .* below min_fidelity=0.9999"):
+        fastshap(features_to_dataset(x), small_spec(), trained=st, min_fidelity=0.9999)

@@ -374,17 +374,24 @@ def _train_node(xtrain, *, spec, targets, params, index, names):
         return np.array([train_fastshap(xtrain, spec, targets=targets, **params)], dtype=object)
 
 
-def _trained_state(trained: dict, f: int, t: int):
-    """Return a one-entry object dask array holding ``trained``, checked against ``f`` features and ``t`` targets."""
+def _trained_state(trained: dict, f: int, t: int, min_fidelity: float | None):
+    """Return a one-entry object dask array holding ``trained``, checked against ``f`` features and ``t`` targets
+    and, like a state trained in the graph, refused when its validated fidelity is below ``min_fidelity``."""
+    from dask.base import tokenize
+
     if not isinstance(trained, dict) or "explainer" not in trained:
         raise ValueError("trained= takes the state dict that train_fastshap / validate_fastshap return")
     if (trained["n_features"], trained["n_targets"]) != (f, t):
         raise ValueError(f"trained= was trained for {trained['n_features']} features and {trained['n_targets']} "
                          f"targets; this input has {f} features and {t} targets: train it on these (or pass the "
                          f"same target=)")
+    if min_fidelity is not None and not trained["fidelity"] >= min_fidelity:
+        raise ValueError(f"the trained= state's FastSHAP fidelity {trained['fidelity']:.3f} is below "
+                         f"min_fidelity={min_fidelity}: train a better one (see validate_fastshap) or pass "
+                         f"min_fidelity=None to use it anyway")
     holder = np.empty((1,), object)
     holder[0] = trained
-    return da.from_array(holder, chunks=(1,), name=f"fastshap-trained-{hash(trained['explainer']):x}")
+    return da.from_array(holder, chunks=(1,), name=f"fastshap-trained-{tokenize(trained['explainer'], trained['scale'])}")
 
 
 def _validation_block(s):
@@ -423,8 +430,8 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
         explainer see standardised ``log1p`` counts (see ``train_fastshap``).
     trained : dict, optional
         A state from ``train_fastshap`` / ``validate_fastshap`` for this model, features and
-        targets: explain with it instead of training in the graph (its validation is reported;
-        the training options are then unused).
+        targets: explain with it instead of training in the graph (its validation is reported and
+        ``min_fidelity`` applies to it; the training options are then unused).
     merge : bool, default True
 
     Returns
@@ -459,7 +466,7 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     if idx is None:
         raise ValueError("FastSHAP explains fixed targets: pass target='all', a class name or a list of them")
     if trained is not None:
-        state = _trained_state(trained, f, len(names))
+        state = _trained_state(trained, f, len(names), min_fidelity)
     else:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
         xtrain = x[rows].rechunk((len(rows), f))
