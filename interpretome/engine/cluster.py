@@ -84,47 +84,63 @@ class _ComputeFailed:
         return not str(record.msg).startswith("Compute Failed")
 
 
-try:
+def _torch_threads_class() -> type:
+    """Return the ``TorchThreads`` worker-plugin class, built on first use.
+
+    It subclasses ``distributed``'s ``WorkerPlugin`` (``register_plugin`` dispatches on that
+    type), so it is defined only when a cluster needs it: in-process runs never import
+    ``distributed`` (about 0.5 s of a small job's start).
+    """
     from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
-except ImportError:  # pragma: no cover
-    _WorkerPlugin = object
+
+    class TorchThreads(_WorkerPlugin):
+        """Worker plugin that limits torch (and BLAS) to ``threads`` intra-op threads on each worker."""
+
+        name = "interpretome-torch-threads"
+
+        def __init__(self, threads: int = 1, verbosity: int | None = None):
+            self.threads = int(threads)
+            self.verbosity = _verbosity if verbosity is None else int(verbosity)
+
+        def setup(self, worker=None) -> None:
+            """Apply the thread limit in the worker process."""
+            for var in THREAD_ENV:
+                os.environ[var] = str(self.threads)
+            try:
+                import torch
+
+                torch.set_num_threads(self.threads)
+            except ImportError:  # pragma: no cover - torch is a dependency
+                pass
+            from .process import tune_malloc
+
+            tune_malloc()  # undo the nanny's fixed MALLOC_TRIM_THRESHOLD_ (page faults on every batch)
+            ignore_interrupts()
+            apply_verbosity(self.verbosity)
+
+        def teardown(self, worker=None) -> None:
+            """End a nanny's worker process as soon as its worker has closed (see ``exit_when_closed``).
+
+            Only while the worker is closing: a plugin replaced by a new registration (``connect`` to
+            a running cluster registers it again) is torn down too, and that worker keeps running.
+            """
+            from distributed.core import Status
+
+            if worker is not None and getattr(worker, "nanny", None) and worker.status == Status.closing:
+                exit_when_closed(worker)
+
+    TorchThreads.__module__ = __name__
+    TorchThreads.__qualname__ = "TorchThreads"
+    return TorchThreads
 
 
-class TorchThreads(_WorkerPlugin):
-    """Worker plugin that limits torch (and BLAS) to ``threads`` intra-op threads on each worker."""
-
-    name = "interpretome-torch-threads"
-
-    def __init__(self, threads: int = 1, verbosity: int | None = None):
-        self.threads = int(threads)
-        self.verbosity = _verbosity if verbosity is None else int(verbosity)
-
-    def setup(self, worker=None) -> None:
-        """Apply the thread limit in the worker process."""
-        for var in THREAD_ENV:
-            os.environ[var] = str(self.threads)
-        try:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
-        from .process import tune_malloc
-
-        tune_malloc()  # undo the nanny's fixed MALLOC_TRIM_THRESHOLD_ (page faults on every batch)
-        ignore_interrupts()
-        apply_verbosity(self.verbosity)
-
-    def teardown(self, worker=None) -> None:
-        """End a nanny's worker process as soon as its worker has closed (see ``exit_when_closed``).
-
-        Only while the worker is closing: a plugin replaced by a new registration (``connect`` to
-        a running cluster registers it again) is torn down too, and that worker keeps running.
-        """
-        from distributed.core import Status
-
-        if worker is not None and getattr(worker, "nanny", None) and worker.status == Status.closing:
-            exit_when_closed(worker)
+def __getattr__(name: str):
+    """Module attribute ``TorchThreads``, defined lazily (see ``_torch_threads_class``)."""
+    if name == "TorchThreads":
+        if "TorchThreads" not in globals():
+            globals()["TorchThreads"] = _torch_threads_class()
+        return globals()["TorchThreads"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def exit_when_closed(worker, poll: float = 0.01, deadline: float = 3.0) -> None:
@@ -335,7 +351,7 @@ def connect(
     if workers is not None and int(workers) < 1:
         raise ClusterError(f"--workers must be at least 1, got {workers}")
     log = log or (lambda msg: None)
-    plugin = TorchThreads(threads_per_worker)
+    plugin = __getattr__("TorchThreads")(threads_per_worker)
     if scheduler:
         try:
             client = Client(scheduler, timeout="20s")
@@ -394,7 +410,13 @@ class InProcess:
 
         tune_malloc()
         self._stack = contextlib.ExitStack()
-        cfg = {"scheduler": "sync"} if self.mode == "sync" else {"scheduler": "threads", "num_workers": self.workers}
+        # dask's scheduler functions themselves, not their names: a name makes every compute import
+        # ``distributed`` to look for a client (about 0.5 s of a small job's start)
+        import dask.local
+        import dask.threaded
+
+        cfg = ({"scheduler": dask.local.get_sync} if self.mode == "sync"
+               else {"scheduler": dask.threaded.get, "num_workers": self.workers})
         self._stack.enter_context(dask.config.set(cfg))
         try:
             import torch

@@ -172,7 +172,11 @@ def input_sample(ds: xr.Dataset, kind: str = "onehot", *, n: int = 2, row: int |
         arr = arr.isel({arr.dims[1]: slice(start, start + int(length))})
     data = arr.data
     if hasattr(data, "compute"):
-        data = data.compute(scheduler="sync")  # explicit: also under planning's compute-forbidding scheduler
+        # explicit (also under planning's compute-forbidding scheduler); the function, not "sync":
+        # a name makes dask import distributed to look for a client
+        import dask.local
+
+        data = data.compute(scheduler=dask.local.get_sync)
     return np.asarray(data)
 
 

@@ -48,6 +48,7 @@ import math
 
 import dask
 import dask.array as da
+import dask.local
 import numpy as np
 import xarray as xr
 
@@ -505,5 +506,5 @@ def validate_fastshap(model: ModelSpec | str | dict, x, *, target="all", **optio
     rt = get_runtime(spec)
     n_out = rt.probe_shape((x.shape[1],), f"{x.shape[1]} input features")
     _, idx = rt.output.resolve(target, n_out)
-    with dask.config.set(scheduler="sync"), outputs_of(lambda r: f"row {r} of x"):
+    with dask.config.set(scheduler=dask.local.get_sync), outputs_of(lambda r: f"row {r} of x"):
         return train_fastshap(x, spec, targets=tuple(int(i) for i in idx), **options)
