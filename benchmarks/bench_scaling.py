@@ -91,7 +91,7 @@ def run(quick: bool = False) -> str:
     from interpretome.engine.cluster import connect
 
     n, length = (4, 500) if quick else (16, 1000)
-    n_scale = n if quick else 64  # the scaling runs: long enough (~10-20 s a run) that start and tail costs are small
+    n_scale = n if quick else 256  # the scaling runs: long enough (~20-40 s a run) that start and tail costs are small
     graphs, edits = _graphs(n, length)
     load0 = os.getloadavg()
     lines = ["## Where the time goes, 1 vs 2 workers (issue 12, item 5)", "",
@@ -110,8 +110,13 @@ def run(quick: bool = False) -> str:
     for w in (1, 2):
         client = connect(w, log=None)
         try:
+            from .bench_tiles import _forward_worker
+
+            fwd = list(client.run(_forward_worker, length, 16, 6.0).values())  # the pure forward, side by side
             for what, arr in graphs.items():
                 rates[(what, w)] = rate(client, arr, edits[what])
+            fwd += list(client.run(_forward_worker, length, 16, 6.0).values())
+            rates[("forward", w)] = sum(r[0] for r in fwd) / 2  # seq/s of the w workers, mean of before and after
         finally:
             client.shutdown()
             client.close()
@@ -120,6 +125,9 @@ def run(quick: bool = False) -> str:
     for what in graphs:
         r1, r2 = rates[(what, 1)], rates[(what, 2)]
         lines.append(f"| {what} | {r1:,.0f} | {r2:,.0f} | {r2 / r1:.2f}x |")
+    f1, f2 = rates[("forward", 1)], rates[("forward", 2)]
+    lines.append(f"| pure batched forward (seq/s, batch 16, on the same workers before and after) | {f1:,.0f} | "
+                 f"{f2:,.0f} | {f2 / f1:.2f}x |")
     lines += ["", f"Load average (1, 5, 15 min) before: {load0[0]:.2f}, {load0[1]:.2f}, {load0[2]:.2f}; after: "
               f"{load1[0]:.2f}, {load1[1]:.2f}, {load1[2]:.2f} on {os.cpu_count()} cores"
               + (" — the machine was loaded: the 2-worker figures are noisy (2 workers need 2 free cores)."
