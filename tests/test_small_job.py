@@ -152,3 +152,20 @@ def test_closing_the_client_closes_the_cluster_it_started():
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, f"worker process {pid} still runs after its client closed"
         time.sleep(0.1)
+
+
+def test_in_process_run_never_imports_distributed(tmp_path):
+    """``--executor threads`` / ``sync``: the whole CLI job (plan, compute, store) runs without importing
+    ``distributed`` (its import alone is ~0.5-1 s of a small job's wall time); ``local`` does import it."""
+    import subprocess
+    import sys
+
+    fasta = tmp_path / "s.fa"
+    write_fasta(fasta, {f"s{i}": decode_bases(c) for i, c in enumerate(random_dna(2, 200, seed=0))})
+    probe = ("import sys; from interpretome.cli import main; rc = main(sys.argv[1:]); "
+             "print('distributed' in sys.modules, rc)")
+    for executor, imported in (("threads", "False"), ("sync", "False"), ("local", "True")):
+        out = subprocess.run([sys.executable, "-c", probe, "ism", str(fasta), *MODEL, "-o",
+                              str(tmp_path / f"{executor}.zarr"), "--executor", executor, "--workers", "1", "-q"],
+                             capture_output=True, text=True, timeout=300)
+        assert out.stdout.split()[-2:] == [imported, "0"], (executor, out.stdout[-500:], out.stderr[-1500:])

@@ -114,8 +114,9 @@ def require_finite(values: np.ndarray, names, row0: int = 0, what: str = "model 
 
 
 def item_name(kind: str, name, index: int) -> str:
-    """Return how an error names an input item, e.g. ``sequence 'chr1_tss' (index 4)``."""
-    return f"{kind} {str(name)!r} (index {int(index)})"
+    """Return how an error names an input item, e.g. ``sequence 'chr1_tss' (index 4)`` (``name``: str or ASCII bytes)."""
+    name = name.decode("ascii") if isinstance(name, (bytes, np.bytes_)) else str(name)
+    return f"{kind} {name!r} (index {int(index)})"
 
 
 @contextlib.contextmanager

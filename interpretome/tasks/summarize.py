@@ -147,7 +147,9 @@ def summarize_attributions(ds: xr.Dataset, *, by: str | None = None, groups=None
             codes = col.data.astype(str).map_blocks(
                 lambda b, lut=lut: np.array([lut.get(str(v), -1) for v in b], np.int64), dtype=np.int64)
         else:
-            codes = da.from_array(np.array([lut.get(str(v), -1) for v in col.values], np.int64))
+            # the smallest signed type holding -1 and every code (int16 below 256 groups): the codes travel in the graph
+            small = np.result_type(np.int8, np.min_scalar_type(len(labels)))
+            codes = da.from_array(np.array([lut.get(str(v), -1) for v in col.values], small))
         codes = codes.rechunk((data.chunks[0],))
     else:
         codes = da.zeros(data.shape[0], chunks=(data.chunks[0],), dtype=np.int64)
