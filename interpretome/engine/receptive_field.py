@@ -23,7 +23,7 @@ import numpy as np
 
 from .fx_locality import LocalityPlan, Win, warn_once
 
-LOCAL_BATCH_FACTOR = 4
+LOCAL_BATCH_FACTOR = 16
 """Edits per local batch, as a multiple of the spec's batch size (an edit costs a fraction of a forward)."""
 
 _ELEMENTWISE = ("ReLU", "GELU", "ELU", "LeakyReLU", "Sigmoid", "Tanh", "SiLU", "Softplus", "Mish",

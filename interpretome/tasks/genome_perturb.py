@@ -86,9 +86,10 @@ _REF_DIMS = (CONTIG, POSITION, TARGET, STRAND)
 def _edit_values(rt, readout, ctx, ref, starts, new, lo, hi, strand) -> np.ndarray:
     """Return ``(E, T, V)`` values of edits ``new`` at ``starts`` of ``ctx``, one model batch at a time.
 
-    Only one batch of model outputs (a profile: batch x T x L_out) is held at once.
+    Edits go to the model ``readout.edits_per_call`` at a time: a profile model's one batch of
+    outputs (batch x T x L_out) at once, a scalar model's all at once (the Runtime batches them).
     """
-    bs = max(1, int(rt.spec.batch_size))
+    bs = readout.edits_per_call(max(1, int(rt.spec.batch_size))) or max(1, len(starts))
     out = np.empty((len(starts), len(ref), len(readout.names)), np.float32)
     for i in range(0, len(starts), bs):
         sl = slice(i, i + bs)

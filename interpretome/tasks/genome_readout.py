@@ -47,6 +47,14 @@ class ScalarReadout:
         """Return ``(E, V)`` bool: which values an edit of window bases ``[lo, hi]`` has."""
         return np.ones((len(lo), 1), bool)
 
+    def edits_per_call(self, batch_size: int) -> int | None:
+        """Return None: a scalar edit's output is ``T`` floats, so all edits of a context go to the model at once.
+
+        (``Runtime.predict_edits`` batches them itself: the locality path ``LOCAL_BATCH_FACTOR`` x
+        ``batch_size`` edits per call, full forwards ``batch_size``.)
+        """
+        return None
+
     def reduce(self, pred: np.ndarray, ref: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Return ``(E, T, V)`` float32: the values of edits with outputs ``pred`` (E, T)."""
         return (pred - ref[None])[..., None].astype(np.float32)
@@ -95,6 +103,10 @@ class ProfileReadout:
         cols = {"at_edit": [self._bin(lo, hi)[1]], "total": [np.ones(len(lo), bool)],
                 "delta_score": [self._near(lo, hi).any(axis=1)] * 2}
         return np.stack([c for r in self.reductions for c in cols[r]], axis=1)
+
+    def edits_per_call(self, batch_size: int) -> int:
+        """Return ``batch_size``: only one batch of profiles ``(batch, T, L_out)`` is held at once."""
+        return batch_size
 
     def reduce(self, pred: np.ndarray, ref: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Return ``(E, T, V)`` float32: the reductions of edits with profiles ``pred`` (E, T, L_out)."""
