@@ -20,8 +20,8 @@
      (``summarize_attributions`` of |attribution|);
    * **SHAP summaries**: the same with ``method="gradient_shap"`` (expected gradients with shap's
      per-sample draws; 100 background cells, 16 samples);
-   * **FastSHAP training**: ``validate_fastshap`` with its defaults (those of the 0.9-fidelity PBMC
-     test) on 2,000 seeded random cells, on one worker, validated on 8 held-out cells; timed alone;
+   * **FastSHAP training**: ``validate_fastshap`` with its defaults (``tasks.fastshap.TRAINING``, those
+     of the 0.9-fidelity PBMC test and of ``fastshap``) on 2,000 seeded random cells, on one worker, validated on 8 held-out cells; timed alone;
    * **FastSHAP**: the amortised inference over the cells with that state (``fastshap(...,
      trained=state)``) and per-class mean |value| tables, timed apart from the training.
 
@@ -238,7 +238,7 @@ def run_stage(client, name: str, ds, spec, proj, n: int, workers, state=None) ->
 
 BUDGET = {"scores": 420, "expression summaries": 420, "IG summaries": 900, "SHAP summaries": 300, "FastSHAP": 300}
 FASTSHAP_TRAIN = {"n_validate": 8, "seed": 0, "min_fidelity": None}
-"""FastSHAP training: ``validate_fastshap``'s defaults (those of the 0.9-fidelity PBMC test), 8 held-out cells."""
+"""FastSHAP training: ``validate_fastshap``'s defaults (``TRAINING``: those of the 0.9-fidelity PBMC test), 8 held-out cells."""
 N_FASTSHAP_TRAIN = 2000
 
 
@@ -323,6 +323,8 @@ def markdown(rows, *, gen, gen_peak, acc, n_cells, t_open, quick, load) -> str:
     import shlex
     import sys
 
+    from interpretome.tasks.fastshap import TRAINING
+
     cmd = " ".join(["python -m benchmarks.bench_million_cells", *map(shlex.quote, sys.argv[1:])])
     lines = [
         f"## Issue 14 — {n_cells:,} cells x {N_GENES:,} genes, sparse h5ad, 2-worker LocalCluster", "",
@@ -355,7 +357,8 @@ def markdown(rows, *, gen, gen_peak, acc, n_cells, t_open, quick, load) -> str:
         if r["stage"] == "FastSHAP training":
             figs = r["value"]
             lines.append(f"FastSHAP (explaining `type0`): trained by `validate_fastshap` with its defaults (those of "
-                         f"the 0.9-fidelity PBMC test: hidden 128, 8 experts, 8 masks, early stopping) on "
+                         f"the 0.9-fidelity PBMC test: hidden {TRAINING['hidden']}, {TRAINING['experts']} experts, "
+                         f"{TRAINING['n_masks']} masks, early stopping) on "
                          f"{r['cells']:,} seeded random cells, validated on {figs['n_validate']:.0f} held-out cells "
                          f"against antithetic permutation-sampled Shapley values of the surrogate game "
                          f"({figs['reference_permutations']:.0f} permutations, noise {figs['reference_noise']:.3f}): "

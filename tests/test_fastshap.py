@@ -152,3 +152,36 @@ def test_fastshap__log1p_counts_and_a_trained_state():
         fastshap(features_to_dataset(x), small_spec(), target="yes", trained=st)
     with pytest.raises(ValueError, match=r"trained= state's FastSHAP fidelity .* below min_fidelity=0.9999"):
         fastshap(features_to_dataset(x), small_spec(), trained=st, min_fidelity=0.9999)
+
+
+def test_fastshap__transform_auto_is_log1p_for_scvi_models_and_the_cli_passes_it(monkeypatch):
+    """``transform="auto"`` (the default of ``fastshap`` and of ``--fastshap-transform``): log1p for a
+    ``ModelSpec.from_scvi`` model (counts in), the input as it is otherwise; a bad value is refused."""
+    import dataclasses
+
+    from interpretome.engine.scvi import FACTORY
+    from interpretome.jobs.attribution import fastshap_settings
+    from interpretome.tasks import fastshap as fs
+
+    scvi_like = dataclasses.replace(small_spec(), factory=FACTORY)
+    assert fs.resolve_transform("auto", scvi_like) == "log1p"
+    assert fs.resolve_transform("auto", small_spec()) is None
+    assert fs.resolve_transform(None, scvi_like) is None
+    with pytest.raises(ValueError, match="transform must be 'auto' or one of"):
+        fs.resolve_transform("sqrt", small_spec())
+    assert fastshap_settings("fastshap", 100, 5, transform="none")["transform"] is None
+    assert fastshap_settings("fastshap", 100, 5, transform="log1p")["transform"] == "log1p"
+    assert fastshap_settings("fastshap", 100, 5)["transform"] == "auto"
+    # the resolved transform is what the training node is given
+    seen = {}
+
+    def train(xtrain, spec, *, targets, **params):
+        seen.update(params)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(fs, "train_fastshap", train)
+    x = np.random.default_rng(0).poisson(2.0, size=(60, 6)).astype(np.float32)
+    with pytest.raises(RuntimeError, match="stop"):
+        fastshap(features_to_dataset(x), small_spec(), n_train=40, merge=False).compute(scheduler="sync")
+    assert seen["transform"] is None and seen["hidden"] == fs.TRAINING["hidden"]
+    assert seen["n_masks"] == fs.TRAINING["n_masks"] and seen["experts"] == fs.TRAINING["experts"]

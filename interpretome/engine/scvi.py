@@ -75,6 +75,10 @@ def _covariate_layout(registry: dict) -> tuple[list[str], dict[str, list[str]], 
     return cols, cats, len(cont), len(cat_keys)
 
 
+FACTORY = "interpretome.engine.scvi:scvi_classifier"
+"""The factory of every spec ``ModelSpec.from_scvi`` makes (the model's input: the registered counts layer)."""
+
+
 def spec_fields(model_dir: str | os.PathLike, *, trust_pickle: bool = False, use_posterior_mean: bool = True) -> dict:
     """Return the fields of the dense-input ``ModelSpec`` of a saved scvi-tools classifier model (see the module doc)."""
     _require_scvi()
@@ -88,7 +92,7 @@ def spec_fields(model_dir: str | os.PathLike, *, trust_pickle: bool = False, use
     unlabeled = labels.get("unlabeled_category")
     targets = tuple(str(c) for c in labels["categorical_mapping"] if unlabeled is None or str(c) != str(unlabeled))
     cols, cats, _, _ = _covariate_layout(reg)
-    fields_ = dict(factory="interpretome.engine.scvi:scvi_classifier",
+    fields_ = dict(factory=FACTORY,
                    kwargs={"model_dir": str(Path(model_dir).resolve()), "use_posterior_mean": bool(use_posterior_mean)},
                    input_kind="dense", targets=targets, trust_pickle=True, layer=reg["setup_args"].get("layer"),
                    feature_names=tuple(str(v) for v in saved["var_names"]), covariates=tuple(cols),

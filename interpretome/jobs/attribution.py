@@ -8,6 +8,7 @@ import numpy as np
 
 from ..storage.store import group_info, open_group
 from ..tasks.attribute import IG_METHODS, METHOD_NAMES, canonical_method
+from ..tasks.fastshap import TRAINING, VALIDATION
 from ..errors import InputError
 from . import check_model_on, input_sample, store_result
 from .declare import JobKind, Param
@@ -29,15 +30,16 @@ def read_input(path, kind: str, *, layer=None, sample_chunk: int = 256, labels=N
 
 
 def fastshap_settings(method: str, train: int, epochs: int, validate: int | None = None,
-                      min_fidelity: float | None = None) -> dict | None:
+                      min_fidelity: float | None = None, transform: str = "auto") -> dict | None:
     """Return FastSHAP's training and validation options for ``method`` (None for the other methods).
 
     ``validate``, ``min_fidelity``: held-out samples of the validation against the Shapley
-    reference and the fidelity below which FastSHAP refuses (the task's defaults when None).
+    reference and the fidelity below which FastSHAP refuses (the task's defaults when None);
+    ``transform``: ``auto``, ``none`` or ``log1p`` (``tasks.fastshap.resolve_transform``).
     """
     if method != "fastshap":
         return None
-    opts = dict(n_train=train, epochs=epochs)
+    opts = dict(n_train=train, epochs=epochs, transform=None if transform == "none" else transform)
     if validate is not None:
         opts["n_validate"] = validate
     if min_fidelity is not None:
@@ -48,7 +50,9 @@ def fastshap_settings(method: str, train: int, epochs: int, validate: int | None
 def run_attribute(input, model, store, *, group="attributions", method="integrated_gradients", target="predicted",
                   baseline="zero", n_steps=50, ig_method="gausslegendre", internal_batch_size=None, background=100,
                   seed=0, nsamples=200, local_smoothing=0.0, layer=None, layer_in_file=None, sample_chunk=256,
-                  by=None, fastshap_train=2000, fastshap_epochs=200, fastshap_validate=32, fastshap_min_fidelity=0.9,
+                  by=None, fastshap_train=TRAINING["n_train"], fastshap_epochs=TRAINING["epochs"],
+                  fastshap_validate=VALIDATION["n_validate"], fastshap_min_fidelity=VALIDATION["min_fidelity"],
+                  fastshap_transform="auto",
                   client=None, overwrite=False, log=print):
     """Read the input, attribute, write ``store/group`` (and ``store/<group>_summary`` when ``by`` or dense).
 
@@ -57,7 +61,8 @@ def run_attribute(input, model, store, *, group="attributions", method="integrat
     AnnData layer read instead of X (default: the model's registered layer, ``ModelSpec.layer``,
     else X). ``fastshap_train`` / ``fastshap_epochs``: FastSHAP's training samples and most epochs
     per network (early-stopped); ``fastshap_validate`` / ``fastshap_min_fidelity``: its held-out
-    validation samples and the fidelity below which it refuses (``method="fastshap"``).
+    validation samples and the fidelity below which it refuses; ``fastshap_transform``: ``auto``,
+    ``none`` or ``log1p``, what its networks see of the input (``method="fastshap"``).
     """
     from ..tasks.attribute import attribute
     from ..tasks.fastshap import fastshap
@@ -66,7 +71,7 @@ def run_attribute(input, model, store, *, group="attributions", method="integrat
     obs_layer = layer_in_file if layer_in_file is not None else model.layer  # a scvi-tools model's registered layer
     method = method if method == "fastshap" else canonical_method(method)  # "ig" fingerprints as its canonical name
     fastshap_options = fastshap_settings(method, fastshap_train, fastshap_epochs, fastshap_validate,
-                                         fastshap_min_fidelity)
+                                         fastshap_min_fidelity, fastshap_transform)
 
     ds = read_input(input, model.input_kind, layer=obs_layer, sample_chunk=sample_chunk)
     if by is not None and by not in ds.variables:
@@ -203,12 +208,15 @@ ATTRIBUTE = JobKind(
               doc="AnnData layer to read instead of X (default: the model's registered layer, else X)"),
         Param("by", "str", None, doc="obs column to summarise by (e.g. bulk_labels)"),
         Param("sample_chunk", "int", 256, doc="samples per task"),
-        Param("fastshap_train", "int", 2000, doc="FastSHAP training samples"),
-        Param("fastshap_epochs", "int", 200, doc="most FastSHAP epochs per network (early-stopped)"),
-        Param("fastshap_validate", "int", 32,
+        Param("fastshap_train", "int", TRAINING["n_train"], doc="FastSHAP training samples"),
+        Param("fastshap_epochs", "int", TRAINING["epochs"], doc="most FastSHAP epochs per network (early-stopped)"),
+        Param("fastshap_validate", "int", VALIDATION["n_validate"],
               doc="held-out samples FastSHAP is validated on against its Shapley reference"),
-        Param("fastshap_min_fidelity", "float", 0.9,
+        Param("fastshap_min_fidelity", "float", VALIDATION["min_fidelity"],
               doc="refuse FastSHAP below this mean per-sample correlation with the reference"),
+        Param("fastshap_transform", "str", "auto", choices=("auto", "none", "log1p"),
+              doc="what FastSHAP's surrogate and explainer see: log1p of counts, the input as it is (none), or "
+                  "auto (log1p for a --scvi-model, whose input is counts; none otherwise)"),
         Param("export", "str", None, output=True, to="finish", doc="write the summary table (.tsv/.csv/.parquet)"),
         Param("write_h5ad", "str", None, output=True, to="finish",
               doc="also write the per-group summaries as AnnData OUT.h5ad (.varm per group, .uns table)"),

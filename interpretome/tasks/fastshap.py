@@ -55,12 +55,26 @@ import xarray as xr
 from ..engine.blocks import merge_result, sample_feature_data
 from ..engine.heads import activate, item_name, outputs_of, require_finite
 from ..engine.runtime import get_runtime
+from ..engine.scvi import FACTORY as SCVI_FACTORY
 from ..engine.spec import ModelSpec, load_spec
 from ..storage.schema import FEATURE, METRIC, SAMPLE, TARGET, validate
 from .shapley_reference import EXACT_MAX, TRANSFORMS, Game, exact_shapley, fidelity_figures, permutation_shapley, reference_shapley
 
-__all__ = ["EXACT_MAX", "METRICS", "Game", "exact_shapley", "explain_with", "fastshap", "fidelity_figures",
-           "load_fastshap", "permutation_shapley", "reference_shapley", "train_fastshap", "validate_fastshap"]
+__all__ = ["EXACT_MAX", "METRICS", "TRAINING", "VALIDATION", "Game", "exact_shapley", "explain_with", "fastshap",
+           "fidelity_figures", "load_fastshap", "permutation_shapley", "reference_shapley", "resolve_transform",
+           "train_fastshap", "validate_fastshap"]
+
+TRAINING = {"n_train": 2000, "epochs": 200, "hidden": 256, "experts": 8, "batch_size": 32, "lr": 1e-3,
+            "n_masks": 16, "patience": 10}
+"""FastSHAP's training defaults, declared once (``train_fastshap``, ``fastshap``, the CLI): ``n_train``
+samples, at most ``epochs`` per network (early-stopped after ``patience``), a 2-layer surrogate of
+``hidden`` units, a mixture of ``experts`` additive explanations, ``n_masks`` Shapley-kernel subsets
+(and their complements) per sample. These are the settings of the fidelity figures in
+``benchmarks/RESULTS.md`` (PBMC classifier and a SCANVI model at 765 genes)."""
+
+VALIDATION = {"n_validate": 32, "se_bound": 0.15, "top_k": 15, "min_fidelity": 0.9}
+"""FastSHAP's validation defaults (see the module doc); ``min_fidelity`` is ``fastshap``'s (``train_fastshap``
+reports without refusing unless given one)."""
 
 METRICS = ("fidelity", "fidelity_min", "topk_agreement", "reference_noise", "reference_permutations",
            "surrogate_r2", "n_validate", "epochs_surrogate", "epochs_explainer")
@@ -127,8 +141,11 @@ def _draw_masks(gen, n: int, f: int, kernel: bool):
         sizes = torch.multinomial(p, n, replacement=True, generator=gen) + 1
     else:
         sizes = torch.randint(0, f + 1, (n,), generator=gen)
-    ranks = torch.rand(n, f, generator=gen).argsort(1).argsort(1)
-    return (ranks < sizes[:, None]).float()
+    # a row keeps the features of its `size` lowest uniforms: feature order[r, j] is the j-th lowest,
+    # so scattering (j < size) through order marks them (the inverse permutation without a second sort)
+    order = torch.rand(n, f, generator=gen).argsort(1)
+    keep = (torch.arange(f)[None, :] < sizes[:, None]).float()
+    return torch.empty(n, f).scatter_(1, order, keep)
 
 
 def _fit(net, step, val_loss, *, epochs: int, patience: int, lr: float, batches) -> int:
@@ -179,7 +196,7 @@ def _game_draws(game: Game, z, gen, n_masks: int):
         v0 = game.raw(z, torch.zeros_like(z))
         m = _draw_masks(gen, b * n_masks, f, kernel=True)
         m = torch.cat([m, 1 - m])
-        vs = game.raw(z.repeat(2 * n_masks, 1), m) - v0.repeat(2 * n_masks, 1)
+        vs = game.raw(z, m) - v0.repeat(2 * n_masks, 1)
     return m, vs, v1, v0
 
 
@@ -190,15 +207,17 @@ def _explainer_loss(expl, z, draws):
     m, vs, v1, v0 = draws
     b, f = z.shape
     phi = _normalise(expl(z).view(b, f, -1), v1, v0)
-    pred = torch.bmm(m[:, None, :], phi.repeat(m.shape[0] // b, 1, 1))[:, 0]
+    pred = torch.einsum("kbf,bft->kbt", m.view(-1, b, f), phi).reshape(len(m), -1)  # mask row r: input r mod b
     return ((vs - pred) ** 2).sum(1).mean()
 
 
-def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int = 200, hidden: int = 128,
-                   experts: int = 8, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_masks: int = 8,
-                   patience: int = 10,
-                   n_validate: int = 32, validation_fraction: float = 0.15, se_bound: float = 0.15,
-                   top_k: int = 15, min_fidelity: float | None = None, transform: str | None = None) -> dict:
+def train_fastshap(x, spec: ModelSpec, *, targets: tuple[int, ...], epochs: int = TRAINING["epochs"],
+                   hidden: int = TRAINING["hidden"], experts: int = TRAINING["experts"],
+                   batch_size: int = TRAINING["batch_size"], lr: float = TRAINING["lr"], seed: int = 0,
+                   n_masks: int = TRAINING["n_masks"], patience: int = TRAINING["patience"],
+                   n_validate: int = VALIDATION["n_validate"], validation_fraction: float = 0.15,
+                   se_bound: float = VALIDATION["se_bound"], top_k: int = VALIDATION["top_k"],
+                   min_fidelity: float | None = None, transform: str | None = None) -> dict:
     """Train surrogate and explainer on ``x`` ``(N, F)`` for model outputs ``targets``, validate; return a state.
 
     ``transform`` (``None`` or ``"log1p"``, for count inputs): how ``x`` is transformed before it
@@ -400,11 +419,24 @@ def _validation_block(s):
     return np.array([v[k] for k in METRICS], np.float32)
 
 
-def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_train: int = 2000, epochs: int = 200,
-             hidden: int = 256, batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_masks: int = 16,
-             patience: int = 10, n_validate: int = 32, se_bound: float = 0.15, top_k: int = 15,
-             min_fidelity: float | None = 0.9, var: str = "features", transform: str | None = None,
-             trained: dict | None = None,
+def resolve_transform(transform: str | None, spec: ModelSpec) -> str | None:
+    """Return the input transform FastSHAP uses for ``spec``: ``transform`` itself, or for ``"auto"``
+    ``"log1p"`` when the model is a scvi-tools model (its input is the registered counts layer) and
+    None otherwise."""
+    if transform == "auto":
+        return "log1p" if spec.factory == SCVI_FACTORY else None
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be 'auto' or one of {TRANSFORMS}, got {transform!r}")
+    return transform
+
+
+def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_train: int = TRAINING["n_train"],
+             epochs: int = TRAINING["epochs"], hidden: int = TRAINING["hidden"], experts: int = TRAINING["experts"],
+             batch_size: int = TRAINING["batch_size"], lr: float = TRAINING["lr"], seed: int = 0,
+             n_masks: int = TRAINING["n_masks"], patience: int = TRAINING["patience"],
+             n_validate: int = VALIDATION["n_validate"], se_bound: float = VALIDATION["se_bound"],
+             top_k: int = VALIDATION["top_k"], min_fidelity: float | None = VALIDATION["min_fidelity"],
+             var: str = "features", transform: str | None = "auto", trained: dict | None = None,
              merge: bool = True) -> xr.Dataset:
     """Return lazy FastSHAP values of a dense-input model for every sample of ``ds``.
 
@@ -422,13 +454,15 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     model : ModelSpec, str or dict
         A dense-input model.
     target : "all", "predicted", a class or a list, default "all"
-    n_train, epochs, hidden, batch_size, lr, seed, n_masks, patience
-        Training of the surrogate and the explainer (see ``train_fastshap``).
+    n_train, epochs, hidden, experts, batch_size, lr, seed, n_masks, patience
+        Training of the surrogate and the explainer (see ``train_fastshap``; defaults ``TRAINING``).
     n_validate, se_bound, top_k, min_fidelity
-        The validation against Shapley values of the surrogate game (see the module doc).
-    transform : None or "log1p", default None
-        ``"log1p"`` for count inputs (e.g. a scvi-tools model's counts layer): the surrogate and the
-        explainer see standardised ``log1p`` counts (see ``train_fastshap``).
+        The validation against Shapley values of the surrogate game (see the module doc; defaults
+        ``VALIDATION``).
+    transform : "auto", None or "log1p", default "auto"
+        ``"log1p"`` for count inputs: the surrogate and the explainer see standardised ``log1p``
+        counts (see ``train_fastshap``); ``"auto"``: ``"log1p"`` for a scvi-tools model
+        (``ModelSpec.from_scvi``: counts in), None otherwise (see ``resolve_transform``).
     trained : dict, optional
         A state from ``train_fastshap`` / ``validate_fastshap`` for this model, features and
         targets: explain with it instead of training in the graph (its validation is reported and
@@ -459,6 +493,7 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     if spec.covariates:
         raise ValueError(f"FastSHAP explains models of the features alone; this one takes covariates "
                          f"{list(spec.covariates)}: use method='integrated_gradients'")
+    transform = resolve_transform(transform, spec)
     x = sample_feature_data(ds, var, "FastSHAP explains a (sample, feature) input")
     n, f = x.shape
     rt = get_runtime(spec)
@@ -471,7 +506,7 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     else:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
         xtrain = x[rows].rechunk((len(rows), f))
-        params = dict(epochs=epochs, hidden=hidden, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
+        params = dict(epochs=epochs, hidden=hidden, experts=experts, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
                       patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
                       min_fidelity=min_fidelity, transform=transform)
         labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)

@@ -49,10 +49,15 @@ class Game:
         return (self.transformed(x, self.transform) - self.x_mean) / self.x_std
 
     def raw(self, z, m):
-        """Return standardised outputs ``(N, T)`` of standardised inputs ``z`` under masks ``m``."""
+        """Return standardised outputs ``(M, T)`` of standardised inputs ``z`` ``(N, F)`` under masks ``m`` ``(M, F)``.
+
+        ``M`` is ``N``, or a multiple ``k N``: then mask row ``r`` masks ``z[r mod N]`` (k masks per
+        input, without k copies of ``z``).
+        """
         import torch
 
-        return self.net(torch.cat([z * m, m], dim=1))
+        zm = z * m if len(m) == len(z) else (z[None] * m.view(-1, *z.shape)).view(m.shape)
+        return self.net(torch.cat([zm, m], dim=1))
 
     def __call__(self, x, m):
         """Return ``v_x(S)`` ``(N, T)`` for inputs ``x`` ``(N, F)`` and 0/1 masks ``m`` ``(N, F)``."""
