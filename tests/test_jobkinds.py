@@ -144,7 +144,7 @@ def test_kinds__attribute_calls_run_attribute(tmp_path):
         _call("attribute", input="x.h5ad", model=spec, store="s.zarr", group="a", method="fastshap",
               fastshap_train=50, fastshap_epochs=2)
     kw = run.call_args.kwargs
-    assert fastshap_settings(kw["method"], kw["fastshap_train"], kw["fastshap_epochs"]) == {"n_train": 50, "epochs": 2}
+    assert fastshap_settings(kw["method"], kw["fastshap_train"], kw["fastshap_epochs"]) == {"n_train": 50, "epochs": 2, "transform": "auto"}
     with mock.patch("interpretome.jobs.attribution.open_group", autospec=True, return_value="summary") as opened, \
             mock.patch("interpretome.storage.attribution_export.export_attributions", autospec=True) as export:
         JOB_KINDS["attribute"].finished({"input": "x.h5ad", "export": "t.tsv"}, store="s.zarr", group="attr",
