@@ -506,8 +506,8 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
     else:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
         xtrain = x[rows].rechunk((len(rows), f))
-        params = dict(epochs=epochs, hidden=hidden, experts=experts, batch_size=batch_size, lr=lr, seed=seed, n_masks=n_masks,
-                      patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
+        params = dict(epochs=epochs, hidden=hidden, experts=experts, batch_size=batch_size, lr=lr, seed=seed,
+                      n_masks=n_masks, patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
                       min_fidelity=min_fidelity, transform=transform)
         labels = np.asarray(ds[SAMPLE].values if SAMPLE in ds.coords else np.arange(n)).astype(str)
         state = da.blockwise(_train_node, "z", xtrain, "ab", new_axes={"z": 1}, concatenate=True, dtype=object,
