@@ -16,6 +16,40 @@ def as_dask(values, chunks) -> da.Array:
     return da.from_array(np.asarray(values), chunks=chunks)
 
 
+def independent(x: da.Array) -> da.Array:
+    """Return ``x`` computed by a copy of its graph under new keys (same values, chunks and dtype).
+
+    For an input that every block of a result needs as a whole — a background sample, a mean
+    baseline, a training subset, a reducer's fit sample — taken from the array the blocks map
+    over. Taken from ``x`` itself, the selection or reduction shares ``x``'s chunk keys with the
+    blocks: the scheduler then loads each chunk it draws rows from and keeps it in memory until
+    that chunk's own block runs, which cannot start before the whole selection is done — a random
+    sample of 100 rows pins most of a million-row input at once, and per-worker memory grows
+    with the input instead of the chunk. Taken from the copy, each chunk is read, gives its rows
+    and is freed; the chunks it touches are read twice (the copy's and the block's read), so the
+    upstream should be a read (file, store, array), not an expensive computation.
+
+    The copy renames every key of ``x``'s (materialised, O(chunks)) graph, inside the tasks too.
+    ``dask.graph_manipulation.clone`` would be the library's way, but it leaves the keys inside
+    task objects unrenamed (dask/dask#12455: a clone of a rechunked array fails to fuse).
+    """
+    from dask._task_spec import convert_legacy_graph
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    suffix = "-independent-" + tokenize(x, "independent")[:12]
+
+    def renamed(key):
+        return (key[0] + suffix,) + tuple(key[1:]) if isinstance(key, tuple) else key + suffix
+
+    dsk = convert_legacy_graph(dict(x.__dask_graph__()))
+    subs = {k: renamed(k) for k in dsk}
+    copy = {subs[k]: node.substitute(subs, key=subs[k]) for k, node in dsk.items()}
+    name = x.name + suffix
+    return da.Array(HighLevelGraph.from_collections(name, copy, dependencies=()), name, chunks=x.chunks,
+                    dtype=x.dtype, meta=x._meta)
+
+
 def index_array(n: int, chunks) -> da.Array:
     """Return ``arange(n)`` as a dask array with ``chunks`` (global indices travel with each block)."""
     return da.arange(n, chunks=chunks, dtype=np.int64)

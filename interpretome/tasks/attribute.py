@@ -44,7 +44,7 @@ import numpy as np
 import xarray as xr
 
 from ..engine.attribution import IG_METHODS, METHOD_NAMES, METHODS, canonical_method, method_for
-from ..engine.blocks import merge_result, require_vars
+from ..engine.blocks import independent, merge_result, require_vars
 from ..engine.heads import item_name, outputs_of
 from ..engine.runtime import get_runtime
 from ..engine.spec import ModelSpec, load_spec
@@ -292,10 +292,11 @@ def attribute(
                 base_arr = _single_chunk(np.zeros((1,) + model_shape, np.float32))
             elif baseline == "mean":
                 if kind == "onehot":
-                    onehot = da.stack([(x == b) for b in range(len(BASES))], axis=1).astype(np.float32)
+                    xi = independent(x)  # not x: the mean would keep every chunk of x until its own block runs
+                    onehot = da.stack([(xi == b) for b in range(len(BASES))], axis=1).astype(np.float32)
                     base_arr = _single_chunk(onehot.mean(axis=0, keepdims=True))
                 else:
-                    base_arr = _single_chunk(x.astype(np.float32).mean(axis=0, keepdims=True))
+                    base_arr = _single_chunk(independent(x).astype(np.float32).mean(axis=0, keepdims=True))
             else:
                 raise ValueError(f"baseline {baseline!r} is not 'zero', 'mean' or an array of shape {model_shape}")
         else:
@@ -311,7 +312,7 @@ def attribute(
         if m < 1:
             raise ValueError(f"background must be >= 1 sample, got {background}")
         bg_index = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False)).astype(np.int64)
-        bg_arr = _single_chunk(x[bg_index])
+        bg_arr = _single_chunk(independent(x)[bg_index])
 
     letters = "abcdefgh"
     nd = x.ndim - 1

@@ -38,7 +38,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..engine.blocks import merge_result, require_vars
+from ..engine.blocks import independent, merge_result, require_vars
 from ..engine.process import gpu_available, numba_cache
 from ..storage.embedding_io import check_finite_rows
 from ..storage.schema import CLASS, COMPONENT, FEATURE, ITEM, validate
@@ -265,7 +265,7 @@ def embed(
         resolve_backend("gpu", method, subsample)   # raises: cuML's t-SNE cannot transform
 
     x = da.asarray(arr.data).astype(np.float32).rechunk((int(item_chunk), n_feat))
-    x_fit = x if not subsample else x[idx]
+    x_fit = x if not subsample else independent(x)[idx]
     fitted = dask.delayed(_fit, pure=True)(
         x_fit, idx, method=method, backend=backend, n_components=n_components, seed=int(seed),
         params=dict(params), subsample=subsample, dask_key_name=f"embed-fit-{dask.base.tokenize(x_fit, idx, method, backend, n_components, seed, params)}")

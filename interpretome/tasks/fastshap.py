@@ -52,7 +52,7 @@ import dask.local
 import numpy as np
 import xarray as xr
 
-from ..engine.blocks import merge_result, sample_feature_data
+from ..engine.blocks import independent, merge_result, sample_feature_data
 from ..engine.heads import activate, item_name, outputs_of, require_finite
 from ..engine.runtime import get_runtime
 from ..engine.scvi import FACTORY as SCVI_FACTORY
@@ -505,7 +505,7 @@ def fastshap(ds: xr.Dataset, model: ModelSpec | str | dict, *, target="all", n_t
         state = _trained_state(trained, f, len(names), min_fidelity)
     else:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=min(int(n_train), n), replace=False))
-        xtrain = x[rows].rechunk((len(rows), f))
+        xtrain = independent(x)[rows].rechunk((len(rows), f))
         params = dict(epochs=epochs, hidden=hidden, experts=experts, batch_size=batch_size, lr=lr, seed=seed,
                       n_masks=n_masks, patience=patience, n_validate=n_validate, se_bound=se_bound, top_k=top_k,
                       min_fidelity=min_fidelity, transform=transform)
