@@ -52,6 +52,12 @@ def test_permutation_shapley__converges_to_exact_within_its_standard_error():
         for k in range(1, 11):
             m[k, perms[p, :k]] = 1
         np.testing.assert_allclose(walk[p], game(x[0:1].expand(11, -1), m).detach().numpy(), atol=1e-5)
+    # paired values (masks, then complements, by the first layer's linearity) equal the game's direct ones,
+    # for several masks per input
+    zz, mm = game.z(torch.randn(5, 10)), (torch.rand(15, 10) < 0.4).float()
+    with torch.no_grad():
+        np.testing.assert_allclose(game.paired(zz, mm).numpy(),
+                                   game.raw(zz, torch.cat([mm, 1 - mm])).numpy(), rtol=1e-5, atol=1e-5)
     phi, se = permutation_shapley(game, x, n_permutations=2000, seed=1)
     z = np.abs(phi - exact) / np.maximum(se, 1e-9)
     assert np.mean(z < 3) > 0.97 and np.abs(phi - exact).max() < 6 * se.max()
@@ -61,6 +67,24 @@ def test_permutation_shapley__converges_to_exact_within_its_standard_error():
     game16 = random_game(16, seed=2)
     ref, noise, n_perm = reference_shapley(game16, torch.randn(2, 16), se_bound=0.1, seed=0)
     assert noise <= 0.1 and n_perm >= 32 and ref.shape == (2, 16, 2)
+
+
+def test_draw_masks__the_lowest_uniforms_of_each_row_ties_included(monkeypatch):
+    from interpretome.tasks.fastshap import _draw_masks, _shapley_kernel_sizes
+
+    rand = torch.rand
+    for kernel, f, coarse in ((True, 765, False), (False, 765, False), (True, 50, True), (False, 50, True)):
+        # coarse: uniforms on 16 levels, so that most rows tie at their threshold (float32's rarely do)
+        monkeypatch.setattr(torch, "rand", (lambda *a, **k: torch.floor(rand(*a, **k) * 16) / 16) if coarse else rand)
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        n = 2000
+        m = _draw_masks(g1, n, f, kernel)
+        # the reference: the same draws (sizes, then uniforms), ranked by a sort
+        sizes = (torch.multinomial(torch.as_tensor(_shapley_kernel_sizes(f)), n, replacement=True, generator=g2) + 1
+                 if kernel else torch.randint(0, f + 1, (n,), generator=g2))
+        ranks = torch.rand(n, f, generator=g2).argsort(1).argsort(1)
+        assert torch.equal(m, (ranks < sizes[:, None]).float())
+        assert set(m.sum(1).long().tolist()) <= set(range(1 if kernel else 0, f if kernel else f + 1))
 
 
 @pytest.mark.graph

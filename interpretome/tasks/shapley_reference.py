@@ -59,6 +59,25 @@ class Game:
         zm = z * m if len(m) == len(z) else (z[None] * m.view(-1, *z.shape)).view(m.shape)
         return self.net(torch.cat([zm, m], dim=1))
 
+    def paired(self, z, m):
+        """Return standardised outputs ``(2 M, T)`` under masks ``m`` ``(M, F)`` and then under their complements.
+
+        ``M = k N``: mask row ``r`` masks ``z[r mod N]`` (``z`` ``(N, F)``), as in ``raw``; rows
+        ``M + r`` are ``1 - m[r]``. Equal to ``raw(z, cat([m, 1 - m]))`` to float32 rounding at
+        half its first-layer cost: that layer is linear in ``[z ⊙ m, m]``, so a complement's
+        pre-activation is the full input's (mask of ones) less the mask's.
+        """
+        import torch
+
+        first, rest = self.net[0], self.net[1:]
+        n = z.shape[0]
+        k = len(m) // n
+        zm = (z[None] * m.view(k, *z.shape)).view(m.shape)
+        pm = torch.cat([zm, m], dim=1) @ first.weight.T  # (M, H), without the bias
+        full = torch.cat([z, torch.ones_like(z)], dim=1) @ first.weight.T  # (N, H)
+        pc = full.repeat(k, 1) - pm
+        return rest(torch.cat([pm, pc]) + first.bias)
+
     def __call__(self, x, m):
         """Return ``v_x(S)`` ``(N, T)`` for inputs ``x`` ``(N, F)`` and 0/1 masks ``m`` ``(N, F)``."""
         return self.raw(self.z(x), m) * self.y_std + self.y_mean
