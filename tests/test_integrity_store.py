@@ -274,7 +274,7 @@ def test_ctrl_c_stops_with_one_line_and_exit_130_then_resumes(tmp_path):
     from interpretome.datasets import DEMO_WEIGHTS, data_path, promoter_sequences
     from interpretome.storage.readers import write_fasta
 
-    fasta = write_fasta(tmp_path / "p.fa", dict(list(promoter_sequences(64).items())))
+    fasta = write_fasta(tmp_path / "p.fa", dict(list(promoter_sequences(32).items())))
     store = tmp_path / "s.zarr"
     cmd = [sys.executable, "-m", "interpretome", "sweep", str(fasta), "-o", str(store), "--model",
            "interpretome.datasets:promoter_cnn", "--weights", str(data_path(DEMO_WEIGHTS)), "--targets", "promoter",
@@ -292,16 +292,16 @@ def test_ctrl_c_stops_with_one_line_and_exit_130_then_resumes(tmp_path):
     assert proc.returncode == 130, (out, err)
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("sweep: ")]  # progress lines
     assert len(lines) == 1, err
-    assert re.fullmatch(r"interpretome sweep: interrupted: at least (\d+) of 96 chunks of group 'sweep' are stored in "
+    assert re.fullmatch(r"interpretome sweep: interrupted: at least (\d+) of 48 chunks of group 'sweep' are stored in "
                         r"'.*s\.zarr'; run the same command again to resume", lines[0]), lines[0]
     stored = int(re.search(r"interrupted: at least (\d+) of", lines[0]).group(1))
-    assert 0 < stored < 96 and "Traceback" not in out + err
+    assert 0 < stored < 48 and "Traceback" not in out + err
     assert not lock_path(store).exists()
     assert xr.open_zarr(store, group="sweep").attrs["interpretome_status"] == "interrupted"
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     # chunks that were being written when Ctrl-C came may still land: at least `stored` are there
-    resumed = re.search(r"sweep: (\d+) of 96 chunks to compute \((\d+) already in the store\)", done.stdout)
-    assert resumed and int(resumed.group(2)) >= stored and int(resumed.group(1)) + int(resumed.group(2)) == 96
+    resumed = re.search(r"sweep: (\d+) of 48 chunks to compute \((\d+) already in the store\)", done.stdout)
+    assert resumed and int(resumed.group(2)) >= stored and int(resumed.group(1)) + int(resumed.group(2)) == 48
     assert verify_store(store)["sweep"][0] == "complete"
     assert xr.open_zarr(store, group="sweep").attrs["interpretome_status"] == "complete"
