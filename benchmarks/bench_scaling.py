@@ -6,7 +6,9 @@ Two measurements, side by side in one run, on the reference CNN (``kwargs={"seed
   synchronous scheduler in this process, torch at one thread, as on a worker), its top functions by
   own time grouped into model forward (torch), edit construction / readout (numpy + our loops) and
   graph / scheduling overhead;
-* scaling: ISM and a mask sweep (k in {5, 10, 20}) on ``connect(1)`` and ``connect(2)``, the load
+* scaling: ISM and a mask sweep (k in {5, 10, 20}) on ``connect(1)`` and ``connect(2)``, at two
+  chunkings — 16 whole sequences a task (seconds of work a task) and 1 sequence x a quarter of its
+  positions a task (tens of milliseconds: the scheduler's per-task cost, on the same 2 cores, shows) — the load
   average recorded before and after (a shared machine makes 2-worker figures noisy: 2 workers only
   scale when 2 cores are free).
 
@@ -27,14 +29,14 @@ import numpy as np
 WINDOWS = (5, 10, 20)
 
 
-def _graphs(n, length):
+def _graphs(n, length, sequence_chunk=1, position_chunk=None):
     import interpretome as it
     from interpretome.datasets import random_dna
 
     codes = random_dna(n, length, seed=0)
     spec = it.ModelSpec(factory="interpretome.datasets:reference_cnn", kwargs={"seed": 0}, batch_size=64)
-    ds = it.sequences_to_dataset(["".join("ACGT"[b] for b in row) for row in codes], sequence_chunk=1,
-                                 position_chunk=max(64, length // 4))
+    ds = it.sequences_to_dataset(["".join("ACGT"[b] for b in row) for row in codes], sequence_chunk=sequence_chunk,
+                                 position_chunk=position_chunk or max(64, length // 4))
     ism = it.saturation_mutagenesis(ds, spec, merge=False)["ism_delta"].data
     sweep = it.perturbation_sweep(ds, spec, windows=list(WINDOWS), mode="mask", merge=False)["sweep_delta_mean"].data
     edits = {"ism": codes.size * 3, "sweep": sum(n * (length - k + 1) for k in WINDOWS)}
@@ -95,7 +97,8 @@ def run(quick: bool = False) -> str:
     graphs, edits = _graphs(n, length)
     load0 = os.getloadavg()
     lines = ["## Where the time goes, 1 vs 2 workers (issue 12, item 5)", "",
-             f"Reference CNN, {length} bp sequences: {n} for the profile, {n_scale} for the 1 vs 2 worker rates; "
+             f"Reference CNN, {length} bp sequences: {n} for the profile, {n_scale} (whole sequences) and "
+             f"{max(n, n_scale // 4)} (finer chunks) for the 1 vs 2 worker rates; "
              f"`nice -n 5 python -m benchmarks.bench_scaling{' --quick' if quick else ''}`.", ""]
     for what, arr in graphs.items():
         dt, groups, text = profile(arr)
@@ -106,27 +109,33 @@ def run(quick: bool = False) -> str:
         lines += ["", "<details><summary>top functions by own time</summary>", "", "```",
                   "\n".join(text.strip().splitlines()[-16:]), "```", "</details>", ""]
     rates = {}
-    graphs, edits = _graphs(n_scale, length) if n_scale != n else (graphs, edits)
+    # two chunkings: whole sequences, 16 a task (~2-3 s of work a task), and 1 sequence x length/4 positions
+    # (~45 ms a task, the profile's; fewer sequences, as its runs are long) — the scheduler's cost per task
+    # runs on the same 2 cores as the workers, so the finer graph scales worse
+    chunkings = {"16 sequences x whole length a task": (n_scale, 16, length),
+                 f"1 sequence x {max(64, length // 4)} positions a task": (max(n, n_scale // 4), 1, None)}
+    built = {c: _graphs(m, length, sc, pc) for c, (m, sc, pc) in chunkings.items()}
     for w in (1, 2):
         client = connect(w, log=None)
         try:
             from .bench_tiles import _forward_worker
-
             fwd = list(client.run(_forward_worker, length, 16, 6.0).values())  # the pure forward, side by side
-            for what, arr in graphs.items():
-                rates[(what, w)] = rate(client, arr, edits[what])
+            for c, (graphs_c, edits_c) in built.items():
+                for what, arr in graphs_c.items():
+                    rates[(c, what, w)] = rate(client, arr, edits_c[what])
             fwd += list(client.run(_forward_worker, length, 16, 6.0).values())
             rates[("forward", w)] = sum(r[0] for r in fwd) / 2  # seq/s of the w workers, mean of before and after
         finally:
             client.shutdown()
             client.close()
     load1 = os.getloadavg()
-    lines += ["| task | 1 worker edits/s | 2 workers edits/s | 2 / 1 |", "|---|---:|---:|---:|"]
-    for what in graphs:
-        r1, r2 = rates[(what, 1)], rates[(what, 2)]
-        lines.append(f"| {what} | {r1:,.0f} | {r2:,.0f} | {r2 / r1:.2f}x |")
+    lines += ["| task | sequences | chunks | 1 worker edits/s | 2 workers edits/s | 2 / 1 |", "|---|---:|---|---:|---:|---:|"]
+    for c, (m, _, _) in chunkings.items():
+        for what in built[c][0]:
+            r1, r2 = rates[(c, what, 1)], rates[(c, what, 2)]
+            lines.append(f"| {what} | {m} | {c} | {r1:,.0f} | {r2:,.0f} | {r2 / r1:.2f}x |")
     f1, f2 = rates[("forward", 1)], rates[("forward", 2)]
-    lines.append(f"| pure batched forward (seq/s, batch 16, on the same workers before and after) | {f1:,.0f} | "
+    lines.append(f"| pure batched forward (seq/s, batch 16, on the same workers before and after) | | | {f1:,.0f} | "
                  f"{f2:,.0f} | {f2 / f1:.2f}x |")
     lines += ["", f"Load average (1, 5, 15 min) before: {load0[0]:.2f}, {load0[1]:.2f}, {load0[2]:.2f}; after: "
               f"{load1[0]:.2f}, {load1[1]:.2f}, {load1[2]:.2f} on {os.cpu_count()} cores"
