@@ -21,7 +21,8 @@
    * **SHAP summaries**: the same with ``method="gradient_shap"`` (expected gradients with shap's
      per-sample draws; 100 background cells, 16 samples);
    * **FastSHAP training**: ``validate_fastshap`` with its defaults (``tasks.fastshap.TRAINING``, those
-     of the 0.9-fidelity PBMC test and of ``fastshap``) on 2,000 seeded random cells, on one worker, validated on 8 held-out cells; timed alone;
+     of the 0.9-fidelity PBMC test and of ``fastshap``) on 2,000 seeded random cells (``--fastshap-train N``:
+     N), on one worker, validated on 8 held-out cells; timed alone;
    * **FastSHAP**: the amortised inference over the cells with that state (``fastshap(...,
      trained=state, min_fidelity=None)``: the state is used whatever its fidelity, which the training row
      reports — this stage measures time and memory) and per-class mean |value| tables, timed apart from the
@@ -241,15 +242,17 @@ def run_stage(client, name: str, ds, spec, proj, n: int, workers, state=None) ->
 BUDGET = {"scores": 420, "expression summaries": 420, "IG summaries": 900, "SHAP summaries": 300, "FastSHAP": 300}
 FASTSHAP_TRAIN = {"n_validate": 8, "seed": 0, "min_fidelity": None}
 """FastSHAP training: ``validate_fastshap``'s defaults (``TRAINING``: those of the 0.9-fidelity PBMC test), 8 held-out cells."""
-N_FASTSHAP_TRAIN = 2000
+N_FASTSHAP_TRAIN = None
+"""FastSHAP's training cells (``--fastshap-train``, as the CLI's flag); None: ``TRAINING["n_train"]``."""
 
 
 def train_fastshap_stage(client, ds, spec, workers) -> tuple[dict, dict]:
-    """Train and validate FastSHAP on one worker (2,000 seeded random cells); return ``(row, state)``."""
-    from interpretome.tasks.fastshap import validate_fastshap
+    """Train and validate FastSHAP on one worker (``N_FASTSHAP_TRAIN`` seeded random cells); return ``(row, state)``."""
+    from interpretome.tasks.fastshap import TRAINING, validate_fastshap
 
     n = ds.sizes["sample"]
-    rows = np.sort(np.random.default_rng(0).choice(n, size=min(N_FASTSHAP_TRAIN, n), replace=False))
+    n_train = int(N_FASTSHAP_TRAIN or TRAINING["n_train"])
+    rows = np.sort(np.random.default_rng(0).choice(n, size=min(n_train, n), replace=False))
     x = ds["features"][rows].values
     with PeakRSS(workers) as peak:
         t0 = time.perf_counter()
@@ -384,7 +387,12 @@ if __name__ == "__main__":
     ap.add_argument("--stage", action="append", default=None, choices=list(BUDGET), help="run only these stages")
     ap.add_argument("--budget", action="append", default=[], metavar="STAGE=SECONDS",
                     help="the time budget of a stage at full size (default: BUDGET)")
+    ap.add_argument("--fastshap-train", type=int, default=None, metavar="N",
+                    help="FastSHAP's training cells (default: fastshap's, 2,000)")
     a = ap.parse_args()
+    if a.fastshap_train is not None and a.fastshap_train < 16:
+        ap.error(f"--fastshap-train {a.fastshap_train}: FastSHAP needs at least 16 training cells")
+    N_FASTSHAP_TRAIN = a.fastshap_train
     for item in a.budget:
         stage, _, secs = item.rpartition("=")
         if stage not in BUDGET:
