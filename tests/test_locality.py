@@ -133,6 +133,22 @@ class _Untraceable(nn.Module):
         return h.amax(dim=2)
 
 
+class _LogGap(nn.Module):
+    """A ``-inf`` in the reference's activations where the sequence has an A (log of a zero), then a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv1d(4, 2, 1, bias=False)
+        self.b = nn.Conv1d(2, 2, 3, padding=1)
+        with torch.no_grad():
+            self.a.weight.copy_(torch.tensor([[0.0, 1.0, 1.0, 1.0], [0.0, 2.0, 1.0, 3.0]])[:, :, None])
+            self.b.weight.copy_(torch.arange(1.0, 13.0).view(2, 2, 3) / 10)  # positive: -inf stays -inf, never NaN
+            self.b.bias.zero_()
+
+    def forward(self, x):
+        return self.b(torch.log(self.a(x))).amax(dim=2)
+
+
 def _spec(factory, **kw):
     return ModelSpec(factory=f"tests.test_locality:{factory}", targets=("a", "b"), batch_size=8, **kw)
 
@@ -144,6 +160,22 @@ def test_locality__strides_concat_pad_crop_pool():
     got = rt.predict_edits(ref, starts, new)
     assert rt.locality.full_nodes == set()
     np.testing.assert_allclose(got, _direct(spec, ref, starts, new), rtol=1e-5, atol=1e-6)
+
+
+def test_locality__a_non_finite_reference_activation_is_not_differenced():
+    """A conv whose reference input holds -inf: edits that remove it give the finite full-forward values.
+
+    (The linear form adds ``w (x - x_ref)`` to the reference output: inf - inf would be NaN there.)"""
+    spec = _spec("_LogGap")
+    rt = Runtime(spec)
+    ref = np.array([1, 2, 3, 1, 2, 0, 3, 3, 1, 2, 2, 3], np.uint8)  # one A, at 5
+    starts = np.arange(len(ref))
+    new = ((ref + 1) % 4)[:, None].astype(np.uint8)  # the A becomes C (the max over length stays finite)
+    got = rt.predict_edits(ref, starts, new)
+    want = _direct(spec, ref, starts, new)
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert rt.locality.full_nodes == set()
 
 
 def test_locality__gru_prefix_states():

@@ -15,7 +15,10 @@ channels, residual adds and other broadcasting elementwise ops, activations, eva
 softmax over channels, ``Embedding`` and per-position ``Linear`` / ``LayerNorm``, transposes.
 For each such node only the output interval an edit can change is recomputed, from the window
 of its input materialised over the cached reference (zero padding outside the sequence exactly as
-the layer pads). Global max / mean / sum over length take the reference's running maxima /
+the layer pads); a stride-1, ungrouped convolution instead adds the convolved change of its input
+to the reference's output (one matrix product per tap over the changed columns: ``W k`` column
+products per edit instead of ``(W + span) k``), unless the reference's input or output there is
+not finite. Global max / mean / sum over length take the reference's running maxima /
 prefix sums outside the window (no full copy). Unidirectional, ``batch_first`` ``nn.LSTM`` /
 ``nn.GRU`` layers reuse the reference's per-layer hidden (and cell) state before the first
 changed token and recompute from there (prefix-state reuse). Any other op receiving a window
@@ -26,7 +29,7 @@ A model that cannot be traced is not given a plan (``receptive_field.plan_for``;
 its first edits): the Runtime then runs batched full forward passes.
 
 Values equal full forward passes up to float32 summation order (the convolutions run on shorter
-inputs; cell states of recurrent layers are stepped once per reference).
+inputs or on the change alone; cell states of recurrent layers are stepped once per reference).
 """
 
 from __future__ import annotations
@@ -241,6 +244,7 @@ class LocalityPlan:
                 dynamic.add(n)
         self.dynamic = dynamic
         self._layers: dict = {}  # recurrent node -> single-layer modules
+        self._taps: dict = {}  # convolution node -> (weight, its taps (C_in, C_out) each)
         self.full_nodes: set[str] = set()  # nodes that received a window and ran in full (heads, unknown ops)
 
     # reference ------------------------------------------------------------------------------------
@@ -399,7 +403,7 @@ class LocalityPlan:
             if isinstance(m, nn.Conv1d) and isinstance(x, Win) and len(args) == 1 and not kwargs:
                 if m.padding_mode != "zeros":
                     return NotImplemented
-                return self._conv(x, m.weight, m.bias, m.stride[0], m.padding, m.dilation[0], m.groups, ref_out)
+                return self._conv(node, x, m.weight, m.bias, m.stride[0], m.padding, m.dilation[0], m.groups, cache)
             if isinstance(m, (nn.MaxPool1d, nn.AvgPool1d)) and isinstance(x, Win) and len(args) == 1:
                 return self._pool(m, x, ref_out)
             if isinstance(m, t["pointwise_mod"]) and isinstance(x, Win) and len(args) == 1:
@@ -472,8 +476,8 @@ class LocalityPlan:
                       dict(bias=None, stride=1, padding=0, dilation=1, groups=1))
             if _is_dyn_value(p["bias"]):
                 return NotImplemented
-            return self._conv(x, p["weight"], p["bias"], _one(p["stride"]), p["padding"] if isinstance(p["padding"], str)
-                              else (_one(p["padding"]),), _one(p["dilation"]), p["groups"], ref_out)
+            return self._conv(node, x, p["weight"], p["bias"], _one(p["stride"]), p["padding"] if isinstance(p["padding"], str)
+                              else (_one(p["padding"]),), _one(p["dilation"]), p["groups"], cache)
         if f in (F.max_pool1d, F.avg_pool1d, torch.max_pool1d, torch.avg_pool1d) and isinstance(x, Win):
             return self._pool_f(f, args, kwargs, x, ref_out)
         if f is F.pad and isinstance(x, Win):
@@ -516,9 +520,10 @@ class LocalityPlan:
         start = lo.clamp(0, lout - width)
         return start, width, start * s - pl, (width - 1) * s + span + 1
 
-    def _conv(self, x: Win, weight, bias, stride, padding, dilation, groups, ref_out):
+    def _conv(self, node, x: Win, weight, bias, stride, padding, dilation, groups, cache):
         import torch.nn.functional as F
 
+        ref_out = cache[node]
         if x.axis != 2 or x.data.dim() != 3:
             return NotImplemented
         k = weight.shape[-1]
@@ -531,12 +536,75 @@ class LocalityPlan:
                 return NotImplemented
         else:
             pl = int(padding[0])
+        if (stride == 1 and groups == 1 and x.width + dilation * (k - 1) <= ref_out.shape[-1] and True
+                and self._finite(x.ref, cache) and self._finite(ref_out, cache)):
+            return self._conv_delta(node, x, weight, bias, pl, dilation, ref_out, cache)
         iv = self._interval(x, k, stride, pl, dilation, ref_out.shape[-1])
         if iv is None:
             return SAME
         start, width, istart, iwidth = iv
         inp = materialize(x, istart, iwidth, 0.0)
         return Win(F.conv1d(inp, weight, bias, stride, 0, dilation, groups), start, 2, ref_out)
+
+    @staticmethod
+    def _finite(ref, cache) -> bool:
+        """Return whether the reference value ``ref`` is finite everywhere (cached per reference)."""
+        derived = cache["__derived__"]
+        key = ("finite", id(ref))
+        if key not in derived:
+            derived[key] = bool(_torch().isfinite(ref).all())
+        return derived[key]
+
+    @staticmethod
+    def _positions_major(ref, cache):
+        """Return ``(L, C)`` contiguous: the reference value ``ref`` (1, C, L) with positions first (cached)."""
+        derived = cache["__derived__"]
+        key = ("pm", id(ref))
+        if key not in derived:
+            derived[key] = ref[0].t().contiguous()
+        return derived[key]
+
+    def _conv_delta(self, node, x: Win, weight, bias, pl: int, dilation: int, ref_out, cache):
+        """Return the window of a stride-1 ``Conv1d`` as the reference output plus the convolved change.
+
+        The convolution is linear: an edit changes output ``q`` by ``sum_t w[:, :, t] @ (x - x_ref)[q - pl +
+        t dilation]``, so each tap is one matrix product of the ``W`` changed input columns of every edit
+        (``(W E, C_in) @ (C_in, C_out)``) added into the output window of ``W + dilation (k - 1)`` columns,
+        held positions-major ``(W_out, E, C_out)`` so that every tap's target is one contiguous slice. That is
+        ``W k`` column products per edit where recomputing the output window from its inputs costs
+        ``(W + span) k``; the reference output already holds the bias. Values equal the direct convolution
+        up to float32 summation order.
+        """
+        torch = _torch()
+        import torch.nn.functional as F
+
+        n, _, width = x.data.shape
+        k = weight.shape[-1]
+        span = dilation * (k - 1)
+        lout = ref_out.shape[-1]
+        wout = width + span
+        taps = self._taps.get(node.name)
+        if taps is None or taps[0] is not weight:
+            taps = self._taps[node.name] = (weight, [weight[:, :, t].t().contiguous() for t in range(k)])
+        taps = taps[1]
+        dev = x.off.device
+        pos_in = (x.off[None, :] + torch.arange(width, device=dev)[:, None]).reshape(-1)  # (W E,) positions-major
+        ref_in = self._positions_major(x.ref, cache).index_select(0, pos_in)
+        delta = x.data.permute(2, 0, 1).reshape(width * n, -1) - ref_in  # (W E, C_in)
+        start = x.off + pl - span  # (E,) the first output column an edit can change, possibly outside [0, lout)
+        first = start.clamp(0, lout - wout)
+        pos_out = (first[None, :] + torch.arange(wout, device=dev)[:, None]).reshape(-1)
+        out = self._positions_major(ref_out, cache).index_select(0, pos_out).view(wout, n, -1)  # (W_out, E, C_out)
+        for t, w_t in enumerate(taps):
+            a = span - t * dilation
+            out[a:a + width].view(width * n, -1).addmm_(delta, w_t)
+        edge = torch.nonzero(first != start).flatten()
+        if len(edge):  # windows clamped at an end of the sequence: those edits' columns, recomputed directly
+            sub = Win(x.data.index_select(0, edge), x.off.index_select(0, edge), 2, x.ref)
+            s0 = first.index_select(0, edge)
+            inp = materialize(sub, s0 - pl, wout + span, 0.0)
+            out[:, edge] = F.conv1d(inp, weight, bias, 1, 0, dilation).permute(2, 0, 1)
+        return Win(out.permute(1, 2, 0), first, 2, ref_out)  # (E, C_out, W_out), positions-major in memory
 
     def _pool(self, m, x: Win, ref_out):
         import torch.nn as nn
