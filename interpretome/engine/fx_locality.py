@@ -87,6 +87,15 @@ class Win:
         return int(self.data.shape[0])
 
 
+DELTA_MIN_SAVING = 1.5
+"""A stride-1 convolution runs on the change alone when that saves this factor of column products."""
+
+
+def _delta_pays(width: int, span: int, lout: int) -> bool:
+    """Return whether a window of ``width`` columns into a conv of reach ``span`` is cheaper as a change."""
+    return width + span <= lout and (width + span) >= DELTA_MIN_SAVING * width
+
+
 def _torch():
     import torch
 
