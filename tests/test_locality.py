@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from interpretome.datasets import random_dna
+from interpretome.engine import fx_locality
 from interpretome.engine.fx_locality import _WARNED
 from interpretome.engine.models import ModelSpec, Runtime
 from interpretome.engine.tokenize import KmerTokenizer
@@ -58,10 +59,19 @@ CASES = [
 ]
 
 
+FORMS = {"cone": dict(DELTA_MIN_SAVING=float("inf")), "change": dict(DELTA_MIN_CHANNELS=0)}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("k", [1, 5])
 @pytest.mark.parametrize("name, spec, length", CASES, ids=[c[0] for c in CASES])
-def test_locality__equals_independent_full_forwards(name, spec, length, k):
-    """Every edit (the sequence ends included) equals a plain forward pass, and no op ran in full."""
+def test_locality__equals_independent_full_forwards(name, spec, length, k, form, monkeypatch):
+    """Every edit (the sequence ends included) equals a plain forward pass, and no op ran in full.
+
+    Both forms of a stride-1 convolution are checked on every design: recomputing the window (``cone``)
+    and the reference output plus the convolved change (``change``; by default only for wide channels)."""
+    for attr, value in FORMS[form].items():
+        monkeypatch.setattr(fx_locality, attr, value)
     rt = Runtime(spec)
     ref, starts, new = _edits(length, k, seed=3)
     with warnings.catch_warnings():
