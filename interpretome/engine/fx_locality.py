@@ -553,7 +553,7 @@ class LocalityPlan:
         else:
             pl = int(padding[0])
         if (stride == 1 and groups == 1 and _delta_pays(x.width, dilation * (k - 1), ref_out.shape[-1], weight.shape[1], weight.shape[0])
-                and self._finite(x.ref, cache) and self._finite(ref_out, cache)):
+                and self._finite(node.args[0], x.ref, cache) and self._finite(node, ref_out, cache)):
             return self._conv_delta(node, x, weight, bias, pl, dilation, ref_out, cache)
         iv = self._interval(x, k, stride, pl, dilation, ref_out.shape[-1])
         if iv is None:
@@ -563,19 +563,22 @@ class LocalityPlan:
         return Win(F.conv1d(inp, weight, bias, stride, 0, dilation, groups), start, 2, ref_out)
 
     @staticmethod
-    def _finite(ref, cache) -> bool:
-        """Return whether the reference value ``ref`` is finite everywhere (cached per reference)."""
+    def _finite(src, ref, cache) -> bool:
+        """Return whether ``ref``, node ``src``'s reference value, is finite everywhere (cached per reference)."""
         derived = cache["__derived__"]
-        key = ("finite", id(ref))
+        key = ("finite", src)
         if key not in derived:
             derived[key] = bool(_torch().isfinite(ref).all())
         return derived[key]
 
     @staticmethod
-    def _positions_major(ref, cache):
-        """Return ``(L, C)`` contiguous: the reference value ``ref`` (1, C, L) with positions first (cached)."""
+    def _positions_major(src, ref, cache):
+        """Return ``(L, C)`` contiguous: ``ref`` (1, C, L), node ``src``'s reference value, positions first (cached).
+
+        Keyed by the node, not by the tensor's ``id``: a window's ``ref`` can be a view made afresh per batch,
+        whose ``id`` a later, different tensor may take."""
         derived = cache["__derived__"]
-        key = ("pm", id(ref))
+        key = ("pm", src)
         if key not in derived:
             derived[key] = ref[0].t().contiguous()
         return derived[key]
@@ -605,12 +608,12 @@ class LocalityPlan:
         taps = taps[1]
         dev = x.off.device
         pos_in = (x.off[None, :] + torch.arange(width, device=dev)[:, None]).reshape(-1)  # (W E,) positions-major
-        ref_in = self._positions_major(x.ref, cache).index_select(0, pos_in)
+        ref_in = self._positions_major(node.args[0], x.ref, cache).index_select(0, pos_in)
         delta = x.data.permute(2, 0, 1).reshape(width * n, -1) - ref_in  # (W E, C_in)
         start = x.off + pl - span  # (E,) the first output column an edit can change, possibly outside [0, lout)
         first = start.clamp(0, lout - wout)
         pos_out = (first[None, :] + torch.arange(wout, device=dev)[:, None]).reshape(-1)
-        out = self._positions_major(ref_out, cache).index_select(0, pos_out).view(wout, n, -1)  # (W_out, E, C_out)
+        out = self._positions_major(node, ref_out, cache).index_select(0, pos_out).view(wout, n, -1)  # (W_out, E, C_out)
         for t, w_t in enumerate(taps):
             a = span - t * dilation
             out[a:a + width].view(width * n, -1).addmm_(delta, w_t)
