@@ -338,3 +338,16 @@ def test_weights__only_a_real_pickle_gets_the_trust_hint(tmp_path):
         ModelSpec(factory=CNN, weights=str(broken)).build()
     assert "trust" not in str(e.value)
     assert it.ModelSpec  # the public name is unchanged
+
+
+def test_runtime__cuda_float32_is_ieee_not_tf32(monkeypatch):
+    """torch lets cuDNN run float32 convolutions in TF32 by default; a built runtime switches that off."""
+    conv = torch.backends.cudnn.conv
+    monkeypatch.setattr(conv, "fp32_precision", "tf32")
+    monkeypatch.setattr(torch.backends.cudnn.rnn, "fp32_precision", "tf32")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32")
+    clear_runtimes()
+    get_runtime(ModelSpec(factory=CNN, kwargs={"channels": 4}))
+    assert conv.fp32_precision == "ieee"
+    assert torch.backends.cudnn.rnn.fp32_precision == "ieee"
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"

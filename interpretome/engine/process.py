@@ -8,7 +8,10 @@ What a worker process needs set up before it computes, whatever the task:
 * ``numba_cache`` — compiled numba code cached on disk (``NUMBA_CACHE_DIR``, default
   ``<cache_dir>/numba``), including what umap-learn jits at call time, so a second process loads
   it instead of compiling;
-* ``gpu_available`` — whether cuML and a CUDA device are usable in this process.
+* ``gpu_available`` — whether cuML and a CUDA device are usable in this process;
+* ``ieee_float32`` — float32 convolutions and matrix products on CUDA computed in float32 (torch
+  lets cuDNN convolutions use TF32, 10-bit mantissas, by default: results then differ from the
+  CPU's and from the float32 full forwards the locality path is exact against by ~1e-3 relative).
 """
 
 from __future__ import annotations
@@ -124,3 +127,22 @@ def gpu_available() -> bool:
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
+
+
+def ieee_float32() -> None:
+    """Make torch compute float32 convolutions, matmuls and RNNs on CUDA in IEEE float32, never TF32.
+
+    Process-wide (torch's own switches, read at each call): a worker that runs interpretome models
+    gets the precision the results are checked against. Applied by ``Runtime`` whenever a model is
+    built; on a CPU-only process the switches have no effect.
+    """
+    import torch
+
+    backends = torch.backends
+    if hasattr(getattr(backends.cudnn, "conv", None), "fp32_precision"):  # torch >= 2.9
+        backends.cuda.matmul.fp32_precision = "ieee"
+        backends.cudnn.conv.fp32_precision = "ieee"
+        backends.cudnn.rnn.fp32_precision = "ieee"
+    else:
+        backends.cuda.matmul.allow_tf32 = False
+        backends.cudnn.allow_tf32 = False

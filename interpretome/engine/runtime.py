@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import ModelSpecError
 from ..storage.alphabet import CODE_N, ONEHOT_LUT
 from .heads import OutputHead, first_output, outputs_of
+from .process import ieee_float32
 from .receptive_field import plan_for, predict_edits_local, say_no_plan
 from .spec import ModelSpec, load_spec
 
@@ -41,6 +42,7 @@ class Runtime:
         self.spec = spec
         self.torch = torch
         self.device = spec.resolved_device()
+        ieee_float32()  # cuDNN would otherwise run float32 convolutions in TF32 on a GPU
         self.model = spec.build()
         self.digest: str | None = None  # model_digest of self.model, computed on first request
         self.output = OutputHead(spec)
