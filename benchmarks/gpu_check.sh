@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of issue 12, one prepared run: ISM of the reference CNN on a dask-cuda worker with
 # torch on the GPU, against that GPU's forward limit, checked against full forwards
-# (benchmarks/bench_gpu.py says what each stage measures). Run from the repository root on a
+# (benchmarks/gpu_ism.py says what each stage measures). Run from the repository root on a
 # machine with an NVIDIA GPU and torch; ~3-5 minutes on one H200.
 #
 # Python packages the GPU machine lacks travel as wheels in .whl/ (made here by
@@ -19,4 +19,4 @@ else
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 | tee "$OUT/gpu_check.log"
-timeout "${GPU_CHECK_TIMEOUT:-450}" python3 -m benchmarks.bench_gpu --out "$OUT" "$@" 2>&1 | tee -a "$OUT/gpu_check.log"
+timeout "${GPU_CHECK_TIMEOUT:-450}" python3 -m benchmarks.gpu_ism --out "$OUT" "$@" 2>&1 | tee -a "$OUT/gpu_check.log"

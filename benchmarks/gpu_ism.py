@@ -1,7 +1,7 @@
 """ISM on a GPU through dask-cuda workers, against the same GPU's forward limit (issue 12).
 
 Run by ``benchmarks/gpu_check.sh`` on a machine with an NVIDIA GPU (the script installs the carried
-wheels first); ``python -m benchmarks.bench_gpu --cpu`` runs every stage on CPU with tiny sizes (a
+wheels first); ``python -m benchmarks.gpu_ism --cpu`` runs every stage on CPU with tiny sizes (a
 plain ``LocalCluster`` in place of dask-cuda), which is how the script is checked without a GPU.
 
 Stages, each timed and reported even when a later one fails (a failure prints its traceback and the
@@ -21,7 +21,9 @@ table says "failed"):
    cuda`` into a zarr store; wall time, edits/s, and 64 random positions checked against plain
    forwards of their 1 kb contexts on the CPU.
 
-Prints a markdown section (and writes it to ``--out``/gpu_section.md when given).
+Prints a markdown section (and writes it to ``--out``/gpu_section.md when given). Not a ``bench_``
+module on purpose: ``python -m benchmarks`` runs on CPU machines and must not overwrite the GPU
+figures in RESULTS.md; the section there is pasted from a GPU run.
 """
 
 from __future__ import annotations
@@ -58,8 +60,17 @@ class Stages:
             out = None
         self.seconds[name] = time.perf_counter() - t0
         self.results[name] = out
-        print(f"    {name}: {out!r} ({self.seconds[name]:.1f} s)", flush=True)
+        print(f"    {name}: {_short(out)} ({self.seconds[name]:.1f} s)", flush=True)
         return out
+
+
+def _short(value) -> str:
+    """Return a one-line description of a stage's result (arrays by shape, not by value)."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_short(v) for v in value) + ")"
+    if isinstance(value, np.ndarray):
+        return f"array{value.shape} {value.dtype}"
+    return repr(value)[:300]
 
 
 def _sync(torch, dev):
@@ -275,7 +286,7 @@ def run(cpu: bool, n_seq: int | None, mb: float | None) -> str:
     limit = max(fwd.values()) if fwd else float("nan")
     best_b = max(fwd, key=fwd.get) if fwd else None
     lines = ["## ISM on a GPU through dask-cuda (issue 12)", "",
-             f"Command: `bash benchmarks/gpu_check.sh` (`python -m benchmarks.bench_gpu{' --cpu' if cpu else ''}`, "
+             f"Command: `bash benchmarks/gpu_check.sh` (`python -m benchmarks.gpu_ism{' --cpu' if cpu else ''}`, "
              f"which chose {n_seq} sequences and a {mb:g} Mb contig from the in-process rate) on {env.get('gpu', 'no GPU (CPU dry run)')}, {env['cores']} CPU cores; "
              f"python {env['python']}, torch {env['torch']}, dask {env['dask']}, distributed {env['distributed']}, "
              f"dask-cuda {env['dask_cuda']}, numpy {env['numpy']}, pandas {env['pandas']}, xarray {env['xarray']}, "
