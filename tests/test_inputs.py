@@ -195,3 +195,25 @@ def test_connect__local_cluster_workers_are_single_threaded(client2):
     assert all(a.startswith("tcp://127.0.0.1") for a in info)
     threads = client2.run(lambda: __import__("torch").get_num_threads())
     assert set(threads.values()) == {1}
+
+
+def _profile_samples(dask_worker):
+    return dask_worker.profile_recent["count"]
+
+
+def test_connect__local_workers_run_without_the_task_profiler_unless_the_environment_asks(client2, monkeypatch):
+    """distributed samples each task thread's stack every 10 ms by default (5-13 % of a model loop's CPU)."""
+    import time
+
+    from interpretome.engine.cluster import PROFILE_ENV, connect
+
+    client2.submit(time.sleep, 0.5, pure=False).result()
+    assert set(client2.run(_profile_samples).values()) == {0}
+    assert set(client2.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled")).values()) == {False}
+    # the rest of the config reaches the workers unchanged
+    want = __import__("dask").config.get("distributed.comm.timeouts.connect")
+    assert set(client2.run(lambda: __import__("dask").config.get("distributed.comm.timeouts.connect")).values()) == {want}
+    monkeypatch.setenv(PROFILE_ENV, "True")
+    with connect(1, log=None) as client:
+        client.submit(time.sleep, 0.5, pure=False).result()
+        assert min(client.run(_profile_samples).values()) > 0

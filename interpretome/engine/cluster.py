@@ -174,6 +174,28 @@ def exit_when_closed(worker, poll: float = 0.01, deadline: float = 3.0) -> None:
     threading.Thread(target=watch, name="interpretome-exit-when-closed", daemon=True).start()
 
 
+PROFILE_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
+"""Setting this variable (to True or False) gives the workers of a cluster started here distributed's own choice."""
+
+
+def worker_config() -> dict:
+    """Return the dask config for the workers of a ``LocalCluster`` started here: this process's, with
+    distributed's statistical task profiler off (``distributed.worker.profile.enabled``).
+
+    The profiler samples the Python stack of every task thread every 10 ms; under a model's deep
+    ``nn.Module`` call stacks that cost 5-13 % of the workers' CPU time in interleaved runs of tiled
+    prediction (``benchmarks/RESULTS.md``, tiles), and only the dashboard's Profile page reads it. When
+    ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED`` is set in the environment, the workers get this
+    process's config unchanged (the variable's value decides).
+    """
+    import dask
+
+    if PROFILE_ENV in os.environ:
+        return {}
+    # the nanny merges this over the global config one level deep: pass the whole, deep-merged config
+    return dask.config.merge(dask.config.config, {"distributed": {"worker": {"profile": {"enabled": False}}}})
+
+
 NANNY_CLOSE_S = 15.0
 """Seconds a closing nanny of the embedded cluster gives its worker process to end by itself
 (distributed waits 0.8 x this, then kills it); distributed's own default is 5 (a 4 s wait)."""
@@ -373,7 +395,7 @@ def connect(
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=threads_per_worker, processes=True, host="127.0.0.1",
             dashboard_address="127.0.0.1:0", memory_limit=memory_limit, env=env,
-            worker_class=patient_nanny(),
+            worker_class=patient_nanny(), config=worker_config(),
         )
         client = owning_client(cluster)
     client.register_plugin(plugin)
