@@ -183,8 +183,9 @@ def worker_config() -> dict:
     distributed's statistical task profiler off (``distributed.worker.profile.enabled``).
 
     The profiler samples the Python stack of every task thread every 10 ms; under a model's deep
-    ``nn.Module`` call stacks that cost 5-13 % of the workers' CPU time in interleaved runs of tiled
-    prediction (``benchmarks/RESULTS.md``, tiles), and only the dashboard's Profile page reads it. When
+    ``nn.Module`` call stacks that cost 2-13 % (~8 % on average) of the workers' CPU time in
+    interleaved runs of tiled prediction (``benchmarks/RESULTS.md``, scaling), and only the
+    dashboard's Profile page reads it. When
     ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED`` is set in the environment, the workers get this
     process's config unchanged (the variable's value decides).
     """
