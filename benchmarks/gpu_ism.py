@@ -333,6 +333,45 @@ def run(cpu: bool, n_seq: int | None, mb: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cuda_client(threads: int, profiler: bool):
+    """Return a client of one dask-cuda worker with ``threads`` task threads, distributed's task profiler on or off."""
+    from dask_cuda import LocalCUDACluster
+
+    from interpretome.engine.cluster import TorchThreads, owning_client, worker_config
+
+    kw = {} if profiler else {"config": worker_config()}
+    client = owning_client(LocalCUDACluster(ip="127.0.0.1", threads_per_worker=threads,
+                                            dashboard_address="127.0.0.1:0", **kw))
+    client.register_plugin(TorchThreads(1))
+    return client
+
+
+def threads_check(n_seq: int, dev: str = "cuda") -> str:
+    """Return a markdown table: the ISM graph (batch 4096) on one dask-cuda worker with 1 or 4 task threads,
+    the workers' profiler on or off, against the GPU's forward limit."""
+    from interpretome.datasets import random_dna
+
+    st = Stages()
+    fwd = st("forward limit", forward_limit, dev, (4096, 16384) if dev == "cuda" else (64,), 2.0) or {}
+    limit = max(fwd.values()) if fwd else float("nan")
+    codes = random_dna(n_seq, 1000, seed=0)
+    rows, ref = [], None
+    for threads, profiler in ((1, True), (1, False), (4, False), (8, False)):
+        client = st(f"cluster {threads} threads, profiler {profiler}", cuda_client, threads, profiler)
+        if client is None:
+            continue
+        r = st(f"ISM graph {threads} threads", graph_ism, client, codes, dev, 4096, max(1, n_seq // 64))
+        client.close()
+        if r is not None:
+            ref = r[1] if ref is None else ref
+            rows.append(f"| 1 dask-cuda worker, {threads} task thread(s), profiler {'on' if profiler else 'off'} | "
+                        f"{r[0]:,.0f} edits/s | {r[0] / limit:.1f} | {float(np.max(np.abs(r[1] - ref))):.1e} |")
+    return "\n".join(["", f"ISM graph, {n_seq} x 1 kb, batch_size 4096, {max(1, n_seq // 64)} sequences a task; "
+                      f"forward limit {limit:,.0f} seq/s.", "",
+                      "| worker | rate | x forward limit | max abs diff vs the first row |", "|---|---:|---:|---:|"]
+                     + rows) + "\n"
+
+
 def main() -> None:
     """CLI: run, print the section, write it to --out/gpu_section.md."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -340,7 +379,15 @@ def main() -> None:
     p.add_argument("--n-seq", type=int, default=None, help="1 kb sequences of the ISM graph (default: ~10 s at the in-process rate; --cpu 8)")
     p.add_argument("--mb", type=float, default=None, help="genome-ism contig in Mb (default: ~30 s at the graph's rate; --cpu 0.02)")
     p.add_argument("--out", default=None, help="folder for gpu_section.md")
+    p.add_argument("--threads-check", action="store_true",
+                   help="only: the ISM graph on a dask-cuda worker of 1, 4 or 8 task threads, profiler on / off")
     a = p.parse_args()
+    if a.threads_check:
+        text = threads_check(a.n_seq or (16 if a.cpu else 4096), "cpu" if a.cpu else "cuda")
+        print(text, flush=True)
+        if a.out:
+            Path(a.out, "gpu_threads.md").write_text(text)
+        return
     n = a.n_seq or (8 if a.cpu else None)
     mb = a.mb or (0.02 if a.cpu else None)
     text = run(a.cpu, n, mb)
