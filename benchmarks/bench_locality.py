@@ -85,8 +85,10 @@ def single_process(length, seconds):
 
     from interpretome.datasets import random_dna
     from interpretome.engine.models import Runtime
+    from interpretome.engine.process import tune_malloc
 
     torch.set_num_threads(1)
+    tune_malloc()  # as every task does (and the workers): large tensors then come from the heap, not fresh mmaps
     ref = random_dna(1, length, seed=0)[0]
     rows = []
     for name, spec in _models():
@@ -146,7 +148,7 @@ def run(quick: bool = False) -> str:
         f"at the end (2 cores shared with other engineers: absolute rates are noisy, the ratios are measured "
         f"side by side).",
         "",
-        f"One process, 1 torch thread, one {length} bp sequence, every edit of it; forward limit = batched "
+        f"One process, 1 torch thread, glibc's allocator tuned as in the tasks (``engine.process.tune_malloc``), one {length} bp sequence, every edit of it; forward limit = batched "
         f"forwards of 64 pre-encoded sequences (before and after the edits, averaged); `full` = the same edits "
         f"through batched full forwards (the fast path off); max |diff| = fast vs full on the first 576 edits.",
         "",
