@@ -189,6 +189,31 @@ def test_connect__gpus_without_gpu(monkeypatch):
         connect(gpus=True, log=None)
 
 
+def test_connect__gpus_cluster_gets_single_threaded_workers_without_the_profiler(monkeypatch):
+    """dask-cuda's LocalCUDACluster passes its keyword arguments to distributed's LocalCluster (a stand-in does that here)."""
+    import sys
+    import types
+
+    from distributed import LocalCluster
+
+    from interpretome.engine import cluster
+
+    seen = {}
+
+    def local_cuda_cluster(**kw):
+        seen.update(kw)
+        return LocalCluster(n_workers=1, processes=True, **kw)
+
+    fake = types.ModuleType("dask_cuda")
+    fake.LocalCUDACluster = local_cuda_cluster
+    monkeypatch.setitem(sys.modules, "dask_cuda", fake)
+    monkeypatch.setattr(cluster, "gpu_count", lambda: 1)
+    with connect(gpus=True, log=None) as client:
+        assert seen["threads_per_worker"] == 1 and seen["ip"] == "127.0.0.1"
+        assert set(client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled")).values()) == {False}
+        assert set(client.run(lambda: __import__("torch").get_num_threads()).values()) == {1}
+
+
 def test_connect__local_cluster_workers_are_single_threaded(client2):
     info = client2.scheduler_info()["workers"]
     assert len(info) == 2 and all(w["nthreads"] == 1 for w in info.values())

@@ -179,7 +179,8 @@ PROFILE_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 
 
 def worker_config() -> dict:
-    """Return the dask config for the workers of a ``LocalCluster`` started here: this process's, with
+    """Return the dask config for the workers of a cluster started here (``LocalCluster``, dask-cuda's
+    ``LocalCUDACluster``, which hands it to the same nannies): this process's, with
     distributed's statistical task profiler off (``distributed.worker.profile.enabled``).
 
     The profiler samples the Python stack of every task thread every 10 ms; under a model's deep
@@ -281,7 +282,8 @@ def _local_cuda_cluster(**kwargs):
     if n == 0:
         raise ClusterError("--gpus was given but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES, drivers): "
                            "drop --gpus to run on CPU workers")
-    return LocalCUDACluster(ip="127.0.0.1", threads_per_worker=1, dashboard_address="127.0.0.1:0", **kwargs)
+    return LocalCUDACluster(ip="127.0.0.1", threads_per_worker=1, dashboard_address="127.0.0.1:0",
+                            config=worker_config(), **kwargs)
 
 
 def jobqueue_config(table: dict[str, Any], threads: int = 1) -> dict[str, Any]:
