@@ -333,17 +333,20 @@ def run(cpu: bool, n_seq: int | None, mb: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cuda_client(threads: int, profiler: bool):
-    """Return a client of one dask-cuda worker with ``threads`` task threads, distributed's task profiler on or off."""
-    from dask_cuda import LocalCUDACluster
+def cuda_client(threads: int, profiler: bool, dev: str = "cuda"):
+    """Return ``connect(gpus=True)`` with ``threads`` task threads on its worker, distributed's task profiler on
+    (``PROFILE_ENV`` set) or off (interpretome's default); ``dev="cpu"``: one local CPU worker instead (dry run)."""
+    from interpretome.engine.cluster import PROFILE_ENV, connect
 
-    from interpretome.engine.cluster import TorchThreads, owning_client, worker_config
-
-    kw = {} if profiler else {"config": worker_config()}
-    client = owning_client(LocalCUDACluster(ip="127.0.0.1", threads_per_worker=threads,
-                                            dashboard_address="127.0.0.1:0", **kw))
-    client.register_plugin(TorchThreads(1))
-    return client
+    old = os.environ.pop(PROFILE_ENV, None)
+    if profiler:
+        os.environ[PROFILE_ENV] = "True"
+    try:
+        return connect(1 if dev == "cpu" else None, gpus=dev != "cpu", threads_per_worker=threads, log=print)
+    finally:
+        os.environ.pop(PROFILE_ENV, None)
+        if old is not None:
+            os.environ[PROFILE_ENV] = old
 
 
 def threads_check(n_seq: int, dev: str = "cuda") -> str:
@@ -357,7 +360,7 @@ def threads_check(n_seq: int, dev: str = "cuda") -> str:
     codes = random_dna(n_seq, 1000, seed=0)
     rows, ref = [], None
     for threads, profiler in ((1, True), (1, False), (4, False), (8, False)):
-        client = st(f"cluster {threads} threads, profiler {profiler}", cuda_client, threads, profiler)
+        client = st(f"cluster {threads} threads, profiler {profiler}", cuda_client, threads, profiler, dev)
         if client is None:
             continue
         r = st(f"ISM graph {threads} threads", graph_ism, client, codes, dev, 4096, max(1, n_seq // 64))

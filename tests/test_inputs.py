@@ -212,6 +212,9 @@ def test_connect__gpus_cluster_gets_single_threaded_workers_without_the_profiler
         assert seen["threads_per_worker"] == 1 and seen["ip"] == "127.0.0.1"
         assert set(client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled")).values()) == {False}
         assert set(client.run(lambda: __import__("torch").get_num_threads()).values()) == {1}
+    with connect(gpus=True, threads_per_worker=2, log=None) as client:  # connect's threads reach dask-cuda
+        assert seen["threads_per_worker"] == 2
+        assert [w["nthreads"] for w in client.scheduler_info()["workers"].values()] == [2]
 
 
 def test_connect__local_cluster_workers_are_single_threaded(client2):

@@ -270,7 +270,7 @@ def gpu_count() -> int:
         return 0
 
 
-def _local_cuda_cluster(**kwargs):
+def _local_cuda_cluster(threads_per_worker: int = 1, **kwargs):
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError as e:
@@ -282,7 +282,7 @@ def _local_cuda_cluster(**kwargs):
     if n == 0:
         raise ClusterError("--gpus was given but no CUDA GPU is visible (CUDA_VISIBLE_DEVICES, drivers): "
                            "drop --gpus to run on CPU workers")
-    return LocalCUDACluster(ip="127.0.0.1", threads_per_worker=1, dashboard_address="127.0.0.1:0",
+    return LocalCUDACluster(ip="127.0.0.1", threads_per_worker=threads_per_worker, dashboard_address="127.0.0.1:0",
                             config=worker_config(), **kwargs)
 
 
@@ -389,7 +389,8 @@ def connect(
                                f"--scheduler-file {scheduler_file}` first (see README, HPC)")
         client = Client(scheduler_file=scheduler_file, timeout="20s")
     elif gpus:
-        client = owning_client(_local_cuda_cluster(**({"n_workers": workers} if workers else {})))
+        client = owning_client(_local_cuda_cluster(threads_per_worker,
+                                                   **({"n_workers": workers} if workers else {})))
     elif jobqueue:
         client = owning_client(jobqueue_cluster(jobqueue))
     else:
