@@ -230,7 +230,7 @@ def _profile_samples(dask_worker):
 
 
 def test_connect__local_workers_run_without_the_task_profiler_unless_the_environment_asks(client2, monkeypatch):
-    """distributed samples each task thread's stack every 10 ms by default (~8 % of a model loop's CPU)."""
+    """distributed samples each task thread's stack every 10 ms by default (1-8 % of a model loop's CPU)."""
     import time
 
     from interpretome.engine.cluster import PROFILE_ENV, connect

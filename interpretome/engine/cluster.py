@@ -183,10 +183,10 @@ def worker_config() -> dict:
     ``LocalCUDACluster``, which hands it to the same nannies): this process's, with
     distributed's statistical task profiler off (``distributed.worker.profile.enabled``).
 
-    The profiler samples the Python stack of every task thread every 10 ms; under a model's deep
-    ``nn.Module`` call stacks that cost 2-13 % (~8 % on average) of the workers' CPU time in
-    interleaved runs of tiled prediction (``benchmarks/RESULTS.md``, scaling), and only the
-    dashboard's Profile page reads it. When
+    The profiler samples the Python stack of every task thread every 10 ms, and only the dashboard's
+    Profile page reads it; in interleaved tiling runs (``python -m benchmarks.ab_settings profiler``,
+    ``benchmarks/RESULTS.md``, scaling) it cost the workers ~8 % of their CPU time in a first series
+    and ~1 % in a second: a small cost, but one no task here needs. When
     ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED`` is set in the environment, the workers get this
     process's config unchanged (the variable's value decides).
     """

@@ -26,10 +26,10 @@ from .fx_locality import LocalityPlan, Win, warn_once
 LOCAL_BATCH_FACTOR = 8
 """Edits per local batch, as a multiple of the spec's batch size (an edit costs a fraction of a forward).
 
-8 x 64 = 512 edits a call: in an interleaved A/B (one thread, every substitution of 1 kb, 2026-12-04)
-against 16 the reference CNN ran 7 % faster, the BPNet-like towers 7-11 %, the SpliceAI-like stack
-34 %, the Basenji-like stack 5 % slower (its windows' working set then fits the caches); 4 was no
-better than 8. A GPU wants far larger calls: there pass a larger batch size (``--batch-size 4096``)."""
+8 x 64 = 512 edits a call: in two interleaved A/B series (one thread, every substitution of 1 kb,
+2026-12-04; ``python -m benchmarks.ab_settings batch``) against 16 the reference CNN ran 7-8 % faster,
+the BPNet-like towers 7-26 %, the SpliceAI-like stack 33-34 %, the Basenji-like stack -5 % to +3 %;
+4 was within a few per cent of 8 (the k-mer LSTM batches by ``batch_size`` alone). A GPU wants far larger calls: there pass a larger batch size (``--batch-size 4096``)."""
 
 _ELEMENTWISE = ("ReLU", "GELU", "ELU", "LeakyReLU", "Sigmoid", "Tanh", "SiLU", "Softplus", "Mish",
                 "Identity", "Dropout", "BatchNorm1d", "ReLU6", "Hardtanh", "PReLU")
